@@ -9,7 +9,10 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 
 #include "util/check.h"
 
@@ -26,6 +29,9 @@ using json = nlohmann::json;
 // huggingface/safetensors refuses headers above 100 MB; a length beyond that is a corrupt file, and
 // refusing it keeps a garbage length from making us parse hundreds of GB as JSON.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+constexpr const char* kIndexFileName = "model.safetensors.index.json";
+constexpr uint64_t kPageBytes = 4096;
+constexpr uint64_t kProgressEveryBytes = 64ull << 20;
 
 std::string supported_dtypes() {
   std::string names;
@@ -217,6 +223,159 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
 const TensorView* SafetensorsFile::find(const std::string& name) const {
   const auto it = tensors_.find(name);
   return it == tensors_.end() ? nullptr : &it->second;
+}
+
+namespace {
+
+// A shard name from the index is a file name inside the checkpoint directory, nothing else.
+bool is_plain_file_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos;
+}
+
+// weight_map of model.safetensors.index.json: tensor name -> shard file name.
+std::map<std::string, std::string> read_weight_map(const fs::path& index_path) {
+  const std::string file = index_path.string();
+  std::ifstream in(index_path, std::ios::binary);
+  DS_REQUIRE(in.good(), CheckpointError, "{}: cannot open: {}", file, std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  json index;
+  try {
+    index = json::parse(text.str());
+  } catch (const json::exception& e) {
+    throw CheckpointError(fmt::format("{}: not valid JSON: {}", file, e.what()));
+  }
+  DS_REQUIRE(index.is_object(), CheckpointError, "{}: is a JSON {}, expected an object", file,
+             index.type_name());
+  const auto map_it = index.find("weight_map");
+  DS_REQUIRE(map_it != index.end() && map_it->is_object(), CheckpointError,
+             "{}: 'weight_map' is missing or not an object of tensor name -> shard file", file);
+  std::map<std::string, std::string> weight_map;
+  for (const auto& [tensor, shard] : map_it->items()) {
+    DS_REQUIRE(shard.is_string(), CheckpointError,
+               "{}: weight_map entry for tensor '{}' is a {}, expected a string", file, tensor,
+               shard.type_name());
+    const auto& shard_name = shard.get_ref<const std::string&>();
+    DS_REQUIRE(
+        is_plain_file_name(shard_name), CheckpointError,
+        "{}: weight_map puts tensor '{}' in shard '{}', which is not a file name inside the checkpoint "
+        "directory",
+        file, tensor, shard_name);
+    weight_map.emplace(tensor, shard_name);
+  }
+  return weight_map;
+}
+
+std::vector<std::string> list_shards(const fs::path& dir) {
+  std::vector<std::string> shards;
+  try {
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      std::error_code ec;
+      // is_regular_file follows symlinks, as in the HuggingFace cache's snapshot directories.
+      if (entry.path().extension() == ".safetensors" && entry.is_regular_file(ec)) {
+        shards.push_back(entry.path().filename().string());
+      }
+    }
+  } catch (const fs::filesystem_error& e) {
+    throw CheckpointError(fmt::format("checkpoint directory {}: cannot list: {}", dir.string(), e.what()));
+  }
+  std::sort(shards.begin(), shards.end());
+  return shards;
+}
+
+}  // namespace
+
+Checkpoint Checkpoint::open(const std::filesystem::path& dir) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(dir, ec);
+  DS_REQUIRE(fs::exists(status), CheckpointError, "checkpoint directory {} does not exist", dir.string());
+  DS_REQUIRE(fs::is_directory(status), CheckpointError, "checkpoint path {} is not a directory",
+             dir.string());
+
+  Checkpoint ckpt;
+  ckpt.dir_ = dir;
+  const fs::path index_path = dir / kIndexFileName;
+  std::map<std::string, std::string> weight_map;
+  std::vector<std::string> shard_names;
+  if (fs::exists(index_path, ec)) {
+    weight_map = read_weight_map(index_path);
+    std::set<std::string> unique;
+    for (const auto& [tensor, shard] : weight_map) unique.insert(shard);
+    shard_names.assign(unique.begin(), unique.end());
+    for (const std::string& shard : shard_names) {
+      DS_REQUIRE(fs::is_regular_file(dir / shard, ec), CheckpointError, "shard {} named by {} does not exist",
+                 (dir / shard).string(), index_path.string());
+    }
+  } else {
+    shard_names = list_shards(dir);
+    DS_REQUIRE(!shard_names.empty(), CheckpointError,
+               "checkpoint directory {} has no {} and no *.safetensors files", dir.string(), kIndexFileName);
+  }
+
+  for (const std::string& shard : shard_names) {
+    ckpt.shards_.push_back(SafetensorsFile::open(dir / shard));
+    for (const auto& [name, view] : ckpt.shards_.back()->tensors()) {
+      const auto [it, inserted] = ckpt.index_.emplace(name, &view);
+      DS_REQUIRE(inserted, CheckpointError, "tensor '{}' is in two shards: {} and {}", name,
+                 it->second->file.string(), view.file.string());
+    }
+  }
+
+  for (const auto& [tensor, shard] : weight_map) {
+    const TensorView* view = ckpt.find(tensor);
+    DS_REQUIRE(view != nullptr, CheckpointError, "tensor '{}' is missing from shard {} (where {} puts it)",
+               tensor, (dir / shard).string(), index_path.string());
+    DS_REQUIRE(view->file.filename() == shard, CheckpointError,
+               "tensor '{}' is missing from shard {} (where {} puts it); it is in {}", tensor,
+               (dir / shard).string(), index_path.string(), view->file.string());
+  }
+  return ckpt;
+}
+
+const TensorView* Checkpoint::find(const std::string& name) const {
+  const auto it = index_.find(name);
+  return it == index_.end() ? nullptr : it->second;
+}
+
+const TensorView& Checkpoint::get(const std::string& name) const {
+  const TensorView* view = find(name);
+  DS_REQUIRE(view != nullptr, CheckpointError, "tensor '{}' is missing from checkpoint {}", name,
+             dir_.string());
+  return *view;
+}
+
+std::vector<std::string> Checkpoint::names() const {
+  std::vector<std::string> names;
+  names.reserve(index_.size());
+  for (const auto& [name, view] : index_) names.push_back(name);
+  return names;
+}
+
+uint64_t Checkpoint::total_bytes() const {
+  uint64_t total = 0;
+  for (const auto& shard : shards_) total += shard->file_size();
+  return total;
+}
+
+void Checkpoint::prefetch(const std::function<void(uint64_t, uint64_t)>& on_progress) const {
+  const uint64_t total = total_bytes();
+  uint64_t done = 0;
+  uint64_t next_report = kProgressEveryBytes;
+  // One read per page faults it in; the volatile sum keeps the compiler from dropping the reads.
+  volatile uint8_t sink = 0;
+  for (const auto& shard : shards_) {
+    const std::span<const std::byte> bytes = shard->bytes();
+    for (uint64_t offset = 0; offset < bytes.size(); offset += kPageBytes) {
+      sink = static_cast<uint8_t>(sink + static_cast<uint8_t>(bytes[offset]));
+      done += std::min<uint64_t>(kPageBytes, bytes.size() - offset);
+      if (done >= next_report && done < total) {
+        if (on_progress) on_progress(done, total);
+        next_report = done + kProgressEveryBytes;
+      }
+    }
+  }
+  if (on_progress) on_progress(done, total);
 }
 
 }  // namespace ds
