@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,10 @@ class SafetensorsFile {
   [[nodiscard]] const std::map<std::string, TensorView>& tensors() const { return tensors_; }
   [[nodiscard]] const std::map<std::string, std::string>& metadata() const { return metadata_; }
   [[nodiscard]] size_t file_size() const { return size_; }
+  // The whole mapped file, header included.
+  [[nodiscard]] std::span<const std::byte> bytes() const {
+    return {static_cast<const std::byte*>(mapping_), size_};
+  }
 
  private:
   SafetensorsFile() = default;
