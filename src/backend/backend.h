@@ -1,0 +1,117 @@
+// The op interface every backend implements, and the ForwardBatch that describes one model step.
+//
+// Model code (src/model) is written once against Backend; the CPU backend is the fp32 reference, the CUDA
+// backend (src/backend/cuda) implements the same ops and is tested op by op against it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "backend/tensor.h"
+
+namespace ds {
+
+// One engine step: the new tokens of several sequences, flattened.
+struct ForwardBatch {
+  std::vector<int32_t> token_ids;        // [num_tokens]
+  std::vector<int32_t> positions;        // [num_tokens] position of each token within its sequence
+  std::vector<int32_t> query_start_loc;  // [num_seqs + 1] CSR offsets of each sequence's tokens
+  std::vector<int32_t> seq_lens;         // [num_seqs] context length including this step's tokens
+  std::vector<int32_t> block_table;      // [num_seqs, max_blocks_per_seq] KV block ids, row-major
+  int32_t max_blocks_per_seq = 0;
+  std::vector<int64_t> slot_mapping;     // [num_tokens] KV slot = block_id * block_size + offset
+  std::vector<int32_t> logits_indices;   // token rows whose logits are returned, in order
+
+  [[nodiscard]] int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+  [[nodiscard]] int64_t num_seqs() const { return static_cast<int64_t>(seq_lens.size()); }
+  // Checks the shapes agree with each other (a broken batch is our bug, not the user's).
+  void validate(int64_t num_kv_slots, int32_t block_size) const;
+};
+
+// YaRN-aware rotary table: cos/sin(position * inv_freq[i]) * attention_factor, DeepSeek's interleaved pairs.
+struct RopeParams {
+  std::vector<float> inv_freq;  // [rotary_dim / 2]
+  float attention_factor = 1.0f;
+};
+
+struct MlaAttentionParams {
+  const Tensor* q = nullptr;         // [num_tokens, num_heads * qk_head_dim], per head: nope | rope (rotated)
+  const Tensor* kv_cache = nullptr;  // [num_kv_slots, kv_lora_rank + qk_rope_head_dim]: latent | rope key
+  const Weight* kv_b_proj = nullptr; // [num_heads * (qk_nope_head_dim + v_head_dim), kv_lora_rank]
+  Tensor* out = nullptr;             // [num_tokens, num_heads * v_head_dim]
+  int64_t num_heads = 0;
+  int64_t qk_nope_head_dim = 0;
+  int64_t qk_rope_head_dim = 0;
+  int64_t v_head_dim = 0;
+  int64_t kv_lora_rank = 0;
+  int32_t block_size = 0;
+  float softmax_scale = 0.0f;
+};
+
+// How experts are chosen. greedy: plain top-k. group_limited_greedy (V2): groups ranked by their best expert.
+// noaux_tc (V3): groups ranked by the sum of their two best bias-corrected scores.
+enum class TopkMethod { kGreedy, kGroupLimitedGreedy, kNoauxTc };
+enum class ScoringFunc { kSoftmax, kSigmoid };
+
+struct MoeGateParams {
+  const Weight* gate = nullptr;                   // [n_routed_experts, hidden]
+  const Weight* e_score_correction_bias = nullptr;  // [n_routed_experts] or empty
+  int64_t top_k = 0;
+  int64_t n_group = 1;
+  int64_t topk_group = 1;
+  TopkMethod topk_method = TopkMethod::kGreedy;
+  ScoringFunc scoring_func = ScoringFunc::kSoftmax;
+  bool norm_topk_prob = false;
+  float routed_scaling_factor = 1.0f;
+};
+
+struct MlpWeights {
+  Weight gate_proj;  // [intermediate, hidden]
+  Weight up_proj;    // [intermediate, hidden]
+  Weight down_proj;  // [hidden, intermediate]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // An uninitialized activation tensor.
+  [[nodiscard]] virtual Tensor empty(std::vector<int64_t> shape) = 0;
+  [[nodiscard]] Tensor zeros(std::vector<int64_t> shape);
+  virtual void fill_zero(Tensor& t) = 0;
+  virtual void copy_to_host(const Tensor& t, std::span<float> out) = 0;
+
+  // out[t, :] = table[ids[t], :]
+  virtual void embedding(const Weight& table, std::span<const int32_t> ids, Tensor& out) = 0;
+  // out = x / sqrt(mean(x^2) + eps) * weight, row by row over the last dimension.
+  virtual void rms_norm(const Tensor& x, const Weight& weight, float eps, Tensor& out) = 0;
+  // out[:, col_offset : col_offset + width] of x, normalized (used for the latent part of kv_a output).
+  virtual void rms_norm_cols(const Tensor& x, int64_t col_offset, const Weight& weight, float eps, Tensor& out) = 0;
+  // out[T, N] = x[T, K] @ w[N, K]^T
+  virtual void linear(const Tensor& x, const Weight& w, Tensor& out) = 0;
+  // acc += x
+  virtual void add(Tensor& acc, const Tensor& x) = 0;
+  // out[T, I] = silu(gate_up[:, :I]) * gate_up[:, I:]  where gate_up is [T, 2I]
+  virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
+  // Rotates, in place, the rope part of every head: x[t, h*head_dim + rope_offset + (0..rotary_dim)].
+  virtual void rope(Tensor& x, std::span<const int32_t> positions, int64_t num_heads, int64_t head_dim,
+                    int64_t rope_offset, const RopeParams& rope) = 0;
+  // Writes rows of latent [T, kv_lora] (normalized) and k_rope [T, rope] into cache slots.
+  virtual void store_kv(const Tensor& latent, const Tensor& k_rope_src, int64_t k_rope_col_offset,
+                        std::span<const int64_t> slot_mapping, Tensor& kv_cache) = 0;
+  // Causal multi-head latent attention over the paged cache (every token's keys are already stored).
+  virtual void mla_attention(const MlaAttentionParams& p, const ForwardBatch& batch) = 0;
+  // Router: topk_ids/topk_weights [T, top_k].
+  virtual void moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<int32_t>& topk_ids,
+                        std::vector<float>& topk_weights) = 0;
+  // out += sum_k topk_weights[t,k] * expert[topk_ids[t,k]](x[t])
+  virtual void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, std::span<const int32_t> topk_ids,
+                           std::span<const float> topk_weights, int64_t top_k, Tensor& out) = 0;
+  // out = down(silu(gate(x)) * up(x))
+  virtual void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) = 0;
+  // out[i, :] = x[rows[i], :]
+  virtual void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) = 0;
+};
+
+}  // namespace ds
