@@ -1,0 +1,143 @@
+#include "model/deepseek.h"
+
+#include "model/rope.h"
+
+namespace ds {
+
+std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::filesystem::path& dir, Backend& backend) {
+  ModelConfig config = load_model_config(dir);
+  Checkpoint checkpoint = Checkpoint::open(dir);
+  return std::make_unique<DeepseekModel>(std::move(config), std::move(checkpoint), backend);
+}
+
+DeepseekModel::DeepseekModel(ModelConfig config, Checkpoint checkpoint, Backend& backend)
+    : config_(std::move(config)),
+      checkpoint_(std::move(checkpoint)),
+      weights_(bind_weights(checkpoint_, config_)),
+      backend_(backend),
+      rope_(make_rope_params(config_)),
+      softmax_scale_(static_cast<float>(config_.softmax_scale())) {}
+
+void DeepseekModel::allocate_kv_cache(int64_t num_blocks, int32_t block_size) {
+  DS_CHECK(num_blocks > 0 && block_size > 0, "kv cache of {} blocks of {}", num_blocks, block_size);
+  kv_cache_.clear();
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i)
+    kv_cache_.push_back(backend_.empty({num_blocks * block_size, config_.kv_cache_dim()}));
+  num_kv_blocks_ = num_blocks;
+  block_size_ = block_size;
+}
+
+Tensor DeepseekModel::forward(const ForwardBatch& batch, std::vector<std::vector<float>>* trace) {
+  DS_CHECK(!kv_cache_.empty(), "allocate_kv_cache before forward");
+  batch.validate(num_kv_blocks_ * block_size_, block_size_);
+  const ModelConfig& c = config_;
+  const int64_t t = batch.num_tokens(), h = c.hidden_size;
+
+  Tensor hidden = backend_.empty({t, h});  // [T, hidden] residual stream
+  backend_.embedding(weights_.embed_tokens, batch.token_ids, hidden);
+  auto record = [&](const Tensor& x) {
+    if (trace == nullptr) return;
+    trace->emplace_back(static_cast<size_t>(x.numel()));
+    backend_.copy_to_host(x, trace->back());
+  };
+  record(hidden);
+  Tensor normed = backend_.empty({t, h});
+  Tensor branch = backend_.empty({t, h});
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const LayerWeights& layer = weights_.layers[static_cast<size_t>(i)];
+    backend_.rms_norm(hidden, layer.input_layernorm, static_cast<float>(c.rms_norm_eps), normed);
+    attention(i, normed, batch, branch);
+    backend_.add(hidden, branch);
+    backend_.rms_norm(hidden, layer.post_attention_layernorm, static_cast<float>(c.rms_norm_eps), normed);
+    if (layer.is_moe) {
+      moe(layer.moe, normed, branch);
+    } else {
+      backend_.mlp(normed, layer.mlp, branch);
+    }
+    backend_.add(hidden, branch);
+    // HF's list holds the input of each layer and ends with the final norm; skip the last layer's raw output.
+    if (i + 1 < c.num_hidden_layers) record(hidden);
+  }
+  if (trace != nullptr) {
+    Tensor all_normed = backend_.empty({t, h});
+    backend_.rms_norm(hidden, weights_.norm, static_cast<float>(c.rms_norm_eps), all_normed);
+    record(all_normed);
+  }
+  // Only the rows that need logits go through the final norm and lm_head.
+  const int64_t n = static_cast<int64_t>(batch.logits_indices.size());
+  Tensor last = backend_.empty({n, h});
+  backend_.gather_rows(hidden, batch.logits_indices, last);
+  Tensor last_normed = backend_.empty({n, h});
+  backend_.rms_norm(last, weights_.norm, static_cast<float>(c.rms_norm_eps), last_normed);
+  Tensor logits = backend_.empty({n, c.vocab_size});
+  backend_.linear(last_normed, weights_.lm_head, logits);
+  return logits;
+}
+
+void DeepseekModel::attention(int64_t layer, const Tensor& x, const ForwardBatch& batch, Tensor& out) {
+  const ModelConfig& c = config_;
+  const AttentionWeights& w = weights_.layers[static_cast<size_t>(layer)].attn;
+  const int64_t t = x.rows(), heads = c.num_attention_heads;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+
+  Tensor q = backend_.empty({t, heads * c.qk_head_dim()});  // [T, heads * (nope | rope)]
+  if (c.q_lora_rank > 0) {
+    Tensor q_a = backend_.empty({t, c.q_lora_rank});  // [T, q_lora_rank]
+    backend_.linear(x, w.q_a_proj, q_a);
+    Tensor q_a_normed = backend_.empty({t, c.q_lora_rank});
+    backend_.rms_norm(q_a, w.q_a_layernorm, eps, q_a_normed);
+    backend_.linear(q_a_normed, w.q_b_proj, q);
+  } else {
+    backend_.linear(x, w.q_proj, q);
+  }
+  backend_.rope(q, batch.positions, heads, c.qk_head_dim(), c.qk_nope_head_dim, rope_);
+
+  Tensor kv_a = backend_.empty({t, c.kv_cache_dim()});  // [T, kv_lora_rank | qk_rope_head_dim]
+  backend_.linear(x, w.kv_a_proj_with_mqa, kv_a);
+  Tensor latent = backend_.empty({t, c.kv_lora_rank});  // [T, kv_lora_rank], normalized
+  backend_.rms_norm_cols(kv_a, 0, w.kv_a_layernorm, eps, latent);
+  // The rope key is shared by all heads (one "head" of width qk_rope_head_dim at column kv_lora_rank).
+  backend_.rope(kv_a, batch.positions, 1, c.kv_cache_dim(), c.kv_lora_rank, rope_);
+  backend_.store_kv(latent, kv_a, c.kv_lora_rank, batch.slot_mapping, kv_cache_[static_cast<size_t>(layer)]);
+
+  Tensor attn = backend_.empty({t, heads * c.v_head_dim});  // [T, heads * v_head_dim]
+  MlaAttentionParams p;
+  p.q = &q;
+  p.kv_cache = &kv_cache_[static_cast<size_t>(layer)];
+  p.kv_b_proj = &w.kv_b_proj;
+  p.out = &attn;
+  p.num_heads = heads;
+  p.qk_nope_head_dim = c.qk_nope_head_dim;
+  p.qk_rope_head_dim = c.qk_rope_head_dim;
+  p.v_head_dim = c.v_head_dim;
+  p.kv_lora_rank = c.kv_lora_rank;
+  p.block_size = block_size_;
+  p.softmax_scale = softmax_scale_;
+  backend_.mla_attention(p, batch);
+  backend_.linear(attn, w.o_proj, out);
+}
+
+void DeepseekModel::moe(const MoeWeights& w, const Tensor& x, Tensor& out) {
+  const ModelConfig& c = config_;
+  MoeGateParams gate;
+  gate.gate = &w.gate;
+  gate.e_score_correction_bias = w.e_score_correction_bias.empty() ? nullptr : &w.e_score_correction_bias;
+  gate.top_k = c.num_experts_per_tok;
+  gate.n_group = c.n_group;
+  gate.topk_group = c.topk_group;
+  gate.topk_method = c.topk_method;
+  gate.scoring_func = c.scoring_func;
+  gate.norm_topk_prob = c.norm_topk_prob;
+  gate.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
+  std::vector<int32_t> topk_ids;   // [T, top_k]
+  std::vector<float> topk_weights;  // [T, top_k]
+  backend_.moe_gate(x, gate, topk_ids, topk_weights);
+  if (w.has_shared_experts) {
+    backend_.mlp(x, w.shared_experts, out);
+  } else {
+    backend_.fill_zero(out);
+  }
+  backend_.moe_experts(x, w.experts, topk_ids, topk_weights, c.num_experts_per_tok, out);
+}
+
+}  // namespace ds
