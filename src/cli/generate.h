@@ -19,6 +19,7 @@ struct GenerateOptions {
   uint64_t seed = 0;
   std::string device = "cpu";
   int threads = 0;
+  bool ignore_eos = false;
   bool json = false;
 };
 
