@@ -29,6 +29,13 @@ struct ForwardBatch {
   void validate(int64_t num_kv_slots, int32_t block_size) const;
 };
 
+// One KV block copied from block src of one cache to block dst of another (or the same) cache.
+struct BlockMove {
+  int32_t src = 0;
+  int32_t dst = 0;
+  bool operator==(const BlockMove&) const = default;
+};
+
 // YaRN-aware rotary table: cos/sin(position * inv_freq[i]) * attention_factor, DeepSeek's interleaved pairs.
 struct RopeParams {
   std::vector<float> inv_freq;  // [rotary_dim / 2]
@@ -78,6 +85,10 @@ class Backend {
 
   // An uninitialized activation tensor.
   [[nodiscard]] virtual Tensor empty(std::vector<int64_t> shape) = 0;
+  // An uninitialized tensor in host memory the backend can copy to and from quickly (the KV swap pool).
+  [[nodiscard]] virtual Tensor empty_host(std::vector<int64_t> shape) = 0;
+  // Copies whole blocks ([block_size] rows each) between caches of the same width; either may be host memory.
+  virtual void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) = 0;
   [[nodiscard]] Tensor zeros(std::vector<int64_t> shape);
   virtual void fill_zero(Tensor& t) = 0;
   virtual void copy_to_host(const Tensor& t, std::span<float> out) = 0;

@@ -27,6 +27,36 @@ void DeepseekModel::allocate_kv_cache(int64_t num_blocks, int32_t block_size) {
   block_size_ = block_size;
 }
 
+void DeepseekModel::allocate_swap_space(int64_t num_blocks) {
+  DS_CHECK(block_size_ > 0, "allocate_kv_cache before allocate_swap_space");
+  swap_space_.clear();
+  if (num_blocks == 0) return;
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i)
+    swap_space_.push_back(backend_.empty_host({num_blocks * block_size_, config_.kv_cache_dim()}));
+}
+
+void DeepseekModel::swap_out(std::span<const BlockMove> moves) {
+  if (moves.empty()) return;
+  DS_CHECK(swap_space_.size() == kv_cache_.size(), "no swap space allocated");
+  for (size_t i = 0; i < kv_cache_.size(); ++i) backend_.copy_blocks(kv_cache_[i], swap_space_[i], moves, block_size_);
+}
+
+void DeepseekModel::swap_in(std::span<const BlockMove> moves) {
+  if (moves.empty()) return;
+  DS_CHECK(swap_space_.size() == kv_cache_.size(), "no swap space allocated");
+  for (size_t i = 0; i < kv_cache_.size(); ++i) backend_.copy_blocks(swap_space_[i], kv_cache_[i], moves, block_size_);
+}
+
+void DeepseekModel::copy_blocks(std::span<const BlockMove> moves) {
+  if (moves.empty()) return;
+  for (Tensor& layer : kv_cache_) backend_.copy_blocks(layer, layer, moves, block_size_);
+}
+
+int64_t DeepseekModel::kv_block_bytes(int32_t block_size) const {
+  return config_.num_hidden_layers * int64_t{block_size} * config_.kv_cache_dim() *
+         static_cast<int64_t>(dtype_size(DType::kF32));
+}
+
 Tensor DeepseekModel::forward(const ForwardBatch& batch, std::vector<std::vector<float>>* trace) {
   DS_CHECK(!kv_cache_.empty(), "allocate_kv_cache before forward");
   batch.validate(num_kv_blocks_ * block_size_, block_size_);

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "backend/backend.h"
@@ -24,6 +25,14 @@ class DeepseekModel {
   // The MLA latent cache: per layer [num_blocks * block_size, kv_lora_rank + qk_rope_head_dim].
   void allocate_kv_cache(int64_t num_blocks, int32_t block_size);
   [[nodiscard]] int64_t num_kv_blocks() const { return num_kv_blocks_; }
+  // The CPU swap pool, same layout; and block copies for swap-out (device -> pool), swap-in (pool -> device)
+  // and copy-on-write (device -> device), every layer at once.
+  void allocate_swap_space(int64_t num_blocks);
+  void swap_out(std::span<const BlockMove> moves);
+  void swap_in(std::span<const BlockMove> moves);
+  void copy_blocks(std::span<const BlockMove> moves);
+  // Bytes of one KV block across all layers (for sizing the cache from a memory budget).
+  [[nodiscard]] int64_t kv_block_bytes(int32_t block_size) const;
   [[nodiscard]] int32_t block_size() const { return block_size_; }
 
   // Runs one step: writes each token's latent KV into its slot, returns logits [logits_indices.size(), vocab].
@@ -44,6 +53,7 @@ class DeepseekModel {
   RopeParams rope_;
   float softmax_scale_ = 0.0f;
   std::vector<Tensor> kv_cache_;
+  std::vector<Tensor> swap_space_;
   int64_t num_kv_blocks_ = 0;
   int32_t block_size_ = 0;
 };

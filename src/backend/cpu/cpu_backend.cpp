@@ -138,6 +138,18 @@ void CpuBackend::store_kv(const Tensor& latent, const Tensor& k_rope_src, int64_
   }
 }
 
+void CpuBackend::copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) {
+  DS_CHECK(from.cols() == to.cols(), "copy_blocks between caches of width {} and {}", from.cols(), to.cols());
+  const int64_t block_elems = int64_t{block_size} * from.cols();
+  for (const BlockMove& m : moves) {
+    DS_CHECK(m.src >= 0 && (m.src + 1) * int64_t{block_size} <= from.rows() && m.dst >= 0 &&
+                 (m.dst + 1) * int64_t{block_size} <= to.rows(),
+             "block move {} -> {} out of range", m.src, m.dst);
+    std::memcpy(to.f32() + m.dst * block_elems, from.f32() + m.src * block_elems,
+                static_cast<size_t>(block_elems) * sizeof(float));
+  }
+}
+
 void CpuBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) {
   DS_CHECK(out.rows() == static_cast<int64_t>(rows.size()) && out.cols() == x.cols(), "gather_rows shapes");
   for (size_t i = 0; i < rows.size(); ++i) {

@@ -12,6 +12,8 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int num_threads = 0) : pool_(num_threads) {}
 
   [[nodiscard]] Tensor empty(std::vector<int64_t> shape) override;
+  [[nodiscard]] Tensor empty_host(std::vector<int64_t> shape) override { return empty(std::move(shape)); }
+  void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) override;
   void fill_zero(Tensor& t) override;
   void copy_to_host(const Tensor& t, std::span<float> out) override;
 
