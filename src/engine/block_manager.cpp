@@ -99,6 +99,7 @@ void BlockManager::allocate(Sequence& seq, int64_t num_new_tokens, const PrefixH
       seq.block_table.push_back(id);
     }
     seq.num_computed_tokens = hit->num_tokens;
+    seq.num_cached_blocks = static_cast<int64_t>(hit->blocks.size());
     stats_.prefix_queries += seq.num_tokens();
     stats_.prefix_hits += hit->num_tokens;
   }
@@ -109,11 +110,12 @@ void BlockManager::allocate(Sequence& seq, int64_t num_new_tokens, const PrefixH
   }
 }
 
-void BlockManager::cache_full_blocks(const Sequence& seq) {
+void BlockManager::cache_full_blocks(Sequence& seq) {
   if (!enable_prefix_caching_) return;
   const int64_t full = std::min<int64_t>(seq.num_computed_tokens / block_size_,
                                          static_cast<int64_t>(seq.block_hashes.size()));
-  for (int64_t i = 0; i < full; ++i) {
+  // Only the blocks that filled up since the last call: this runs for every sequence on every step.
+  for (int64_t i = seq.num_cached_blocks; i < full; ++i) {
     Block& b = blocks_[static_cast<size_t>(seq.block_table[static_cast<size_t>(i)])];
     if (b.hash.has_value()) continue;
     const uint64_t h = seq.block_hashes[static_cast<size_t>(i)];
@@ -123,12 +125,14 @@ void BlockManager::cache_full_blocks(const Sequence& seq) {
     b.tokens.assign(seq.token_ids.begin() + i * block_size_, seq.token_ids.begin() + (i + 1) * block_size_);
     cached_[h] = seq.block_table[static_cast<size_t>(i)];
   }
+  seq.num_cached_blocks = std::max(seq.num_cached_blocks, full);
 }
 
 void BlockManager::free(Sequence& seq) {
   // Release the tail first: the LRU then evicts a sequence's last blocks before its shared prefix.
   for (auto it = seq.block_table.rbegin(); it != seq.block_table.rend(); ++it) release(*it);
   seq.block_table.clear();
+  seq.num_cached_blocks = 0;
   for (int32_t id : seq.swapped_blocks) free_cpu_.push_back(id);
   seq.swapped_blocks.clear();
 }
@@ -142,6 +146,7 @@ std::vector<BlockMove> BlockManager::fork(const Sequence& parent, Sequence& chil
   std::vector<BlockMove> copies;
   child.block_table = parent.block_table;
   child.num_computed_tokens = parent.num_computed_tokens;
+  child.num_cached_blocks = parent.num_cached_blocks;
   const bool partial_last = parent.num_computed_tokens % block_size_ != 0;
   for (size_t i = 0; i < child.block_table.size(); ++i) {
     if (partial_last && i + 1 == child.block_table.size()) {
@@ -171,6 +176,7 @@ std::vector<BlockMove> BlockManager::swap_out(Sequence& seq) {
     release(id);
   }
   seq.block_table.clear();
+  seq.num_cached_blocks = 0;
   stats_.swapped_out_blocks += static_cast<int64_t>(moves.size());
   return moves;
 }

@@ -58,7 +58,7 @@ class BlockManager {
   void allocate(Sequence& seq, int64_t num_new_tokens, const PrefixHit* hit = nullptr);
 
   // After a step computed seq's tokens up to seq.num_computed_tokens: register its newly full blocks.
-  void cache_full_blocks(const Sequence& seq);
+  void cache_full_blocks(Sequence& seq);
 
   // Drops seq's references (device and swap blocks).
   void free(Sequence& seq);

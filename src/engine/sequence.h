@@ -30,6 +30,8 @@ struct Sequence {
   // Prefix-cache keys of the full blocks of token_ids: block_hashes[i] covers tokens [0, (i+1) * block_size).
   // Kept by BlockManager::update_hashes; they depend only on the tokens, so they survive preemption.
   std::vector<uint64_t> block_hashes;
+  // block_table[0, num_cached_blocks) were offered to the prefix cache already (reset when blocks are freed).
+  int64_t num_cached_blocks = 0;
   SequenceStatus status = SequenceStatus::kWaiting;
   FinishReason finish_reason = FinishReason::kNone;
   SamplingParams params;
