@@ -117,7 +117,7 @@ TEST(Bpe, ByteFallbackAndUnk) {
   EXPECT_EQ(fallback.encode("a\xC3\xA9", false), (Ids{1, 3, 4}));
 }
 
-TEST(Decode, RoundTripsText) {
+TEST(TokenizerDecode, RoundTripsText) {
   const Tokenizer tok = tiny();
   for (const char* text : {"Hello, world!", " the then 1212", "你好，世界 こんにちは カタカナ",
                            "tab\there\r\nnext", "emoji \xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x92\xBB", ""}) {
@@ -125,7 +125,7 @@ TEST(Decode, RoundTripsText) {
   }
 }
 
-TEST(Decode, SpecialTokensAreKeptOrSkipped) {
+TEST(TokenizerDecode, SpecialTokensAreKeptOrSkipped) {
   const Tokenizer tok = tiny();
   const Ids ids = tok.encode("<think>hi</think>", true);
   const std::string bos = "<\uFF5Cbegin\u2581of\u2581sentence\uFF5C>";
@@ -135,7 +135,7 @@ TEST(Decode, SpecialTokensAreKeptOrSkipped) {
   EXPECT_EQ(tok.decode(Ids{TinyIds::kMask, 'x'}, true), "<mask>x");
 }
 
-TEST(Decode, BrokenUtf8BecomesReplacementCharacters) {
+TEST(TokenizerDecode, BrokenUtf8BecomesReplacementCharacters) {
   const Tokenizer tok = tiny();
   const std::string fffd = "\xEF\xBF\xBD";
   EXPECT_EQ(tok.decode(Ids{0xE4, 0xBD}), fffd);                      // truncated 3-byte character: one U+FFFD
@@ -149,12 +149,12 @@ TEST(Decode, BrokenUtf8BecomesReplacementCharacters) {
   EXPECT_EQ(tok.decode(Ids{0xFF, 'x'}), fffd + "x");
 }
 
-TEST(Decode, UnknownIdsAreSkipped) {
+TEST(TokenizerDecode, UnknownIdsAreSkipped) {
   const Tokenizer tok = tiny();
   EXPECT_EQ(tok.decode(Ids{'a', 100000, -1, 'b'}), "ab");
 }
 
-TEST(Vocabulary, LookupsAndSizes) {
+TEST(TokenizerVocabulary, LookupsAndSizes) {
   const Tokenizer tok = tiny();
   EXPECT_EQ(tok.vocab_size(), 268u);
   EXPECT_EQ(tok.token_to_id("<think>"), TinyIds::kThink);
@@ -165,7 +165,7 @@ TEST(Vocabulary, LookupsAndSizes) {
   EXPECT_FALSE(tok.is_special_token('a'));
 }
 
-TEST(Encode, RejectsInvalidUtf8) {
+TEST(TokenizerEncode, RejectsInvalidUtf8) {
   const Tokenizer tok = tiny();
   EXPECT_THROW((void)tok.encode("abc\xFF", false), UserError);
 }

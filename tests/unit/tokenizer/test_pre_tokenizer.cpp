@@ -61,7 +61,7 @@ TEST(DeepSeekPreTokenizer, MarksStayWithTheirLetters) {
   EXPECT_EQ(deepseek("cafe\u0301 ok"), (Pieces{"cafe\u0301", " ok"}));
 }
 
-TEST(Regex, WhitespaceIsUnicodeWhiteSpaceNotPcre2s) {
+TEST(PreTokenizerRegex, WhitespaceIsUnicodeWhiteSpaceNotPcre2s) {
   // U+180E MONGOLIAN VOWEL SEPARATOR is not White_Space (Oniguruma), but PCRE2's \s includes it.
   const Regex re("\\s+", "test");
   std::vector<RegexMatch> matches;
@@ -72,7 +72,7 @@ TEST(Regex, WhitespaceIsUnicodeWhiteSpaceNotPcre2s) {
   EXPECT_EQ(Regex::translate_oniguruma("[^\\s\\p{L}]\\S"), "[^\\p{White_Space}\\p{L}]\\P{White_Space}");
 }
 
-TEST(Regex, EmptyMatchesAdvanceLikeOniguruma) {
+TEST(PreTokenizerRegex, EmptyMatchesAdvanceLikeOniguruma) {
   const Regex re("x*", "test");
   std::vector<RegexMatch> matches;
   re.find_all("axxb", matches);
@@ -91,7 +91,7 @@ json split_on_dash(const std::string& behavior, bool invert = false) {
   return {{"type", "Split"}, {"pattern", {{"String", "-"}}}, {"behavior", behavior}, {"invert", invert}};
 }
 
-TEST(Split, EveryBehavior) {
+TEST(SplitPreTokenizer, EveryBehavior) {
   const std::string text = "the-final--countdown";
   EXPECT_EQ(run(split_on_dash("Removed"), text), (Pieces{"the", "final", "countdown"}));
   EXPECT_EQ(run(split_on_dash("Isolated"), text), (Pieces{"the", "-", "final", "-", "-", "countdown"}));
@@ -100,7 +100,7 @@ TEST(Split, EveryBehavior) {
   EXPECT_EQ(run(split_on_dash("Contiguous"), text), (Pieces{"the", "-", "final", "--", "countdown"}));
 }
 
-TEST(Split, Invert) {
+TEST(SplitPreTokenizer, Invert) {
   const std::string text = "the-final--countdown";
   // Inverted, the words are the "matches": Removed drops them and keeps each dash match.
   EXPECT_EQ(run(split_on_dash("Removed", true), text), (Pieces{"-", "-", "-"}));
@@ -108,7 +108,7 @@ TEST(Split, Invert) {
             (Pieces{"the", "-final", "-", "-countdown"}));
 }
 
-TEST(Split, StringPatternIsLiteral) {
+TEST(SplitPreTokenizer, StringPatternIsLiteral) {
   const json config = {
       {"type", "Split"}, {"pattern", {{"String", "."}}}, {"behavior", "Removed"}, {"invert", false}};
   EXPECT_EQ(run(config, "a.b.c"), (Pieces{"a", "b", "c"}));
