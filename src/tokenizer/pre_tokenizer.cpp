@@ -23,21 +23,12 @@ struct Segment {
   bool is_match;
 };
 
-// Applies `split` to every piece, collecting the results in place of the input.
-template <typename SplitOne>
-void split_each(std::vector<std::string>& pieces, SplitOne&& split) {
-  std::vector<std::string> out;
-  out.reserve(pieces.size() * 2);
-  for (const std::string& piece : pieces) split(piece, out);
-  pieces = std::move(out);
-}
-
 class SequencePreTokenizer final : public PreTokenizer {
  public:
   explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
       : steps_(std::move(steps)) {}
-  void pre_tokenize(std::vector<std::string>& pieces) const override {
-    for (const auto& step : steps_) step->pre_tokenize(pieces);
+  void pre_tokenize(PreTokenizedString& text) const override {
+    for (const auto& step : steps_) step->pre_tokenize(text);
   }
 
  private:
@@ -49,13 +40,16 @@ class SplitPreTokenizer final : public PreTokenizer {
   SplitPreTokenizer(std::unique_ptr<Regex> regex, SplitBehavior behavior, bool invert)
       : regex_(std::move(regex)), behavior_(behavior), invert_(invert) {}
 
-  void pre_tokenize(std::vector<std::string>& pieces) const override {
+  void pre_tokenize(PreTokenizedString& text) const override {
+    std::vector<std::string_view> out;
+    out.reserve(text.pieces.size() * 4);
     std::vector<RegexMatch> matches;
-    split_each(pieces, [&](const std::string& piece, std::vector<std::string>& out) {
+    for (const std::string_view piece : text.pieces) {
       matches.clear();
       regex_->find_all(piece, matches);
       split_at_matches(piece, matches, behavior_, invert_, out);
-    });
+    }
+    text.pieces = std::move(out);
   }
 
  private:
@@ -70,30 +64,45 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
     if (use_regex) regex_ = std::make_unique<Regex>(kGpt2Pattern, "ByteLevel's GPT-2 pattern");
   }
 
-  void pre_tokenize(std::vector<std::string>& pieces) const override {
+  void pre_tokenize(PreTokenizedString& text) const override {
     const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::get();
-    std::vector<std::string> out;
-    out.reserve(pieces.size());
+    std::vector<std::string_view> out;
+    out.reserve(text.pieces.size());
     std::vector<RegexMatch> matches;
-    std::vector<std::string> parts;
-    for (std::string& piece : pieces) {
-      if (add_prefix_space_ && (piece.empty() || piece.front() != ' ')) piece.insert(piece.begin(), ' ');
+    std::vector<std::string_view> parts;
+    for (std::string_view piece : text.pieces) {
+      if (add_prefix_space_ && piece.front() != ' ') {
+        std::string spaced(1, ' ');
+        spaced.append(piece);
+        piece = text.store(std::move(spaced));
+      }
       parts.clear();
       if (regex_ != nullptr) {
         matches.clear();
         regex_->find_all(piece, matches);
         split_at_matches(piece, matches, SplitBehavior::kIsolated, false, parts);
-      } else if (!piece.empty()) {
-        parts.push_back(std::move(piece));
+      } else {
+        parts.push_back(piece);
       }
-      for (const std::string& part : parts) {
-        std::string mapped;
-        mapped.reserve(part.size() * 2);
+      // All mapped parts of one piece share one stored string.
+      size_t total = 0;
+      for (const std::string_view part : parts) total += part.size();
+      std::string mapped;
+      mapped.reserve(total * 2);
+      std::vector<size_t> ends;
+      ends.reserve(parts.size());
+      for (const std::string_view part : parts) {
         alphabet.encode(part, mapped);
-        out.push_back(std::move(mapped));
+        ends.push_back(mapped.size());
+      }
+      const std::string_view stored = text.store(std::move(mapped));
+      size_t start = 0;
+      for (const size_t end : ends) {
+        out.push_back(stored.substr(start, end - start));
+        start = end;
       }
     }
-    pieces = std::move(out);
+    text.pieces = std::move(out);
   }
 
  private:
@@ -144,11 +153,11 @@ std::unique_ptr<PreTokenizer> make_digits(const json& config, const std::string&
 }  // namespace
 
 void split_at_matches(std::string_view text, const std::vector<RegexMatch>& matches, SplitBehavior behavior,
-                      bool invert, std::vector<std::string>& out) {
+                      bool invert, std::vector<std::string_view>& out) {
   if (text.empty()) return;
   // The text as alternating gaps and matches, in order (HF's Pattern::find_matches).
-  std::vector<Segment> segments;
-  segments.reserve(matches.size() * 2 + 1);
+  thread_local std::vector<Segment> segments;
+  segments.clear();
   size_t previous = 0;
   for (const RegexMatch& m : matches) {
     if (previous != m.start) segments.push_back({previous, m.start, invert});
@@ -157,34 +166,39 @@ void split_at_matches(std::string_view text, const std::vector<RegexMatch>& matc
   }
   if (previous != text.size()) segments.push_back({previous, text.size(), invert});
 
-  std::vector<Segment> kept;
-  kept.reserve(segments.size());
+  const size_t first = out.size();
+  auto emit = [&](size_t start, size_t end) { out.push_back(text.substr(start, end - start)); };
+  // Extends the last emitted piece (of this text) to `end` / back to `start`.
+  auto extend_last = [&](size_t end) {
+    std::string_view& last = out.back();
+    last = std::string_view(last.data(), static_cast<size_t>(text.data() + end - last.data()));
+  };
   bool previous_match = false;
   switch (behavior) {
     case SplitBehavior::kIsolated:
-      kept = segments;
+      for (const Segment& s : segments) emit(s.start, s.end);
       break;
     case SplitBehavior::kRemoved:
       for (const Segment& s : segments) {
-        if (!s.is_match) kept.push_back(s);
+        if (!s.is_match) emit(s.start, s.end);
       }
       break;
     case SplitBehavior::kContiguous:
       for (const Segment& s : segments) {
-        if (s.is_match == previous_match && !kept.empty()) {
-          kept.back().end = s.end;
+        if (s.is_match == previous_match && out.size() > first) {
+          extend_last(s.end);
         } else {
-          kept.push_back(s);
+          emit(s.start, s.end);
         }
         previous_match = s.is_match;
       }
       break;
     case SplitBehavior::kMergedWithPrevious:
       for (const Segment& s : segments) {
-        if (s.is_match && !previous_match && !kept.empty()) {
-          kept.back().end = s.end;
+        if (s.is_match && !previous_match && out.size() > first) {
+          extend_last(s.end);
         } else {
-          kept.push_back(s);
+          emit(s.start, s.end);
         }
         previous_match = s.is_match;
       }
@@ -192,19 +206,25 @@ void split_at_matches(std::string_view text, const std::vector<RegexMatch>& matc
     case SplitBehavior::kMergedWithNext:
       // Walk right to left: a match joins the segment after it unless that one was a match too.
       for (auto it = segments.rbegin(); it != segments.rend(); ++it) {
-        if (it->is_match && !previous_match && !kept.empty()) {
-          kept.back().start = it->start;
+        if (it->is_match && !previous_match && out.size() > first) {
+          std::string_view& last = out.back();
+          last = std::string_view(text.data() + it->start,
+                                  static_cast<size_t>(last.data() + last.size() - (text.data() + it->start)));
         } else {
-          kept.push_back(*it);
+          emit(it->start, it->end);
         }
         previous_match = it->is_match;
       }
-      std::reverse(kept.begin(), kept.end());
+      std::reverse(out.begin() + static_cast<std::ptrdiff_t>(first), out.end());
       break;
   }
-  for (const Segment& s : kept) {
-    if (s.end > s.start) out.emplace_back(text.substr(s.start, s.end - s.start));
-  }
+  // Removed segments never reach `out`; the others are non-empty by construction.
+}
+
+std::vector<std::string> PreTokenizer::pre_tokenize_str(std::string_view text) const {
+  PreTokenizedString pre(text);
+  pre_tokenize(pre);
+  return {pre.pieces.begin(), pre.pieces.end()};
 }
 
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& config, const std::string& path) {

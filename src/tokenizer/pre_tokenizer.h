@@ -4,6 +4,7 @@
 // step sees the pieces the previous one produced.
 #pragma once
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -20,17 +21,38 @@ namespace ds::tokenizer {
 // [a,-b,-,-c]; Contiguous [a,-,b,--,c].
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
+// Text being pre-tokenized: its pieces are views into the input, or into strings that a step rewrote
+// (ByteLevel) and that this object keeps alive. Splitting only makes new views, so it copies no text.
+class PreTokenizedString {
+ public:
+  // `text` must outlive this object.
+  explicit PreTokenizedString(std::string_view text) {
+    if (!text.empty()) pieces.push_back(text);
+  }
+  // Keeps `s` alive as long as this object and returns a view of it.
+  std::string_view store(std::string s) { return storage_.emplace_back(std::move(s)); }
+
+  std::vector<std::string_view> pieces;
+
+ private:
+  std::deque<std::string> storage_;  // deque: growing it never moves the strings pieces point into
+};
+
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
   // Replaces every piece by the pieces it splits into.
-  virtual void pre_tokenize(std::vector<std::string>& pieces) const = 0;
+  virtual void pre_tokenize(PreTokenizedString& text) const = 0;
+
+  // The pieces of `text`, as strings (tests, debugging).
+  [[nodiscard]] std::vector<std::string> pre_tokenize_str(std::string_view text) const;
 };
 
 // Cuts `text` at the given matches (sorted, non-overlapping) and appends the non-empty parts that
-// `behavior` keeps. With invert, the text between matches plays the part of the matches.
+// `behavior` keeps, as views into `text`. With invert, the text between matches plays the part of the
+// matches.
 void split_at_matches(std::string_view text, const std::vector<RegexMatch>& matches, SplitBehavior behavior,
-                      bool invert, std::vector<std::string>& out);
+                      bool invert, std::vector<std::string_view>& out);
 
 // Builds the pre-tokenizer described by `config` (tokenizer.json's "pre_tokenizer"); `path` names it in
 // error messages. Returns nullptr for JSON null.

@@ -229,9 +229,9 @@ void Tokenizer::encode_text(std::string_view text, std::vector<TokenId>& ids) co
     model_->tokenize(text, ids);
     return;
   }
-  std::vector<std::string> pieces{std::string(text)};
-  pre_tokenizer_->pre_tokenize(pieces);
-  for (const std::string& piece : pieces) model_->tokenize(piece, ids);
+  PreTokenizedString pre(text);
+  pre_tokenizer_->pre_tokenize(pre);
+  for (const std::string_view piece : pre.pieces) model_->tokenize(piece, ids);
 }
 
 const std::string* Tokenizer::token_for_decode(TokenId id, bool skip_special_tokens) const {

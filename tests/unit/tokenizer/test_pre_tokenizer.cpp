@@ -14,9 +14,7 @@ using Pieces = std::vector<std::string>;
 
 Pieces run(const json& config, const std::string& text) {
   const auto pre = make_pre_tokenizer(config, "pre_tokenizer");
-  Pieces pieces{text};
-  pre->pre_tokenize(pieces);
-  return pieces;
+  return pre->pre_tokenize_str(text);
 }
 
 Pieces deepseek(const std::string& text) {
