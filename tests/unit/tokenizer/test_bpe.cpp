@@ -1,6 +1,9 @@
 // Encode/decode on the hand-written tiny tokenizer (tiny_tokenizer.h): ids are bytes or listed merges.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "tiny_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "util/check.h"
@@ -163,6 +166,29 @@ TEST(TokenizerVocabulary, LookupsAndSizes) {
   EXPECT_TRUE(tok.is_special_token(TinyIds::kUser));
   EXPECT_FALSE(tok.is_special_token(TinyIds::kMask));
   EXPECT_FALSE(tok.is_special_token('a'));
+}
+
+TEST(TokenizerEncode, ConcurrentCallsAgreeWithSerialOnes) {
+  // encode shares the BPE cache and per-thread PCRE2 state between threads.
+  const Tokenizer tok = tiny();
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i)
+    texts.push_back("the " + std::to_string(i * 7919) + " 你好 then<think>" + std::string(i % 5, ' '));
+  std::vector<Ids> serial;
+  for (const auto& t : texts) serial.push_back(tok.encode(t, true));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int w = 0; w < 4; ++w) {
+    threads.emplace_back([&, w] {
+      for (int round = 0; round < 20; ++round) {
+        for (size_t i = w; i < texts.size(); i += 1 + w) {
+          if (tok.encode(texts[i], true) != serial[i]) ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(TokenizerEncode, RejectsInvalidUtf8) {
