@@ -63,8 +63,14 @@ AddedVocabulary::~AddedVocabulary() = default;
 AddedVocabulary::AddedVocabulary(AddedVocabulary&&) noexcept = default;
 AddedVocabulary& AddedVocabulary::operator=(AddedVocabulary&&) noexcept = default;
 
-void AddedVocabulary::add(AddedToken token, std::string normalized_content) {
+void AddedVocabulary::add_all(std::vector<std::pair<AddedToken, std::string>> tokens) {
+  for (auto& [token, normalized] : tokens) insert(std::move(token), std::move(normalized));
+  rebuild_tries();
+}
+
+void AddedVocabulary::insert(AddedToken token, std::string normalized_content) {
   if (token.content.empty()) return;
+  const std::string content = token.content;
   // Re-adding a content replaces the earlier entry; the tries are rebuilt from the final set.
   if (const auto it = index_by_content_.find(token.content); it != index_by_content_.end()) {
     const size_t index = it->second;
@@ -79,14 +85,18 @@ void AddedVocabulary::add(AddedToken token, std::string normalized_content) {
     index_by_id_[token.id] = index;
     tokens_.push_back(std::move(token));
   }
-  if (tokens_.back().special) special_contents_.emplace(tokens_.back().content, true);
-  for (const AddedToken& t : tokens_) {
-    if (t.special) special_contents_.emplace(t.content, true);
-  }
+  // HF keeps a content in the special set once it was added as special.
+  const AddedToken& added = tokens_[index_by_content_.at(content)];
+  if (added.special) special_contents_.emplace(added.content, true);
+}
+
+void AddedVocabulary::rebuild_tries() {
   raw_trie_ = std::make_unique<Trie>();
   normalized_trie_ = std::make_unique<Trie>();
   for (size_t i = 0; i < tokens_.size(); ++i) {
-    if (index_by_id_.at(tokens_[i].id) != i || patterns_[i].empty()) continue;
+    // A later token that took the same id replaces this one, as in HF's id -> token map.
+    const auto owner = index_by_id_.find(tokens_[i].id);
+    if (owner == index_by_id_.end() || owner->second != i || patterns_[i].empty()) continue;
     (tokens_[i].normalized ? *normalized_trie_ : *raw_trie_).insert(patterns_[i], i);
   }
 }

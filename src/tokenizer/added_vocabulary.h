@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "tokenizer/bpe.h"
@@ -44,9 +45,9 @@ class AddedVocabulary {
   AddedVocabulary(AddedVocabulary&&) noexcept;
   AddedVocabulary& operator=(AddedVocabulary&&) noexcept;
 
-  // Registers a token (HF's add_tokens). `normalized_content` is the content after the tokenizer's
-  // normalizer, used to match normalized tokens and to decode them.
-  void add(AddedToken token, std::string normalized_content);
+  // Registers tokens (HF's add_tokens), each with its content after the tokenizer's normalizer (used to
+  // match normalized tokens and to decode them). Re-adding a content replaces the earlier entry.
+  void add_all(std::vector<std::pair<AddedToken, std::string>> tokens);
 
   // Splits `text` at the added tokens of one kind (normalized or not).
   void split(std::string_view text, bool normalized_tokens, bool split_special_tokens,
@@ -71,6 +72,8 @@ class AddedVocabulary {
   [[nodiscard]] std::optional<Match> next_match(const Trie& trie, std::string_view text, size_t from) const;
   [[nodiscard]] bool is_word_char_before(std::string_view text, size_t pos) const;
   [[nodiscard]] bool is_word_char_at(std::string_view text, size_t pos) const;
+  void insert(AddedToken token, std::string normalized_content);
+  void rebuild_tries();
 
   std::vector<AddedToken> tokens_;
   std::vector<std::string> patterns_;  // what is matched (normalized content for normalized tokens)

@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -106,6 +107,8 @@ Tokenizer Tokenizer::from_json_text(std::string_view tokenizer_json) {
   const json& added = component("added_tokens");
   if (!added.is_null() && !added.is_array()) jf::fail("added_tokens", "expected an array");
   auto next_id = static_cast<TokenId>(tok.model_->size());
+  std::unordered_map<std::string, TokenId> assigned;  // content -> id, for repeated contents
+  std::vector<std::pair<AddedToken, std::string>> tokens;
   for (size_t i = 0; i < added.size(); ++i) {
     const std::string path = jf::element("added_tokens", i);
     const json& entry = added[i];
@@ -118,13 +121,14 @@ Tokenizer Tokenizer::from_json_text(std::string_view tokenizer_json) {
     token.normalized = jf::get_bool(entry, "normalized", !token.special, path);
     if (token.content.empty()) continue;
     if (!is_valid_utf8(token.content)) jf::fail(jf::child(path, "content"), "not valid UTF-8");
-    if (const auto id = tok.added_.find_by_content(token.content)) {
-      token.id = *id;
+    if (const auto it = assigned.find(token.content); it != assigned.end()) {
+      token.id = it->second;
     } else if (const auto vocab_id = tok.model_->token_to_id(token.content)) {
       token.id = *vocab_id;
     } else {
       token.id = next_id++;
     }
+    assigned[token.content] = token.id;
     if (entry.contains("id") && entry["id"].is_number_integer() && entry["id"].get<int64_t>() != token.id) {
       spdlog::warn(
           "tokenizer.json: added token {:?} is listed with id {} but gets id {} (as in HF tokenizers)",
@@ -132,8 +136,9 @@ Tokenizer Tokenizer::from_json_text(std::string_view tokenizer_json) {
     }
     std::string normalized = token.content;
     if (token.normalized && tok.normalizer_ != nullptr) tok.normalizer_->normalize(normalized);
-    tok.added_.add(std::move(token), std::move(normalized));
+    tokens.emplace_back(std::move(token), std::move(normalized));
   }
+  tok.added_.add_all(std::move(tokens));
 
   size_t size = tok.model_->size();
   for (const auto& [token, id] : tok.model_->vocab()) size = std::max(size, static_cast<size_t>(id) + 1);
