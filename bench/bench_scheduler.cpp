@@ -69,3 +69,4 @@ BENCHMARK(BM_ScheduleDecodeStep)->Arg(32)->Arg(256)->Iterations(512)->Repetition
 
 }  // namespace
 }  // namespace ds
+BENCHMARK_MAIN();
