@@ -33,7 +33,9 @@ GenerateResult generate(DeepseekModel& model, const std::vector<int32_t>& prompt
   batch.block_table.resize(static_cast<size_t>(num_blocks));
   for (int32_t b = 0; b < num_blocks; ++b) batch.block_table[static_cast<size_t>(b)] = b;
 
-  Sampler sampler(params.seed.value_or(0));
+  const Sampler sampler;
+  std::mt19937_64 rng(params.seed.value_or(0));
+  const std::vector<int32_t> eos_ids(c.eos_token_ids.begin(), c.eos_token_ids.end());
   GenerateResult result;
   std::vector<int32_t> step_tokens = prompt_ids;
   int32_t start = 0;
@@ -50,7 +52,9 @@ GenerateResult generate(DeepseekModel& model, const std::vector<int32_t>& prompt
     batch.seq_lens = {start + n};
     batch.logits_indices = {n - 1};
     const Tensor logits = model.forward(batch);
-    const SampledToken next = sampler.sample({logits.f32(), static_cast<size_t>(c.vocab_size)}, params);
+    const SamplingContext context{prompt_ids, result.token_ids, eos_ids};
+    const SampledToken next =
+        sampler.sample({logits.f32(), static_cast<size_t>(c.vocab_size)}, params, context, rng);
     result.token_ids.push_back(next.token);
     if (on_token) on_token(next);
     const bool eos = std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next.token) != c.eos_token_ids.end();

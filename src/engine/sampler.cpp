@@ -1,70 +1,486 @@
 #include "engine/sampler.h"
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cmath>
-#include <numeric>
-#include <vector>
+#include <limits>
 
 #include "util/check.h"
 
 namespace ds {
 
+namespace detail {
+
+float exp_nonpositive(float x) {
+  // exp(x) = 2^k exp(r) with k = round(x / ln 2) and |r| <= ln(2) / 2, as Cephes' expf. The clamp and the
+  // final select compare bit patterns (for x <= 0 a larger pattern is a more negative number): GCC will not
+  // turn a float comparison into a vector select while it honours floating-point traps.
+  constexpr float kLowest = -86.0f;  // keeps 2^k a normal number: k >= -124
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi =
+      0.693359375f;  // ln 2 = kLn2Hi + kLn2Lo, kLn2Hi short enough that k * kLn2Hi is exact
+  constexpr float kLn2Lo = -2.12194440e-4f;
+  constexpr float kRound = 0x1.8p23f;  // adding it rounds to an integer kept in the low mantissa bits
+  constexpr uint32_t kLowestBits = std::bit_cast<uint32_t>(kLowest);
+  const uint32_t x_bits = std::bit_cast<uint32_t>(x);
+  const float clamped = std::bit_cast<float>(std::min(x_bits, kLowestBits));
+  const float shifted = clamped * kLog2e + kRound;
+  const float k = shifted - kRound;
+  const float r = clamped - k * kLn2Hi - k * kLn2Lo;
+  // Taylor series to r^7; the first term left out is below 0.35^8 / 8! = 6e-9.
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  // 2^k by adding k to p's exponent field; k is the low bits of `shifted`.
+  const uint32_t k_bits = std::bit_cast<uint32_t>(shifted) - std::bit_cast<uint32_t>(kRound);
+  const uint32_t y_bits = std::bit_cast<uint32_t>(p) + (k_bits << 23);
+  const uint32_t keep = 0u - static_cast<uint32_t>(x_bits <= kLowestBits);  // all ones unless x < kLowest
+  return std::bit_cast<float>(y_bits & keep);
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::exp_nonpositive;
+
+// vLLM's _SAMPLING_EPS: a temperature this small is greedy (dividing by it would only overflow).
+constexpr double kGreedyBelowTemperature = 1e-5;
+constexpr int64_t kMaxLogprobs = 20;
+constexpr size_t kMaxStopStrings = 16;
+constexpr size_t kMaxStopStringBytes = 256;
+constexpr float kMasked = -std::numeric_limits<float>::infinity();
+// Rows are walked in chunks this long: exps into a buffer on the stack, and per-chunk sums for the draw.
+constexpr size_t kChunk = 1024;
+// top-k / top-p: below this many candidates just sort them; above, bucket them by logit first.
+constexpr size_t kSortBelow = 512;
+constexpr size_t kBuckets = 4096;
+// top-k up to this takes the best k in one pass with a heap; a larger k goes through the buckets.
+constexpr size_t kHeapTopKUpTo = 1024;
+// Interleaved running maxima / sums: independent chains the compiler turns into vector lanes.
+constexpr size_t kLanes = 8;
+
+// Working buffers, kept per thread and reused from call to call: a vocabulary-sized vector is past malloc's
+// mmap threshold, so a fresh one each call costs a page fault per 4 KiB, which was most of a call's time.
+// They carry no state between calls; every use sizes and fills what it reads.
+struct Scratch {
+  std::vector<float> penalized;    // [vocab] the row after penalties
+  std::vector<float> weight;       // [vocab] exp((logit - max) / T)
+  std::vector<int32_t> ids;        // candidate token ids
+  std::vector<int32_t> kept;       // keep_best_prefix's result, swapped into ids
+  std::vector<int32_t> boundary;   // the tokens of the bucket where a cut falls
+  std::vector<double> per_bucket;  // [kBuckets]
+  std::vector<double> chunk_sum;   // [ceil(vocab / kChunk)]
+  std::vector<uint8_t> seen;       // [vocab] repetition penalty applied; valid only at the ids in hand
+  std::vector<int32_t> count;      // [vocab] occurrences in the output; valid only at the ids in hand
+};
+
+Scratch& thread_scratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+// Token a ranks before token b: the higher logit, or the lower id on a tie, so that every cut (top-k, top-p,
+// top logprobs) is one a user can predict.
+struct RanksBefore {
+  std::span<const float> logits;
+  bool operator()(int32_t a, int32_t b) const {
+    const float la = logits[static_cast<size_t>(a)];
+    const float lb = logits[static_cast<size_t>(b)];
+    return la > lb || (la == lb && a < b);
+  }
+};
+
+// A float's bits as an int32 that sorts like the float (NaN aside): negatives get their magnitude bits
+// flipped. Its own inverse. Integer comparisons vectorize where float ones do not (see exp_nonpositive).
+int32_t ordered_bits(float x) {
+  const auto b = std::bit_cast<int32_t>(x);
+  return b ^ ((b >> 31) & 0x7fffffff);
+}
+
+// The largest value of a row. A NaN with the sign bit clear wins (and fails the callers' checks), one with
+// it set loses; log_sum_exp looks for both.
+float max_of(std::span<const float> row) {
+  std::array<int32_t, kLanes> lane;
+  lane.fill(ordered_bits(kMasked));
+  size_t i = 0;
+  for (; i + kLanes <= row.size(); i += kLanes)
+    for (size_t j = 0; j < kLanes; ++j) lane[j] = std::max(lane[j], ordered_bits(row[i + j]));
+  for (; i < row.size(); ++i) lane[0] = std::max(lane[0], ordered_bits(row[i]));
+  return std::bit_cast<float>(
+      ordered_bits(std::bit_cast<float>(*std::max_element(lane.begin(), lane.end()))));
+}
+
+// The sum in double, always added up in the same order, so that equal inputs give equal sums.
+double sum_of(std::span<const float> values) {
+  std::array<double, kLanes> lane{};
+  size_t i = 0;
+  for (; i + kLanes <= values.size(); i += kLanes)
+    for (size_t j = 0; j < kLanes; ++j) lane[j] += values[i + j];
+  for (; i < values.size(); ++i) lane[0] += values[i];
+  double sum = 0.0;
+  for (const double v : lane) sum += v;
+  return sum;
+}
+
+// log(sum(exp(logits))), the max taken out first so that nothing overflows.
+double log_sum_exp(std::span<const float> logits) {
+  const float max_logit = max_of(logits);
+  DS_CHECK(std::isfinite(max_logit), "logits row of {} has no finite maximum ({})", logits.size(), max_logit);
+  std::array<float, kChunk> exps;
+  double sum = 0.0;
+  uint32_t nan_seen = 0;
+  for (size_t start = 0; start < logits.size(); start += kChunk) {
+    const size_t len = std::min(kChunk, logits.size() - start);
+    for (size_t i = 0; i < len; ++i) {
+      const float l = logits[start + i];
+      exps[i] = exp_nonpositive(l - max_logit);
+      nan_seen |= static_cast<uint32_t>((std::bit_cast<uint32_t>(l) & 0x7fffffffu) > 0x7f800000u);
+    }
+    sum += sum_of({exps.data(), len});
+  }
+  DS_CHECK(nan_seen == 0, "logits row of {} contains NaN", logits.size());
+  return max_logit + std::log(sum);
+}
+
+// The n best-ranked tokens of a row into `best`, best first. A heap of the best so far with the worst of
+// them at the front: one pass in which nearly every token is turned away by one comparison with a float
+// held in a register.
+void best_n(std::span<const float> row, size_t n, std::vector<int32_t>& best) {
+  best.clear();
+  n = std::min(n, row.size());
+  if (n == 0) return;
+  const RanksBefore before{row};
+  for (size_t i = 0; i < n; ++i) best.push_back(static_cast<int32_t>(i));
+  std::make_heap(best.begin(), best.end(), before);
+  float worst = row[static_cast<size_t>(best.front())];
+  for (size_t i = n; i < row.size(); ++i) {
+    if (row[i] <= worst) continue;  // ranks after the worst kept (on a tie, its id is the higher)
+    std::pop_heap(best.begin(), best.end(), before);
+    best.back() = static_cast<int32_t>(i);
+    std::push_heap(best.begin(), best.end(), before);
+    worst = row[static_cast<size_t>(best.front())];
+  }
+  std::sort_heap(best.begin(), best.end(), before);
+}
+
+// The top_n entries of the raw log-softmax, best first.
+std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, double lse, int64_t top_n) {
+  DS_CHECK(top_n >= 0, "top_n {} < 0", top_n);
+  std::vector<int32_t> best;
+  best_n(logits, static_cast<size_t>(top_n), best);
+  std::vector<TokenLogprob> out;
+  out.reserve(best.size());
+  for (const int32_t id : best)
+    out.push_back({id, static_cast<float>(static_cast<double>(logits[static_cast<size_t>(id)]) - lse)});
+  return out;
+}
+
+[[nodiscard]] bool changes_logits(const SamplingParams& params, const SamplingContext& context) {
+  const bool in_min_tokens = static_cast<int64_t>(context.output_ids.size()) < params.min_tokens &&
+                             !(context.eos_token_ids.empty() && params.stop_token_ids.empty());
+  return params.repetition_penalty != 1.0 || params.frequency_penalty != 0.0 ||
+         params.presence_penalty != 0.0 || in_min_tokens;
+}
+
+void check_ids(std::span<const int32_t> ids, size_t vocab, const char* what) {
+  for (const int32_t id : ids)
+    DS_CHECK(id >= 0 && static_cast<size_t>(id) < vocab, "{} id {} outside the vocabulary [0, {})", what, id,
+             vocab);
+}
+
+// A uniform double in [0, 1) from the top 53 bits of one draw: the same on every standard library, which
+// std::uniform_real_distribution does not promise.
+double uniform01(std::mt19937_64& rng) {
+  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
+
+int32_t argmax(std::span<const float> row) {
+  const float max_logit = max_of(row);
+  DS_CHECK(max_logit > kMasked, "every token of the row is masked");
+  // The first of equal maxima: the lowest id, as torch.argmax.
+  return static_cast<int32_t>(std::find(row.begin(), row.end(), max_logit) - row.begin());
+}
+
+// The shortest prefix of `ids` in rank order whose measure reaches `target`, i.e. a token is kept iff the
+// measure of the tokens ranked before it is < target: with a measure of 1 that is top-k, with the weight
+// top-p (vLLM's rule: at least one token, and the one that crosses p is kept). Replaces ids, in no
+// particular order. Tokens are bucketed by their distance from the max logit, a monotone map, so each bucket
+// holds a run of consecutive ranks: one pass finds the bucket where the cut falls, and only it is sorted.
+template <typename Measure>
+void keep_best_prefix(std::vector<int32_t>& ids, std::span<const float> row, float max_logit,
+                      const Measure& measure, double target, Scratch& scratch) {
+  std::vector<int32_t>& kept = scratch.kept;
+  kept.clear();
+  double before = 0.0;  // the measure of everything ranked before the next token looked at
+  auto keep_in_rank_order = [&](std::vector<int32_t>& run) {
+    std::sort(run.begin(), run.end(), RanksBefore{row});
+    for (const int32_t id : run) {
+      if (before >= target) break;
+      kept.push_back(id);
+      before += measure(id);
+    }
+  };
+  float min_logit = max_logit;
+  for (const int32_t id : ids) min_logit = std::min(min_logit, row[static_cast<size_t>(id)]);
+  const double spread = static_cast<double>(max_logit) - min_logit;
+  if (ids.size() < kSortBelow || spread == 0.0) {
+    keep_in_rank_order(ids);
+    ids.swap(kept);
+    return;
+  }
+  const double scale = static_cast<double>(kBuckets - 1) / spread;
+  auto bucket_of = [&](int32_t id) {
+    const double distance = static_cast<double>(max_logit) - row[static_cast<size_t>(id)];
+    return std::min(static_cast<size_t>(distance * scale), kBuckets - 1);
+  };
+  std::vector<double>& per_bucket = scratch.per_bucket;
+  per_bucket.assign(kBuckets, 0.0);
+  for (const int32_t id : ids) per_bucket[bucket_of(id)] += measure(id);
+  size_t cut_bucket = 0;
+  while (cut_bucket + 1 < kBuckets && before + per_bucket[cut_bucket] < target)
+    before += per_bucket[cut_bucket++];
+  // Both collections write every id and advance only on a match: no branch to mispredict on rows where
+  // half the tokens are kept.
+  std::vector<int32_t>& boundary = scratch.boundary;
+  kept.resize(ids.size());
+  boundary.resize(ids.size());
+  size_t num_kept = 0;
+  size_t num_boundary = 0;
+  for (const int32_t id : ids) {
+    const size_t b = bucket_of(id);
+    kept[num_kept] = id;
+    num_kept += b < cut_bucket;
+    boundary[num_boundary] = id;
+    num_boundary += b == cut_bucket;
+  }
+  kept.resize(num_kept);
+  boundary.resize(num_boundary);
+  keep_in_rank_order(boundary);
+  ids.swap(kept);
+}
+
+// A draw over the whole row by weight. The cumulative walk goes a chunk at a time on the chunk sums that
+// made the total, so it only steps token by token inside the chunk where the target falls.
+int32_t draw_from_row(std::span<const float> weight, double uniform, Scratch& scratch) {
+  const size_t n = weight.size();
+  std::vector<double>& chunk_sum = scratch.chunk_sum;
+  chunk_sum.resize((n + kChunk - 1) / kChunk);
+  double total = 0.0;
+  for (size_t c = 0; c < chunk_sum.size(); ++c) {
+    chunk_sum[c] = sum_of(weight.subspan(c * kChunk, std::min(kChunk, n - c * kChunk)));
+    total += chunk_sum[c];
+  }
+  const double target = uniform * total;
+  double acc = 0.0;
+  for (size_t c = 0; c < chunk_sum.size(); ++c) {
+    if (target >= acc + chunk_sum[c]) {
+      acc += chunk_sum[c];
+      continue;
+    }
+    const size_t end = std::min(n, (c + 1) * kChunk);
+    size_t last = c * kChunk;
+    for (size_t i = c * kChunk; i < end; ++i) {
+      if (weight[i] == 0.0f) continue;
+      acc += weight[i];
+      last = i;
+      if (target < acc) return static_cast<int32_t>(i);
+    }
+    return static_cast<int32_t>(last);  // rounding: the chunk's sum put the target inside it
+  }
+  // The target rounded up to the total: the last token that has any weight.
+  for (size_t i = n; i-- > 0;)
+    if (weight[i] > 0.0f) return static_cast<int32_t>(i);
+  DS_CHECK(false, "no token has any weight");
+  return 0;
+}
+
+// Temperature, top-k, top-p, min-p, then one draw. `row` has its penalties applied and is free of NaN.
+int32_t draw(std::span<const float> row, const SamplingParams& params, std::mt19937_64& rng,
+             Scratch& scratch) {
+  const size_t vocab = row.size();
+  const float max_logit = max_of(row);
+  DS_CHECK(max_logit > kMasked, "every token of the row is masked");
+  // weight = exp((logit - max) / T) = prob / max prob at this temperature: the most likely token weighs 1,
+  // so min-p (keep prob >= min_p * max prob) is weight >= min_p. Neither top-k nor top-p drops the most
+  // likely token or changes the ratios, so min-p after them is this same test. Weights are floats (a few
+  // ulps, far below anything a draw can show); every sum over them is in double.
+  const auto inv_temperature = static_cast<float>(1.0 / params.temperature);
+  const auto min_weight = static_cast<float>(params.min_p);
+  std::vector<float>& weight = scratch.weight;
+  weight.resize(vocab);
+  for (size_t i = 0; i < vocab; ++i) weight[i] = exp_nonpositive((row[i] - max_logit) * inv_temperature);
+  const double uniform = uniform01(rng);
+  const bool top_k_on = params.top_k > 0 && static_cast<uint64_t>(params.top_k) < vocab;
+  const bool top_p_on = params.top_p < 1.0;
+
+  if (!top_k_on && !top_p_on) {
+    if (min_weight > 0.0f) {
+      // w >= min_weight on the bits (both are >= 0), so that it vectorizes.
+      const auto min_bits = std::bit_cast<uint32_t>(min_weight);
+      for (float& w : weight) {
+        const auto bits = std::bit_cast<uint32_t>(w);
+        w = std::bit_cast<float>(bits & (0u - static_cast<uint32_t>(bits >= min_bits)));
+      }
+    }
+    return draw_from_row(weight, uniform, scratch);
+  }
+
+  // The candidates. Tokens of weight 0 (masked, or underflowed at this temperature) may be among them; they
+  // add nothing to any mass and are never drawn.
+  std::vector<int32_t>& ids = scratch.ids;
+  const auto top_k = static_cast<size_t>(params.top_k);
+  if (top_k_on && top_k <= kHeapTopKUpTo) {
+    best_n(row, top_k, ids);
+  } else {
+    ids.resize(vocab);
+    size_t num_ids = 0;
+    for (size_t i = 0; i < vocab; ++i) {
+      ids[num_ids] = static_cast<int32_t>(i);
+      num_ids += weight[i] > 0.0f;
+    }
+    ids.resize(num_ids);
+    if (top_k_on && ids.size() > top_k)
+      keep_best_prefix(
+          ids, row, max_logit, [](int32_t) { return 1.0; }, static_cast<double>(top_k), scratch);
+  }
+  auto weight_of = [&](int32_t id) { return static_cast<double>(weight[static_cast<size_t>(id)]); };
+  if (top_p_on) {
+    // vLLM renormalizes after top-k: the nucleus is top_p of the mass that top-k left.
+    double total = 0.0;
+    for (const int32_t id : ids) total += weight_of(id);
+    keep_best_prefix(ids, row, max_logit, weight_of, params.top_p * total, scratch);
+  }
+  double total = 0.0;
+  for (const int32_t id : ids)
+    if (weight_of(id) >= min_weight) total += weight_of(id);
+  const double target = uniform * total;
+  double acc = 0.0;
+  int32_t last = ids.front();
+  for (const int32_t id : ids) {
+    if (weight_of(id) < min_weight) continue;
+    acc += weight_of(id);
+    last = id;
+    if (target < acc) return id;
+  }
+  return last;  // the target rounded up to the total
+}
+
+}  // namespace
+
 void SamplingParams::validate() const {
   DS_REQUIRE(std::isfinite(temperature) && temperature >= 0.0, InvalidArgument,
              "temperature must be a finite number >= 0, got {}", temperature);
-  DS_REQUIRE(std::isfinite(top_p) && top_p > 0.0 && top_p <= 1.0, InvalidArgument, "top_p must be in (0, 1], got {}",
-             top_p);
-  DS_REQUIRE(top_k == -1 || top_k >= 1, InvalidArgument, "top_k must be -1 (off) or >= 1, got {}", top_k);
+  DS_REQUIRE(top_p > 0.0 && top_p <= 1.0, InvalidArgument, "top_p must be in (0, 1], got {}", top_p);
+  DS_REQUIRE(top_k >= -1, InvalidArgument, "top_k must be -1 or 0 (off) or >= 1, got {}", top_k);
+  DS_REQUIRE(min_p >= 0.0 && min_p <= 1.0, InvalidArgument, "min_p must be in [0, 1], got {}", min_p);
+  DS_REQUIRE(std::isfinite(repetition_penalty) && repetition_penalty > 0.0, InvalidArgument,
+             "repetition_penalty must be a finite number > 0, got {}", repetition_penalty);
+  DS_REQUIRE(presence_penalty >= -2.0 && presence_penalty <= 2.0, InvalidArgument,
+             "presence_penalty must be in [-2, 2], got {}", presence_penalty);
+  DS_REQUIRE(frequency_penalty >= -2.0 && frequency_penalty <= 2.0, InvalidArgument,
+             "frequency_penalty must be in [-2, 2], got {}", frequency_penalty);
   DS_REQUIRE(max_tokens >= 1, InvalidArgument, "max_tokens must be >= 1, got {}", max_tokens);
+  DS_REQUIRE(min_tokens >= 0 && min_tokens <= max_tokens, InvalidArgument,
+             "min_tokens must be in [0, max_tokens = {}], got {}", max_tokens, min_tokens);
+  DS_REQUIRE(stop.size() <= kMaxStopStrings, InvalidArgument, "stop must have at most {} entries, got {}",
+             kMaxStopStrings, stop.size());
+  for (size_t i = 0; i < stop.size(); ++i) {
+    DS_REQUIRE(!stop[i].empty() && stop[i].size() <= kMaxStopStringBytes, InvalidArgument,
+               "stop[{}] must be 1 to {} bytes long, got {} bytes", i, kMaxStopStringBytes, stop[i].size());
+  }
+  for (size_t i = 0; i < stop_token_ids.size(); ++i) {
+    DS_REQUIRE(stop_token_ids[i] >= 0, InvalidArgument, "stop_token_ids[{}] must be >= 0, got {}", i,
+               stop_token_ids[i]);
+  }
+  DS_REQUIRE(!logprobs || (*logprobs >= 0 && *logprobs <= kMaxLogprobs), InvalidArgument,
+             "logprobs must be in [0, {}], got {}", kMaxLogprobs, logprobs.value_or(0));
+  DS_REQUIRE(!prompt_logprobs || (*prompt_logprobs >= 0 && *prompt_logprobs <= kMaxLogprobs), InvalidArgument,
+             "prompt_logprobs must be in [0, {}], got {}", kMaxLogprobs, prompt_logprobs.value_or(0));
+  DS_REQUIRE(n >= 1, InvalidArgument, "n must be >= 1, got {}", n);
 }
 
-SampledToken Sampler::sample(std::span<const float> logits, const SamplingParams& params) {
-  DS_CHECK(!logits.empty(), "sampling from empty logits");
-  const size_t n = logits.size();
-  const float max_logit = *std::max_element(logits.begin(), logits.end());
-  double log_denom = 0.0;
-  for (float l : logits) log_denom += std::exp(static_cast<double>(l - max_logit));
-  log_denom = std::log(log_denom) + max_logit;
-  auto logprob_of = [&](int32_t id) { return static_cast<float>(logits[static_cast<size_t>(id)] - log_denom); };
-
-  if (params.temperature == 0.0) {
-    // Greedy; the lowest id wins a tie, as torch.argmax does.
-    const auto it = std::max_element(logits.begin(), logits.end());
-    const auto id = static_cast<int32_t>(it - logits.begin());
-    return {id, logprob_of(id)};
-  }
-  std::vector<int32_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)]; });
-  size_t keep = n;
-  if (params.top_k > 0) keep = std::min(keep, static_cast<size_t>(params.top_k));
-  std::vector<double> probs(keep);
-  double sum = 0.0;
-  for (size_t i = 0; i < keep; ++i) {
-    probs[i] = std::exp((static_cast<double>(logits[static_cast<size_t>(order[i])]) - max_logit) / params.temperature);
-    sum += probs[i];
-  }
-  if (params.top_p < 1.0) {
-    // Smallest prefix of the sorted distribution whose mass reaches top_p (always at least one token).
-    double mass = 0.0;
-    size_t cut = 0;
-    while (cut < keep) {
-      mass += probs[cut] / sum;
-      ++cut;
-      if (mass >= params.top_p) break;
+void Sampler::apply_penalties(std::span<float> logits, const SamplingParams& params,
+                              const SamplingContext& context) {
+  const size_t vocab = logits.size();
+  check_ids(context.prompt_ids, vocab, "prompt token");
+  check_ids(context.output_ids, vocab, "output token");
+  // Per-token scratch is reset and read only at the ids that occur: O(prompt + output), never O(vocab).
+  Scratch& scratch = thread_scratch();
+  if (params.repetition_penalty != 1.0) {
+    const double penalty = params.repetition_penalty;
+    std::vector<uint8_t>& seen = scratch.seen;
+    if (seen.size() < vocab) seen.resize(vocab);
+    for (const auto ids : {context.prompt_ids, context.output_ids})
+      for (const int32_t id : ids) seen[static_cast<size_t>(id)] = 0;
+    for (const auto ids : {context.prompt_ids, context.output_ids}) {
+      for (const int32_t id : ids) {
+        if (seen[static_cast<size_t>(id)]) continue;
+        seen[static_cast<size_t>(id)] = 1;
+        float& logit = logits[static_cast<size_t>(id)];
+        const double l = logit;
+        logit = static_cast<float>(l > 0.0 ? l / penalty : l * penalty);
+      }
     }
-    keep = cut;
-    probs.resize(keep);
-    sum = std::accumulate(probs.begin(), probs.end(), 0.0);
   }
-  const double u = std::uniform_real_distribution<double>(0.0, sum)(rng_);
-  double acc = 0.0;
-  for (size_t i = 0; i < keep; ++i) {
-    acc += probs[i];
-    if (u < acc) return {order[i], logprob_of(order[i])};
+  if (params.frequency_penalty != 0.0 || params.presence_penalty != 0.0) {
+    std::vector<int32_t>& count = scratch.count;
+    if (count.size() < vocab) count.resize(vocab);
+    for (const int32_t id : context.output_ids) count[static_cast<size_t>(id)] = 0;
+    for (const int32_t id : context.output_ids) ++count[static_cast<size_t>(id)];
+    for (const int32_t id : context.output_ids) {
+      int32_t& c = count[static_cast<size_t>(id)];
+      if (c == 0) continue;  // already applied
+      float& logit = logits[static_cast<size_t>(id)];
+      logit = static_cast<float>(static_cast<double>(logit) - params.frequency_penalty * c -
+                                 params.presence_penalty);
+      c = 0;
+    }
   }
-  return {order[keep - 1], logprob_of(order[keep - 1])};
+  if (static_cast<int64_t>(context.output_ids.size()) < params.min_tokens) {
+    // A stop id outside the vocabulary can never be sampled, so there is nothing to mask.
+    for (const auto ids : {context.eos_token_ids, std::span<const int32_t>(params.stop_token_ids)})
+      for (const int32_t id : ids)
+        if (id >= 0 && static_cast<size_t>(id) < vocab) logits[static_cast<size_t>(id)] = kMasked;
+  }
+}
+
+SampledToken Sampler::sample(std::span<const float> logits, const SamplingParams& params,
+                             const SamplingContext& context, std::mt19937_64& rng) const {
+  DS_CHECK(!logits.empty(), "sampling from an empty logits row");
+  const double lse = log_sum_exp(logits);
+  Scratch& scratch = thread_scratch();
+  std::span<const float> row = logits;
+  if (changes_logits(params, context)) {
+    scratch.penalized.assign(logits.begin(), logits.end());
+    apply_penalties(scratch.penalized, params, context);
+    row = scratch.penalized;
+  }
+  // Greedy draws nothing from rng, as in vLLM.
+  const int32_t token =
+      params.temperature < kGreedyBelowTemperature ? argmax(row) : draw(row, params, rng, scratch);
+  SampledToken out;
+  out.token = token;
+  out.logprob = static_cast<float>(static_cast<double>(logits[static_cast<size_t>(token)]) - lse);
+  if (params.logprobs) out.top_logprobs = top_logprobs(logits, lse, *params.logprobs);
+  return out;
+}
+
+SampledToken Sampler::score(std::span<const float> logits, int32_t token, int64_t top_n) {
+  DS_CHECK(token >= 0 && static_cast<size_t>(token) < logits.size(), "token {} outside the row [0, {})",
+           token, logits.size());
+  const double lse = log_sum_exp(logits);
+  SampledToken out;
+  out.token = token;
+  out.logprob = static_cast<float>(static_cast<double>(logits[static_cast<size_t>(token)]) - lse);
+  out.top_logprobs = top_logprobs(logits, lse, top_n);
+  return out;
 }
 
 }  // namespace ds

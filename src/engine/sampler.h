@@ -1,38 +1,89 @@
-// Turning one row of logits into the next token: greedy, or temperature / top-k / top-p sampling from a
-// seeded generator.
+// Turning one row of logits into the next token of one sequence, in vLLM's order:
+//   penalties (repetition over prompt + output, then frequency / presence over output) and the min_tokens
+//   mask → temperature (0 = greedy) → top-k → top-p (over the top-k renormalized) → min-p → a draw from the
+//   sequence's own generator.
+// The reported logprobs are always those of the raw row (vLLM's default "raw_logprobs").
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <random>
 #include <span>
+#include <string>
+#include <vector>
 
 namespace ds {
 
 struct SamplingParams {
-  double temperature = 1.0;  // 0 = greedy
-  double top_p = 1.0;        // (0, 1]
-  int64_t top_k = -1;        // -1 = all
+  double temperature = 1.0;         // 0 = greedy (as is anything below 1e-5, as in vLLM)
+  double top_p = 1.0;               // (0, 1]
+  int64_t top_k = -1;               // -1 or 0 = off
+  double min_p = 0.0;               // [0, 1]: drop tokens with prob < min_p * max prob
+  double repetition_penalty = 1.0;  // > 0; HF/vLLM semantics over prompt + output tokens
+  double presence_penalty = 0.0;    // [-2, 2], OpenAI semantics over output tokens
+  double frequency_penalty = 0.0;   // [-2, 2], OpenAI semantics over output tokens
   std::optional<uint64_t> seed;
   int64_t max_tokens = 16;
+  int64_t min_tokens = 0;         // EOS and stop_token_ids are masked until this many tokens exist
+  std::vector<std::string> stop;  // stop strings (matched by the engine on text, not here)
+  std::vector<int32_t> stop_token_ids;
+  bool include_stop_str_in_output = false;
   bool ignore_eos = false;
+  std::optional<int64_t> logprobs;         // top-N logprobs per sampled token, N in [0, 20]
+  std::optional<int64_t> prompt_logprobs;  // for echo; N in [0, 20]
+  int64_t n = 1;
+  bool skip_special_tokens = true;
 
-  // Throws InvalidArgument naming the field when a value is out of range.
+  // Throws InvalidArgument whose message starts with the field's name and gives the allowed range, e.g.
+  // "temperature must be a finite number >= 0, got nan".
   void validate() const;
+};
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
 };
 
 struct SampledToken {
   int32_t token = 0;
-  float logprob = 0.0f;  // log-softmax of the raw logits (temperature 1), as OpenAI's logprobs report
+  float logprob = 0.0f;                    // log-softmax of the raw logits (before temperature / penalties)
+  std::vector<TokenLogprob> top_logprobs;  // params.logprobs of them, most likely first (ties: lower id)
 };
 
+// Everything the sampler needs to know about one sequence.
+struct SamplingContext {
+  std::span<const int32_t> prompt_ids = {};
+  std::span<const int32_t> output_ids = {};  // generated so far
+  // From the model config; masked (with stop_token_ids) while output_ids.size() < min_tokens.
+  std::span<const int32_t> eos_token_ids = {};
+};
+
+// Holds no state: everything about a sequence comes in through the arguments, so one Sampler serves every
+// sequence, from any number of threads at once. Each thread that samples keeps its own working buffers
+// (about 3 MB at a vocabulary of 129280) so that a call does not fault in fresh pages.
 class Sampler {
  public:
-  explicit Sampler(uint64_t seed) : rng_(seed) {}
-  [[nodiscard]] SampledToken sample(std::span<const float> logits, const SamplingParams& params);
+  // logits: one row [vocab]; rng: the sequence's own generator (seeded from params.seed when given, so a
+  // seeded request samples the same tokens whatever it is batched with).
+  [[nodiscard]] SampledToken sample(std::span<const float> logits, const SamplingParams& params,
+                                    const SamplingContext& context, std::mt19937_64& rng) const;
 
- private:
-  std::mt19937_64 rng_;
+  // log-softmax top-N of a row, for prompt logprobs (echo): the logprob of `token` plus the top N.
+  [[nodiscard]] static SampledToken score(std::span<const float> logits, int32_t token, int64_t top_n);
+
+  // The first stage of sample(), in place on a copy of the row: repetition penalty on every token of
+  // prompt + output (logit / penalty when > 0, logit * penalty otherwise; once per distinct token), then
+  // logit -= frequency_penalty * count + presence_penalty for each token in the output, then -inf on EOS
+  // and stop_token_ids while the output is shorter than min_tokens. Public so it can be checked by value.
+  static void apply_penalties(std::span<float> logits, const SamplingParams& params,
+                              const SamplingContext& context);
 };
+
+namespace detail {
+// exp(x) for x <= 0 within a few float ulps, and exactly 0 below -86 (e^-86 = 4e-38, nothing beside the 1 the
+// most likely token weighs). Plain arithmetic and bit moves, so the loops over a row that call it vectorize,
+// which they do not with std::exp. Exposed for its test.
+[[nodiscard]] float exp_nonpositive(float x);
+}  // namespace detail
 
 }  // namespace ds
