@@ -10,13 +10,19 @@
 
 namespace ds {
 
+namespace {
+// exp_nonpositive is 0 below this: 2^k stays a normal float (k >= -124), and e^-86 = 4e-38 is nothing
+// beside the 1 the most likely token weighs.
+constexpr float kExpZeroBelow = -86.0f;
+}  // namespace
+
 namespace detail {
 
 float exp_nonpositive(float x) {
   // exp(x) = 2^k exp(r) with k = round(x / ln 2) and |r| <= ln(2) / 2, as Cephes' expf. The clamp and the
   // final select compare bit patterns (for x <= 0 a larger pattern is a more negative number): GCC will not
   // turn a float comparison into a vector select while it honours floating-point traps.
-  constexpr float kLowest = -86.0f;  // keeps 2^k a normal number: k >= -124
+  constexpr float kLowest = kExpZeroBelow;
   constexpr float kLog2e = 1.44269504088896341f;
   constexpr float kLn2Hi =
       0.693359375f;  // ln 2 = kLn2Hi + kLn2Lo, kLn2Hi short enough that k * kLn2Hi is exact
@@ -70,16 +76,24 @@ constexpr size_t kLanes = 8;
 // mmap threshold, so a fresh one each call costs a page fault per 4 KiB, which was most of a call's time.
 // They carry no state between calls; every use sizes and fills what it reads.
 struct Scratch {
-  std::vector<float> penalized;    // [vocab] the row after penalties
-  std::vector<float> weight;       // [vocab] exp((logit - max) / T)
-  std::vector<int32_t> ids;        // candidate token ids
-  std::vector<int32_t> kept;       // keep_best_prefix's result, swapped into ids
-  std::vector<int32_t> boundary;   // the tokens of the bucket where a cut falls
-  std::vector<double> per_bucket;  // [kBuckets]
-  std::vector<double> chunk_sum;   // [ceil(vocab / kChunk)]
-  std::vector<uint8_t> seen;       // [vocab] repetition penalty applied; valid only at the ids in hand
-  std::vector<int32_t> count;      // [vocab] occurrences in the output; valid only at the ids in hand
+  std::vector<float> penalized;         // [vocab] the row after penalties
+  std::vector<float> weight;            // [vocab] exp((logit - max) / T)
+  std::vector<float> candidate_weight;  // weight[ids[j]]
+  std::vector<int32_t> ids;             // candidate token ids
+  std::vector<int32_t> boundary;        // the tokens of the bucket where a cut falls
+  std::vector<uint16_t> bucket;         // bucket[j]: the bucket of ids[j]
+  std::vector<double> per_bucket;       // [kBuckets]
+  std::vector<double> chunk_sum;        // [ceil(vocab / kChunk)]
+  std::vector<uint8_t> seen;            // [vocab] repetition penalty applied; valid only at the ids in hand
+  std::vector<int32_t> count;           // [vocab] occurrences in the output; valid only at the ids in hand
 };
+
+// The first n elements of a buffer that only ever grows, so that reuse never zero-fills it again.
+template <typename T>
+std::span<T> grow(std::vector<T>& buffer, size_t n) {
+  if (buffer.size() < n) buffer.resize(n);
+  return {buffer.data(), n};
+}
 
 Scratch& thread_scratch() {
   thread_local Scratch scratch;
@@ -105,7 +119,7 @@ int32_t ordered_bits(float x) {
 }
 
 // The largest value of a row. A NaN with the sign bit clear wins (and fails the callers' checks), one with
-// it set loses; log_sum_exp looks for both.
+// it set loses; row_stats looks for both.
 float max_of(std::span<const float> row) {
   std::array<int32_t, kLanes> lane;
   lane.fill(ordered_bits(kMasked));
@@ -129,8 +143,14 @@ double sum_of(std::span<const float> values) {
   return sum;
 }
 
-// log(sum(exp(logits))), the max taken out first so that nothing overflows.
-double log_sum_exp(std::span<const float> logits) {
+// What the raw log-softmax needs: the max, and log(sum(exp(logits))) with the max taken out first so that
+// nothing overflows.
+struct RowStats {
+  float max = 0.0f;
+  double log_sum_exp = 0.0;
+};
+
+RowStats row_stats(std::span<const float> logits) {
   const float max_logit = max_of(logits);
   DS_CHECK(std::isfinite(max_logit), "logits row of {} has no finite maximum ({})", logits.size(), max_logit);
   std::array<float, kChunk> exps;
@@ -146,7 +166,7 @@ double log_sum_exp(std::span<const float> logits) {
     sum += sum_of({exps.data(), len});
   }
   DS_CHECK(nan_seen == 0, "logits row of {} contains NaN", logits.size());
-  return max_logit + std::log(sum);
+  return {max_logit, max_logit + std::log(sum)};
 }
 
 // The n best-ranked tokens of a row into `best`, best first. A heap of the best so far with the worst of
@@ -201,8 +221,7 @@ double uniform01(std::mt19937_64& rng) {
   return static_cast<double>(rng() >> 11) * 0x1.0p-53;
 }
 
-int32_t argmax(std::span<const float> row) {
-  const float max_logit = max_of(row);
+int32_t argmax(std::span<const float> row, float max_logit) {
   DS_CHECK(max_logit > kMasked, "every token of the row is masked");
   // The first of equal maxima: the lowest id, as torch.argmax.
   return static_cast<int32_t>(std::find(row.begin(), row.end(), max_logit) - row.begin());
@@ -210,68 +229,70 @@ int32_t argmax(std::span<const float> row) {
 
 // The shortest prefix of `ids` in rank order whose measure reaches `target`, i.e. a token is kept iff the
 // measure of the tokens ranked before it is < target: with a measure of 1 that is top-k, with the weight
-// top-p (vLLM's rule: at least one token, and the one that crosses p is kept). Replaces ids, in no
-// particular order. Tokens are bucketed by their distance from the max logit, a monotone map, so each bucket
-// holds a run of consecutive ranks: one pass finds the bucket where the cut falls, and only it is sorted.
+// top-p (vLLM's rule: at least one token, and the one that crosses p is kept). Moves the kept tokens to the
+// front of ids, in no particular order, and returns that part. Tokens are bucketed by their distance from
+// the max logit, a monotone map, so each bucket holds a run of consecutive ranks: one pass finds the bucket
+// where the cut falls, and only that bucket is sorted.
 template <typename Measure>
-void keep_best_prefix(std::vector<int32_t>& ids, std::span<const float> row, float max_logit,
-                      const Measure& measure, double target, Scratch& scratch) {
-  std::vector<int32_t>& kept = scratch.kept;
-  kept.clear();
+std::span<int32_t> keep_best_prefix(std::span<int32_t> ids, std::span<const float> row, float max_logit,
+                                    float max_distance, const Measure& measure, double target,
+                                    Scratch& scratch) {
   double before = 0.0;  // the measure of everything ranked before the next token looked at
-  auto keep_in_rank_order = [&](std::vector<int32_t>& run) {
+  // Sorts a run of ids whose ranks all follow those already kept; returns how many of its front to keep.
+  auto sort_and_count = [&](std::span<int32_t> run) {
     std::sort(run.begin(), run.end(), RanksBefore{row});
-    for (const int32_t id : run) {
-      if (before >= target) break;
-      kept.push_back(id);
-      before += measure(id);
-    }
+    size_t n = 0;
+    for (; n < run.size() && before < target; ++n) before += measure(run[n]);
+    return n;
   };
-  float min_logit = max_logit;
-  for (const int32_t id : ids) min_logit = std::min(min_logit, row[static_cast<size_t>(id)]);
-  const double spread = static_cast<double>(max_logit) - min_logit;
-  if (ids.size() < kSortBelow || spread == 0.0) {
-    keep_in_rank_order(ids);
-    ids.swap(kept);
-    return;
-  }
-  const double scale = static_cast<double>(kBuckets - 1) / spread;
-  auto bucket_of = [&](int32_t id) {
-    const double distance = static_cast<double>(max_logit) - row[static_cast<size_t>(id)];
-    return std::min(static_cast<size_t>(distance * scale), kBuckets - 1);
-  };
+  if (ids.size() < kSortBelow) return ids.first(sort_and_count(ids));
+
+  // The buckets split [0, max_distance] below the max logit; anything further (a token of weight 0) goes
+  // to the last one.
+  const float scale = static_cast<float>(kBuckets - 1) / max_distance;
+  const std::span<uint16_t> bucket = grow(scratch.bucket, ids.size());
   std::vector<double>& per_bucket = scratch.per_bucket;
   per_bucket.assign(kBuckets, 0.0);
-  for (const int32_t id : ids) per_bucket[bucket_of(id)] += measure(id);
+  for (size_t j = 0; j < ids.size(); ++j) {
+    const float distance = (max_logit - row[static_cast<size_t>(ids[j])]) * scale;
+    bucket[j] = static_cast<uint16_t>(std::min(distance, static_cast<float>(kBuckets - 1)));
+    per_bucket[bucket[j]] += measure(ids[j]);
+  }
   size_t cut_bucket = 0;
   while (cut_bucket + 1 < kBuckets && before + per_bucket[cut_bucket] < target)
     before += per_bucket[cut_bucket++];
-  // Both collections write every id and advance only on a match: no branch to mispredict on rows where
-  // half the tokens are kept.
-  std::vector<int32_t>& boundary = scratch.boundary;
-  kept.resize(ids.size());
-  boundary.resize(ids.size());
+  // The tokens of the buckets before the cut move to the front of ids (in place: the write position never
+  // passes the read position), those of the cut's bucket aside. Every id is written and the positions
+  // advance on a match, so there is no branch to mispredict on rows where half the tokens are kept.
+  const std::span<int32_t> boundary = grow(scratch.boundary, ids.size());
   size_t num_kept = 0;
   size_t num_boundary = 0;
-  for (const int32_t id : ids) {
-    const size_t b = bucket_of(id);
-    kept[num_kept] = id;
-    num_kept += b < cut_bucket;
+  for (size_t j = 0; j < ids.size(); ++j) {
+    const int32_t id = ids[j];
+    ids[num_kept] = id;
+    num_kept += bucket[j] < cut_bucket;
     boundary[num_boundary] = id;
-    num_boundary += b == cut_bucket;
+    num_boundary += bucket[j] == cut_bucket;
   }
-  kept.resize(num_kept);
-  boundary.resize(num_boundary);
-  keep_in_rank_order(boundary);
-  ids.swap(kept);
+  const size_t from_boundary = sort_and_count(boundary.first(num_boundary));
+  std::copy_n(boundary.begin(), from_boundary, ids.begin() + static_cast<std::ptrdiff_t>(num_kept));
+  return ids.first(num_kept + from_boundary);
 }
 
-// A draw over the whole row by weight. The cumulative walk goes a chunk at a time on the chunk sums that
-// made the total, so it only steps token by token inside the chunk where the target falls.
-int32_t draw_from_row(std::span<const float> weight, double uniform, Scratch& scratch) {
+// min-p: weights below min_weight become 0. Compared on the bits (both are >= 0) so that it vectorizes.
+void zero_below(std::span<float> weight, float min_weight) {
+  const auto min_bits = std::bit_cast<uint32_t>(min_weight);
+  for (float& w : weight) {
+    const auto bits = std::bit_cast<uint32_t>(w);
+    w = std::bit_cast<float>(bits & (0u - static_cast<uint32_t>(bits >= min_bits)));
+  }
+}
+
+// A draw by weight; returns the position in `weight`. The cumulative walk goes a chunk at a time on the chunk
+// sums that made the total, so it only steps token by token inside the chunk where the target falls.
+size_t draw_from_row(std::span<const float> weight, double uniform, Scratch& scratch) {
   const size_t n = weight.size();
-  std::vector<double>& chunk_sum = scratch.chunk_sum;
-  chunk_sum.resize((n + kChunk - 1) / kChunk);
+  const std::span<double> chunk_sum = grow(scratch.chunk_sum, (n + kChunk - 1) / kChunk);
   double total = 0.0;
   for (size_t c = 0; c < chunk_sum.size(); ++c) {
     chunk_sum[c] = sum_of(weight.subspan(c * kChunk, std::min(kChunk, n - c * kChunk)));
@@ -290,22 +311,22 @@ int32_t draw_from_row(std::span<const float> weight, double uniform, Scratch& sc
       if (weight[i] == 0.0f) continue;
       acc += weight[i];
       last = i;
-      if (target < acc) return static_cast<int32_t>(i);
+      if (target < acc) return i;
     }
-    return static_cast<int32_t>(last);  // rounding: the chunk's sum put the target inside it
+    return last;  // rounding: the chunk's sum put the target inside it
   }
   // The target rounded up to the total: the last token that has any weight.
   for (size_t i = n; i-- > 0;)
-    if (weight[i] > 0.0f) return static_cast<int32_t>(i);
+    if (weight[i] > 0.0f) return i;
   DS_CHECK(false, "no token has any weight");
   return 0;
 }
 
-// Temperature, top-k, top-p, min-p, then one draw. `row` has its penalties applied and is free of NaN.
-int32_t draw(std::span<const float> row, const SamplingParams& params, std::mt19937_64& rng,
+// Temperature, top-k, top-p, min-p, then one draw. `row` has its penalties applied and is free of NaN;
+// max_logit is its max.
+int32_t draw(std::span<const float> row, float max_logit, const SamplingParams& params, std::mt19937_64& rng,
              Scratch& scratch) {
   const size_t vocab = row.size();
-  const float max_logit = max_of(row);
   DS_CHECK(max_logit > kMasked, "every token of the row is masked");
   // weight = exp((logit - max) / T) = prob / max prob at this temperature: the most likely token weighs 1,
   // so min-p (keep prob >= min_p * max prob) is weight >= min_p. Neither top-k nor top-p drops the most
@@ -313,63 +334,56 @@ int32_t draw(std::span<const float> row, const SamplingParams& params, std::mt19
   // ulps, far below anything a draw can show); every sum over them is in double.
   const auto inv_temperature = static_cast<float>(1.0 / params.temperature);
   const auto min_weight = static_cast<float>(params.min_p);
-  std::vector<float>& weight = scratch.weight;
-  weight.resize(vocab);
+  const std::span<float> weight = grow(scratch.weight, vocab);
+  // No token of weight > 0 lies further than this below the max logit.
+  const float max_distance = -kExpZeroBelow / inv_temperature;
   for (size_t i = 0; i < vocab; ++i) weight[i] = exp_nonpositive((row[i] - max_logit) * inv_temperature);
   const double uniform = uniform01(rng);
   const bool top_k_on = params.top_k > 0 && static_cast<uint64_t>(params.top_k) < vocab;
   const bool top_p_on = params.top_p < 1.0;
 
   if (!top_k_on && !top_p_on) {
-    if (min_weight > 0.0f) {
-      // w >= min_weight on the bits (both are >= 0), so that it vectorizes.
-      const auto min_bits = std::bit_cast<uint32_t>(min_weight);
-      for (float& w : weight) {
-        const auto bits = std::bit_cast<uint32_t>(w);
-        w = std::bit_cast<float>(bits & (0u - static_cast<uint32_t>(bits >= min_bits)));
-      }
-    }
-    return draw_from_row(weight, uniform, scratch);
+    if (min_weight > 0.0f) zero_below(weight, min_weight);
+    return static_cast<int32_t>(draw_from_row(weight, uniform, scratch));
   }
 
   // The candidates. Tokens of weight 0 (masked, or underflowed at this temperature) may be among them; they
   // add nothing to any mass and are never drawn.
-  std::vector<int32_t>& ids = scratch.ids;
+  std::span<int32_t> ids;
   const auto top_k = static_cast<size_t>(params.top_k);
   if (top_k_on && top_k <= kHeapTopKUpTo) {
-    best_n(row, top_k, ids);
+    best_n(row, top_k, scratch.ids);
+    ids = scratch.ids;
   } else {
-    ids.resize(vocab);
+    ids = grow(scratch.ids, vocab);
     size_t num_ids = 0;
     for (size_t i = 0; i < vocab; ++i) {
       ids[num_ids] = static_cast<int32_t>(i);
       num_ids += weight[i] > 0.0f;
     }
-    ids.resize(num_ids);
-    if (top_k_on && ids.size() > top_k)
-      keep_best_prefix(
-          ids, row, max_logit, [](int32_t) { return 1.0; }, static_cast<double>(top_k), scratch);
+    ids = ids.first(num_ids);
+    if (top_k_on && ids.size() > top_k) {
+      ids = keep_best_prefix(
+          ids, row, max_logit, max_distance, [](int32_t) { return 1.0; }, static_cast<double>(top_k),
+          scratch);
+    }
   }
-  auto weight_of = [&](int32_t id) { return static_cast<double>(weight[static_cast<size_t>(id)]); };
+  // The candidates' weights side by side, so that sums over them vectorize and the draw can walk them.
+  std::span<float> candidate_weight;
+  auto gather_weights = [&] {
+    candidate_weight = grow(scratch.candidate_weight, ids.size());
+    for (size_t j = 0; j < ids.size(); ++j) candidate_weight[j] = weight[static_cast<size_t>(ids[j])];
+  };
   if (top_p_on) {
     // vLLM renormalizes after top-k: the nucleus is top_p of the mass that top-k left.
-    double total = 0.0;
-    for (const int32_t id : ids) total += weight_of(id);
-    keep_best_prefix(ids, row, max_logit, weight_of, params.top_p * total, scratch);
+    gather_weights();
+    const double total = sum_of(candidate_weight);
+    auto weight_of = [&](int32_t id) { return static_cast<double>(weight[static_cast<size_t>(id)]); };
+    ids = keep_best_prefix(ids, row, max_logit, max_distance, weight_of, params.top_p * total, scratch);
   }
-  double total = 0.0;
-  for (const int32_t id : ids)
-    if (weight_of(id) >= min_weight) total += weight_of(id);
-  const double target = uniform * total;
-  double acc = 0.0;
-  int32_t last = ids.front();
-  for (const int32_t id : ids) {
-    if (weight_of(id) < min_weight) continue;
-    acc += weight_of(id);
-    last = id;
-    if (target < acc) return id;
-  }
-  return last;  // the target rounded up to the total
+  gather_weights();
+  if (min_weight > 0.0f) zero_below(candidate_weight, min_weight);
+  return ids[draw_from_row(candidate_weight, uniform, scratch)];
 }
 
 }  // namespace
@@ -454,28 +468,31 @@ void Sampler::apply_penalties(std::span<float> logits, const SamplingParams& par
 SampledToken Sampler::sample(std::span<const float> logits, const SamplingParams& params,
                              const SamplingContext& context, std::mt19937_64& rng) const {
   DS_CHECK(!logits.empty(), "sampling from an empty logits row");
-  const double lse = log_sum_exp(logits);
+  const RowStats raw = row_stats(logits);
   Scratch& scratch = thread_scratch();
   std::span<const float> row = logits;
+  float max_logit = raw.max;
   if (changes_logits(params, context)) {
     scratch.penalized.assign(logits.begin(), logits.end());
     apply_penalties(scratch.penalized, params, context);
     row = scratch.penalized;
+    max_logit = max_of(row);
   }
   // Greedy draws nothing from rng, as in vLLM.
-  const int32_t token =
-      params.temperature < kGreedyBelowTemperature ? argmax(row) : draw(row, params, rng, scratch);
+  const int32_t token = params.temperature < kGreedyBelowTemperature
+                            ? argmax(row, max_logit)
+                            : draw(row, max_logit, params, rng, scratch);
   SampledToken out;
   out.token = token;
-  out.logprob = static_cast<float>(static_cast<double>(logits[static_cast<size_t>(token)]) - lse);
-  if (params.logprobs) out.top_logprobs = top_logprobs(logits, lse, *params.logprobs);
+  out.logprob = static_cast<float>(static_cast<double>(logits[static_cast<size_t>(token)]) - raw.log_sum_exp);
+  if (params.logprobs) out.top_logprobs = top_logprobs(logits, raw.log_sum_exp, *params.logprobs);
   return out;
 }
 
 SampledToken Sampler::score(std::span<const float> logits, int32_t token, int64_t top_n) {
   DS_CHECK(token >= 0 && static_cast<size_t>(token) < logits.size(), "token {} outside the row [0, {})",
            token, logits.size());
-  const double lse = log_sum_exp(logits);
+  const double lse = row_stats(logits).log_sum_exp;
   SampledToken out;
   out.token = token;
   out.logprob = static_cast<float>(static_cast<double>(logits[static_cast<size_t>(token)]) - lse);

@@ -60,7 +60,7 @@ struct SamplingContext {
 
 // Holds no state: everything about a sequence comes in through the arguments, so one Sampler serves every
 // sequence, from any number of threads at once. Each thread that samples keeps its own working buffers
-// (about 3 MB at a vocabulary of 129280) so that a call does not fault in fresh pages.
+// (up to about 3.5 MB at a vocabulary of 129280) so that a call does not fault in fresh pages.
 class Sampler {
  public:
   // logits: one row [vocab]; rng: the sequence's own generator (seeded from params.seed when given, so a

@@ -105,6 +105,18 @@ TEST(Sampler, ScoreGivesTheTokenAndTheTopN) {
   EXPECT_EQ(Sampler::score(logits, 3, 20).top_logprobs.size(), 4u);  // capped at the vocabulary
 }
 
+TEST(Sampler, RejectsARowWithNaNOrNothingToSample) {
+  SamplingParams p;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THROW((void)sample_once({0.0f, nan, 1.0f}, p), InternalError);
+  EXPECT_THROW((void)sample_once({0.0f, -nan, 1.0f}, p), InternalError);  // sign bit set
+  EXPECT_THROW((void)Sampler::score(std::vector<float>{-nan, 0.0f}, 1, 0), InternalError);
+  EXPECT_THROW((void)sample_once({-kInf, -kInf}, p), InternalError);
+  p.min_tokens = 1;  // masks the only token that could be drawn
+  const std::vector<int32_t> eos = {1};
+  EXPECT_THROW((void)sample_once({-kInf, 0.0f}, p, {.eos_token_ids = eos}), InternalError);
+}
+
 // ---- penalties and min_tokens ----
 
 std::vector<float> penalized(std::vector<float> logits, const SamplingParams& p, const SamplingContext& c) {
