@@ -143,16 +143,16 @@ std::optional<Fp8Quantization> parse_quantization(const nlohmann::json& json, co
   return fp8;
 }
 
-std::vector<int64_t> parse_eos(const nlohmann::json& json, const std::string& source) {
-  std::vector<int64_t> ids;
+std::vector<int32_t> parse_eos(const nlohmann::json& json, const std::string& source) {
+  std::vector<int32_t> ids;
   if (!json.contains("eos_token_id") || json["eos_token_id"].is_null()) return ids;
   const auto& e = json["eos_token_id"];
-  if (e.is_number_integer()) return {e.get<int64_t>()};
+  if (e.is_number_integer()) return {e.get<int32_t>()};
   DS_REQUIRE(e.is_array(), ConfigError, "{}: 'eos_token_id' must be an integer or a list of integers", source);
   for (const auto& x : e) {
     DS_REQUIRE(x.is_number_integer(), ConfigError, "{}: 'eos_token_id' must hold integers, got {}", source,
                x.dump());
-    ids.push_back(x.get<int64_t>());
+    ids.push_back(x.get<int32_t>());
   }
   return ids;
 }

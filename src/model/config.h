@@ -50,7 +50,7 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   int64_t max_position_embeddings = 0;
   bool tie_word_embeddings = false;
-  std::vector<int64_t> eos_token_ids;
+  std::vector<int32_t> eos_token_ids;
   std::optional<int64_t> bos_token_id;
 
   // MLA

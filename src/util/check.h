@@ -34,10 +34,16 @@ class CheckpointError : public UserError {
   using UserError::UserError;
 };
 
-// A command-line flag or option value that is out of range or inconsistent.
+// A flag, option or request field that is out of range or inconsistent. `param` names the request field
+// when there is one (the OpenAI error body's "param").
 class InvalidArgument : public UserError {
  public:
   using UserError::UserError;
+  InvalidArgument(std::string param, const std::string& message) : UserError(message), param_(std::move(param)) {}
+  [[nodiscard]] const std::string& param() const { return param_; }
+
+ private:
+  std::string param_;
 };
 
 namespace detail {

@@ -1,0 +1,411 @@
+#include "engine/engine.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+namespace ds {
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Distinct, reproducible streams for the samples of one seeded request; sample 0 uses the seed itself.
+uint64_t sample_seed(uint64_t seed, int32_t index) { return seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(index); }
+
+}  // namespace
+
+bool RequestStream::next(RequestDelta& out) {
+  std::unique_lock lock(mutex_);
+  cv_.wait(lock, [&] { return !queue_.empty() || open_samples_ == 0; });
+  if (queue_.empty()) return false;
+  out = std::move(queue_.front());
+  queue_.pop_front();
+  return true;
+}
+
+bool RequestStream::try_next(RequestDelta& out) {
+  std::lock_guard lock(mutex_);
+  if (queue_.empty()) return false;
+  out = std::move(queue_.front());
+  queue_.pop_front();
+  return true;
+}
+
+bool RequestStream::finished() const {
+  std::lock_guard lock(mutex_);
+  return open_samples_ == 0 && queue_.empty();
+}
+
+void RequestStream::push(RequestDelta delta) {
+  {
+    std::lock_guard lock(mutex_);
+    if (delta.finish_reason != FinishReason::kNone) --open_samples_;
+    queue_.push_back(std::move(delta));
+  }
+  cv_.notify_all();
+}
+
+Engine::Engine(DeepseekModel& model, EngineConfig config)
+    : model_(model),
+      config_(config),
+      blocks_(static_cast<int32_t>(config.num_gpu_blocks), config.block_size, static_cast<int32_t>(config.num_cpu_blocks),
+              config.enable_prefix_caching),
+      scheduler_(config.scheduler, blocks_),
+      unseeded_rng_(std::random_device{}()) {
+  if (config_.max_model_len == 0) config_.max_model_len = model_.config().max_position_embeddings;
+  DS_REQUIRE(config_.max_model_len <= model_.config().max_position_embeddings, InvalidArgument,
+             "--max-model-len {} exceeds the model's max_position_embeddings {}", config_.max_model_len,
+             model_.config().max_position_embeddings);
+  model_.allocate_kv_cache(config_.num_gpu_blocks, config_.block_size);
+  model_.allocate_swap_space(config_.num_cpu_blocks);
+}
+
+Engine::~Engine() { stop(); }
+
+std::shared_ptr<RequestStream> Engine::submit(EngineRequest request, int64_t* request_id) {
+  SamplingParams& p = request.params;
+  p.validate();
+  const ModelConfig& c = model_.config();
+  DS_REQUIRE(!request.prompt_ids.empty(), InvalidArgument, "the prompt is empty");
+  for (size_t i = 0; i < request.prompt_ids.size(); ++i) {
+    DS_REQUIRE(request.prompt_ids[i] >= 0 && request.prompt_ids[i] < c.vocab_size, InvalidArgument,
+               "prompt token {} (at index {}) is outside the vocabulary [0, {})", request.prompt_ids[i], i, c.vocab_size);
+  }
+  const int64_t total = static_cast<int64_t>(request.prompt_ids.size()) + p.max_tokens;
+  DS_REQUIRE(total <= config_.max_model_len, InvalidArgument,
+             "this model's maximum context length is {} tokens; the prompt has {} and max_tokens asks for {} more",
+             config_.max_model_len, request.prompt_ids.size(), p.max_tokens);
+  auto stream = std::make_shared<RequestStream>(static_cast<int32_t>(p.n));
+  int64_t id = 0;
+  {
+    std::lock_guard lock(inbox_mutex_);
+    // n > 1 is admitted all or nothing.
+    if (queued_ + p.n > config_.max_queue_len) {
+      throw OverloadedError(fmt::format("the server is overloaded ({} requests queued, limit {}); retry later",
+                                        queued_, config_.max_queue_len));
+    }
+    queued_ += p.n;
+    id = next_request_id_++;
+    inbox_.emplace_back(id, std::move(request));
+    // The stream travels with the request through the inbox.
+    pending_streams_[id] = stream;
+  }
+  inbox_cv_.notify_all();
+  if (request_id != nullptr) *request_id = id;
+  return stream;
+}
+
+void Engine::abort(int64_t request_id) {
+  {
+    std::lock_guard lock(inbox_mutex_);
+    aborts_.push_back(request_id);
+  }
+  inbox_cv_.notify_all();
+}
+
+void Engine::drain_inbox() {
+  std::vector<std::pair<int64_t, EngineRequest>> inbox;
+  std::vector<int64_t> aborts;
+  std::unordered_map<int64_t, std::shared_ptr<RequestStream>> streams;
+  {
+    std::lock_guard lock(inbox_mutex_);
+    inbox.swap(inbox_);
+    aborts.swap(aborts_);
+    streams.swap(pending_streams_);
+  }
+  const double now = now_seconds();
+  for (auto& [id, req] : inbox) {
+    RequestState& state = requests_[id];
+    state.id = id;
+    state.stream = streams.at(id);
+    state.arrival_time = now;
+    for (int32_t i = 0; i < req.params.n; ++i) {
+      auto seq = std::make_unique<Sequence>();
+      seq->seq_id = next_seq_id_++;
+      seq->request_id = id;
+      seq->index = i;
+      seq->priority = req.priority;
+      seq->arrival = seq->seq_id;
+      seq->token_ids = req.prompt_ids;
+      seq->num_prompt_tokens = static_cast<int64_t>(req.prompt_ids.size());
+      seq->params = req.params;
+      seq->rng.seed(req.params.seed ? sample_seed(*req.params.seed, i) : unseeded_rng_());
+      blocks_.update_hashes(*seq);
+      owner_[seq.get()] = &state;
+      state.seqs.push_back(std::move(seq));
+    }
+    state.seqs[0]->is_fork_parent = req.params.n > 1;
+    scheduler_.add(state.seqs[0].get());
+    std::lock_guard lock(stats_mutex_);
+    stats_.prompt_tokens += static_cast<int64_t>(req.prompt_ids.size()) * req.params.n;
+  }
+  for (int64_t id : aborts) {
+    const auto it = requests_.find(id);
+    if (it == requests_.end()) continue;  // already finished
+    for (auto& seq : it->second.seqs)
+      if (!seq->is_finished()) finish(it->second, *seq, FinishReason::kAbort);
+  }
+  // Drop requests whose every sample has finished.
+  for (auto it = requests_.begin(); it != requests_.end();) {
+    const bool done = std::all_of(it->second.seqs.begin(), it->second.seqs.end(),
+                                  [](const auto& s) { return s->is_finished(); });
+    if (done) {
+      for (auto& s : it->second.seqs) owner_.erase(s.get());
+      it = requests_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Engine::finish(RequestState& request, Sequence& seq, FinishReason reason, const std::string& error) {
+  seq.status = SequenceStatus::kFinished;
+  seq.finish_reason = reason;
+  scheduler_.remove(&seq);
+  RequestDelta delta;
+  delta.index = seq.index;
+  delta.finish_reason = reason;
+  delta.error = error;
+  request.stream->push(std::move(delta));
+  std::lock_guard lock(stats_mutex_);
+  ++stats_.finished[to_string(reason)];
+  const bool all_done = std::all_of(request.seqs.begin(), request.seqs.end(),
+                                    [](const auto& s) { return s->is_finished(); });
+  if (all_done) stats_.e2e_request_latency.observe(now_seconds() - request.arrival_time);
+  std::lock_guard inbox_lock(inbox_mutex_);
+  --queued_;
+}
+
+bool Engine::has_work() const {
+  std::lock_guard lock(inbox_mutex_);
+  return !inbox_.empty() || !aborts_.empty() || scheduler_.num_waiting() + scheduler_.num_running() +
+                                                        scheduler_.num_swapped() > 0;
+}
+
+void Engine::apply_block_moves(const SchedulerOutput& out) {
+  model_.swap_out(out.swap_out);
+  model_.swap_in(out.swap_in);
+}
+
+bool Engine::step() {
+  drain_inbox();
+  const SchedulerOutput out = scheduler_.schedule();
+  {
+    std::lock_guard lock(stats_mutex_);
+    stats_.preemptions_recompute = scheduler_.counters().preemptions_recompute;
+    stats_.preemptions_swap = scheduler_.counters().preemptions_swap;
+  }
+  if (out.empty()) return false;
+  apply_block_moves(out);
+
+  // The batch: each scheduled sequence's next tokens; logits for its last token when that completes it, and
+  // for every prompt token when prompt log-probs were asked for.
+  ForwardBatch batch;
+  const int32_t bs = config_.block_size;
+  size_t max_blocks = 0;
+  for (const auto& s : out.scheduled) max_blocks = std::max(max_blocks, s.seq->block_table.size());
+  batch.max_blocks_per_seq = static_cast<int32_t>(max_blocks);
+  batch.query_start_loc.push_back(0);
+  std::vector<int32_t> first_logit_row;  // per scheduled sequence; -1 when it has none
+  for (const auto& s : out.scheduled) {
+    const Sequence& seq = *s.seq;
+    const int64_t begin = seq.num_computed_tokens, end = begin + s.num_new_tokens;
+    const bool wants_prompt_logprobs = seq.params.prompt_logprobs.has_value() && seq.index == 0 &&
+                                       begin < seq.num_prompt_tokens;
+    first_logit_row.push_back(-1);
+    for (int64_t pos = begin; pos < end; ++pos) {
+      batch.token_ids.push_back(seq.token_ids[static_cast<size_t>(pos)]);
+      batch.positions.push_back(static_cast<int32_t>(pos));
+      batch.slot_mapping.push_back(int64_t{seq.block_table[static_cast<size_t>(pos / bs)]} * bs + pos % bs);
+      if (wants_prompt_logprobs || (pos + 1 == end && end == seq.num_tokens())) {
+        if (first_logit_row.back() < 0) first_logit_row.back() = static_cast<int32_t>(batch.logits_indices.size());
+        batch.logits_indices.push_back(static_cast<int32_t>(batch.token_ids.size() - 1));
+      }
+    }
+    batch.query_start_loc.push_back(static_cast<int32_t>(batch.token_ids.size()));
+    batch.seq_lens.push_back(static_cast<int32_t>(end));
+    for (size_t b = 0; b < max_blocks; ++b)
+      batch.block_table.push_back(b < seq.block_table.size() ? seq.block_table[b] : 0);
+  }
+  Tensor logits = model_.forward(batch);
+  process_outputs(out, logits, first_logit_row);
+  {
+    std::lock_guard lock(stats_mutex_);
+    ++stats_.steps;
+    for (const auto& s : out.scheduled)
+      if (s.seq->num_computed_tokens <= s.seq->num_prompt_tokens) stats_.computed_prompt_tokens += s.num_new_tokens;
+  }
+  return true;
+}
+
+void Engine::process_outputs(const SchedulerOutput& out, const Tensor& logits,
+                             const std::vector<int32_t>& first_logit_row) {
+  const int64_t vocab = model_.config().vocab_size;
+  const double now = now_seconds();
+  for (size_t i = 0; i < out.scheduled.size(); ++i) {
+    Sequence& seq = *out.scheduled[i].seq;
+    RequestState& request = *owner_.at(&seq);
+    const int64_t begin = seq.num_computed_tokens;
+    seq.num_computed_tokens += out.scheduled[i].num_new_tokens;
+    blocks_.cache_full_blocks(seq);
+    if (first_logit_row[i] < 0) continue;
+    const float* rows = logits.f32() + int64_t{first_logit_row[i]} * vocab;
+
+    if (seq.params.prompt_logprobs && seq.index == 0 && begin < seq.num_prompt_tokens) {
+      // Row k holds the distribution of the token at begin + k + 1.
+      auto& pending = request_prompt_logprobs_[request.id];
+      if (pending.empty()) pending.resize(static_cast<size_t>(seq.num_prompt_tokens));
+      for (int64_t pos = begin; pos < seq.num_computed_tokens && pos + 1 < seq.num_prompt_tokens; ++pos) {
+        pending[static_cast<size_t>(pos + 1)] =
+            Sampler::score({rows + (pos - begin) * vocab, static_cast<size_t>(vocab)},
+                           seq.token_ids[static_cast<size_t>(pos + 1)], *seq.params.prompt_logprobs);
+      }
+      rows += (seq.num_computed_tokens - 1 - begin) * vocab;  // the last row samples the next token
+    }
+    if (seq.num_computed_tokens != seq.num_tokens()) continue;  // a prefill chunk: nothing to sample yet
+
+    if (seq.is_fork_parent && !request.forked) fork_samples(request);
+    std::vector<Sequence*> samplers = {&seq};
+    if (seq.is_fork_parent && request.forked && seq.num_output_tokens() == 0) {
+      for (auto& child : request.seqs)
+        if (child.get() != &seq && child->status == SequenceStatus::kRunning && child->num_output_tokens() == 0 &&
+            child->num_computed_tokens == seq.num_computed_tokens)
+          samplers.push_back(child.get());
+    }
+    for (Sequence* s : samplers) {
+      const SamplingContext context{
+          std::span<const int32_t>(s->token_ids.data(), static_cast<size_t>(s->num_prompt_tokens)),
+          std::span<const int32_t>(s->token_ids.data() + s->num_prompt_tokens, static_cast<size_t>(s->num_output_tokens())),
+          model_.config().eos_token_ids};
+      const SampledToken token = sampler_.sample({rows, static_cast<size_t>(vocab)}, s->params, context, s->rng);
+      s->token_ids.push_back(token.token);
+      blocks_.update_hashes(*s);
+      RequestDelta d;
+      d.index = s->index;
+      d.token_ids.push_back(token.token);
+      if (s->params.logprobs) d.logprobs.push_back(token);
+      if (s->index == 0 && s->num_output_tokens() == 1) {
+        const auto it = request_prompt_logprobs_.find(request.id);
+        if (it != request_prompt_logprobs_.end()) {
+          d.prompt_logprobs = std::move(it->second);
+          request_prompt_logprobs_.erase(it);
+        }
+      }
+      {
+        std::lock_guard lock(stats_mutex_);
+        ++stats_.generation_tokens;
+        if (!request.first_token_time) {
+          request.first_token_time = now;
+          stats_.time_to_first_token.observe(now - request.arrival_time);
+        } else if (s->num_output_tokens() > 1) {
+          stats_.inter_token_latency.observe(now - last_token_time_[s]);
+        }
+        last_token_time_[s] = now;
+      }
+      const bool done = check_stop(*s);
+      request.stream->push(std::move(d));
+      if (done) {
+        last_token_time_.erase(s);
+        finish(request, *s, s->finish_reason);
+      }
+    }
+  }
+}
+
+void Engine::fork_samples(RequestState& request) {
+  Sequence& parent = *request.seqs[0];
+  request.forked = true;
+  std::vector<BlockMove> copies;
+  for (size_t i = 1; i < request.seqs.size(); ++i) {
+    Sequence& child = *request.seqs[i];
+    if (child.is_finished()) continue;
+    if (blocks_.can_fork(parent)) {
+      const auto moves = blocks_.fork(parent, child);
+      copies.insert(copies.end(), moves.begin(), moves.end());
+      scheduler_.add_running(&child);
+    } else {
+      // No block to copy the partial prompt block into: this sample computes its prompt itself (its full
+      // blocks still come from the prefix cache).
+      scheduler_.add(&child);
+    }
+  }
+  model_.copy_blocks(copies);
+}
+
+bool Engine::check_stop(Sequence& seq) {
+  const int32_t last = seq.token_ids.back();
+  const bool min_reached = seq.num_output_tokens() >= seq.params.min_tokens;
+  const auto& eos = model_.config().eos_token_ids;
+  if (min_reached && !seq.params.ignore_eos && std::find(eos.begin(), eos.end(), last) != eos.end()) {
+    seq.finish_reason = FinishReason::kStop;
+    return true;
+  }
+  const auto& stop_ids = seq.params.stop_token_ids;
+  if (min_reached && std::find(stop_ids.begin(), stop_ids.end(), last) != stop_ids.end()) {
+    seq.finish_reason = FinishReason::kStop;
+    return true;
+  }
+  if (seq.num_output_tokens() >= seq.params.max_tokens || seq.num_tokens() >= config_.max_model_len) {
+    seq.finish_reason = FinishReason::kLength;
+    return true;
+  }
+  return false;
+}
+
+void Engine::fail_all(const std::string& error) {
+  for (auto& [id, request] : requests_)
+    for (auto& seq : request.seqs)
+      if (!seq->is_finished()) finish(request, *seq, FinishReason::kError, error);
+}
+
+void Engine::start() {
+  stop_ = false;
+  thread_ = std::thread([this] {
+    while (!stop_) {
+      bool worked = false;
+      try {
+        worked = step();
+      } catch (const std::exception& e) {
+        spdlog::error("engine step failed: {}; ending every request in flight", e.what());
+        fail_all(e.what());
+      }
+      if (!worked) {
+        std::unique_lock lock(inbox_mutex_);
+        inbox_cv_.wait_for(lock, std::chrono::milliseconds(20),
+                           [&] { return stop_ || !inbox_.empty() || !aborts_.empty(); });
+      }
+    }
+  });
+}
+
+void Engine::stop() {
+  stop_ = true;
+  inbox_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard lock(stats_mutex_);
+  EngineStats s = stats_;
+  s.num_running = static_cast<int64_t>(scheduler_.num_running());
+  s.num_waiting = static_cast<int64_t>(scheduler_.num_waiting());
+  s.num_swapped = static_cast<int64_t>(scheduler_.num_swapped());
+  s.kv_cache_usage = blocks_.usage();
+  s.num_free_blocks = blocks_.num_free_blocks();
+  s.prefix_cache_queries = blocks_.stats().prefix_queries;
+  s.prefix_cache_hits = blocks_.stats().prefix_hits;
+  int64_t allocated = 0, used = 0;
+  for (const Sequence* seq : scheduler_.live_sequences()) {
+    allocated += static_cast<int64_t>(seq->block_table.size()) * config_.block_size;
+    used += std::min<int64_t>(seq->num_computed_tokens, static_cast<int64_t>(seq->block_table.size()) * config_.block_size);
+  }
+  s.kv_cache_fragmentation = allocated > 0 ? 1.0 - static_cast<double>(used) / static_cast<double>(allocated) : 0.0;
+  return s;
+}
+
+void Engine::check_invariants() const { blocks_.check_invariants(scheduler_.live_sequences()); }
+
+}  // namespace ds

@@ -1,0 +1,154 @@
+// Engine: continuous batching of many requests over one model.
+//
+// One thread runs step(): take new requests and aborts from the inbox -> Scheduler::schedule() -> swap/copy
+// KV blocks -> ForwardBatch -> Model::forward -> sample each sequence whose tokens are all computed -> check
+// stops -> push deltas to each request's stream -> free finished sequences. Other threads only submit() and
+// abort(); everything else is owned by the step thread (tests call step() directly instead of start()).
+//
+// Ownership: the engine owns Sequences (by request); Scheduler and BlockManager hold pointers to them, and a
+// sequence leaves both before it is destroyed.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/block_manager.h"
+#include "engine/scheduler.h"
+#include "engine/stats.h"
+#include "model/deepseek.h"
+
+namespace ds {
+
+// The request is refused now and may succeed later (queue full): HTTP 503 with Retry-After.
+class OverloadedError : public UserError {
+ public:
+  using UserError::UserError;
+};
+
+struct EngineConfig {
+  SchedulerConfig scheduler;
+  int32_t block_size = 16;
+  int64_t num_gpu_blocks = 1024;  // device KV blocks
+  int64_t num_cpu_blocks = 0;     // swap pool (--swap-space)
+  bool enable_prefix_caching = true;
+  int64_t max_model_len = 0;      // 0: the model's max_position_embeddings
+  int64_t max_queue_len = 1 << 20;
+};
+
+struct EngineRequest {
+  std::vector<int32_t> prompt_ids;
+  SamplingParams params;
+  int32_t priority = 0;
+};
+
+// One event on a request's stream: new tokens of one sample, or its end.
+struct RequestDelta {
+  int32_t index = 0;                  // which of the request's n samples
+  std::vector<int32_t> token_ids;     // tokens generated since the last delta
+  std::vector<SampledToken> logprobs; // one per token when params.logprobs is set
+  // Prompt log-probs (first delta of each sample, when params.prompt_logprobs is set); entry 0 is empty.
+  std::vector<std::optional<SampledToken>> prompt_logprobs;
+  FinishReason finish_reason = FinishReason::kNone;
+  std::string error;
+};
+
+// The receiving end of one request: thread-safe, blocking.
+class RequestStream {
+ public:
+  explicit RequestStream(int32_t num_samples) : open_samples_(num_samples) {}
+  // Waits for the next delta; false once every sample has finished and all deltas were read.
+  bool next(RequestDelta& out);
+  // Non-blocking variant; false when nothing is queued right now.
+  bool try_next(RequestDelta& out);
+  [[nodiscard]] bool finished() const;
+
+  void push(RequestDelta delta);  // engine side
+
+ private:
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<RequestDelta> queue_;
+  int32_t open_samples_;
+};
+
+class Engine {
+ public:
+  Engine(DeepseekModel& model, EngineConfig config);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Validates the request (InvalidArgument naming the field; OverloadedError when the queue is full) and
+  // queues it. The id can be passed to abort().
+  std::shared_ptr<RequestStream> submit(EngineRequest request, int64_t* request_id = nullptr);
+  // Ends the request (every sample) with finish_reason abort; its blocks are freed in the next step.
+  void abort(int64_t request_id);
+
+  void start();  // a thread running step() until stop()
+  void stop();
+  // One iteration; returns false when there was nothing to do.
+  bool step();
+  [[nodiscard]] bool has_work() const;
+
+  [[nodiscard]] EngineStats stats() const;
+  [[nodiscard]] const EngineConfig& config() const { return config_; }
+  // BlockManager invariants over every live sequence (tests call it after each step).
+  void check_invariants() const;
+
+ private:
+  struct RequestState {
+    int64_t id = 0;
+    std::shared_ptr<RequestStream> stream;
+    std::vector<std::unique_ptr<Sequence>> seqs;  // seqs[0] computes the prompt; n > 1 forks the rest from it
+    double arrival_time = 0.0;
+    std::optional<double> first_token_time;
+    bool forked = false;
+  };
+
+  void drain_inbox();
+  void finish(RequestState& request, Sequence& seq, FinishReason reason, const std::string& error = {});
+  void apply_block_moves(const SchedulerOutput& out);
+  // After the forward pass: sample, check stops, emit.
+  void process_outputs(const SchedulerOutput& out, const Tensor& logits, const std::vector<int32_t>& first_logit_row);
+  // n > 1: once sample 0 has computed the prompt, the other samples share its blocks (the partial last block
+  // copied) and sample their first token from the same logits.
+  void fork_samples(RequestState& request);
+  [[nodiscard]] bool check_stop(Sequence& seq);
+  void fail_all(const std::string& error);
+
+  DeepseekModel& model_;
+  EngineConfig config_;
+  BlockManager blocks_;
+  Scheduler scheduler_;
+  std::unordered_map<int64_t, RequestState> requests_;
+  std::unordered_map<const Sequence*, RequestState*> owner_;
+  std::unordered_map<int64_t, std::vector<std::optional<SampledToken>>> request_prompt_logprobs_;
+  std::unordered_map<const Sequence*, double> last_token_time_;
+  Sampler sampler_;
+
+  mutable std::mutex inbox_mutex_;
+  std::condition_variable inbox_cv_;
+  std::vector<std::pair<int64_t, EngineRequest>> inbox_;
+  std::vector<int64_t> aborts_;
+  std::unordered_map<int64_t, std::shared_ptr<RequestStream>> pending_streams_;
+  int64_t next_request_id_ = 1;
+  int64_t next_seq_id_ = 1;
+  int64_t queued_ = 0;  // submitted and not yet finished
+
+  mutable std::mutex stats_mutex_;
+  EngineStats stats_;
+
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::mt19937_64 unseeded_rng_;
+};
+
+}  // namespace ds
