@@ -5,9 +5,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 
 #include "backend/cpu/cpu_backend.h"
-#include "engine/offline.h"
+#include "engine/engine.h"
+#include "engine/request_params.h"
 #include "model/deepseek.h"
 #include "util/check.h"
 
@@ -51,62 +53,195 @@ void prefetch_with_progress(const Checkpoint& checkpoint) {
   });
 }
 
+EngineConfig engine_config(const GenerateOptions& o, const DeepseekModel& model, int64_t min_tokens_needed) {
+  EngineConfig c;
+  c.block_size = o.block_size;
+  c.scheduler.max_num_seqs = o.max_num_seqs;
+  c.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
+  const int64_t budget_blocks =
+      static_cast<int64_t>(o.kv_cache_gib * (1LL << 30)) / model.kv_block_bytes(o.block_size);
+  const int64_t needed_blocks = (min_tokens_needed + o.block_size - 1) / o.block_size;
+  DS_REQUIRE(budget_blocks >= needed_blocks, InvalidArgument,
+             "--kv-cache-gib {} holds {} blocks of {} tokens; the longest request needs {} (raise --kv-cache-gib)",
+             o.kv_cache_gib, budget_blocks, o.block_size, needed_blocks);
+  c.num_gpu_blocks = budget_blocks;
+  return c;
+}
+
+int run_single(const GenerateOptions& o, DeepseekModel& model) {
+  EngineRequest request;
+  request.prompt_ids = parse_prompt_ids(o.prompt_ids);
+  request.params.temperature = o.temperature;
+  request.params.top_p = o.top_p;
+  request.params.top_k = o.top_k;
+  if (o.seed_given) request.params.seed = o.seed;
+  request.params.max_tokens = o.max_tokens;
+  request.params.ignore_eos = o.ignore_eos;
+  Engine engine(model, engine_config(o, model, static_cast<int64_t>(request.prompt_ids.size()) + o.max_tokens));
+  const std::vector<int32_t> prompt_ids = request.prompt_ids;
+  auto stream = engine.submit(std::move(request));
+  std::vector<int32_t> tokens;
+  FinishReason finish = FinishReason::kNone;
+  RequestDelta delta;
+  while (!stream->finished()) {
+    (void)engine.step();
+    while (stream->try_next(delta)) {
+      for (int32_t t : delta.token_ids) {
+        tokens.push_back(t);
+        // Without a tokenizer the stream is the token ids themselves.
+        if (!o.json) {
+          std::printf("%d ", t);
+          std::fflush(stdout);
+        }
+      }
+      if (delta.finish_reason != FinishReason::kNone) finish = delta.finish_reason;
+    }
+  }
+  if (o.json) {
+    const nlohmann::json out = {
+        {"prompt_ids", prompt_ids}, {"token_ids", tokens}, {"text", ""}, {"finish_reason", to_string(finish)}};
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("\n");
+  }
+  return 0;
+}
+
+// One input line of --batch: its result is printed in input order at the end.
+struct BatchLine {
+  nlohmann::json id;
+  std::vector<int32_t> prompt_ids;
+  std::shared_ptr<RequestStream> stream;
+  std::map<int32_t, std::vector<int32_t>> tokens;
+  std::map<int32_t, std::string> finish;
+  std::string error;
+};
+
+int run_batch(const GenerateOptions& o, DeepseekModel& model) {
+  std::ifstream in(o.batch_file);
+  DS_REQUIRE(in.good(), InvalidArgument, "--batch: cannot open {}", o.batch_file);
+  std::vector<BatchLine> lines;
+  std::string text;
+  int64_t longest = 1;
+  std::vector<std::pair<size_t, EngineRequest>> requests;
+  for (size_t line_no = 1; std::getline(in, text); ++line_no) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    BatchLine line;
+    line.id = static_cast<int64_t>(lines.size());
+    try {
+      const auto body = nlohmann::json::parse(text);
+      if (body.is_object() && body.contains("id")) line.id = body["id"];
+      std::vector<std::string> unknown;
+      EngineRequest r;
+      r.params = parse_sampling_params(body, &unknown);
+      for (const auto& key : unknown)
+        std::fprintf(stderr, "warning: %s line %zu: unknown field '%s' ignored\n", o.batch_file.c_str(), line_no,
+                     key.c_str());
+      if (body.contains("messages")) throw InvalidArgument("messages", "'messages' needs the chat template, which this build does not have yet; give 'prompt' as token ids");
+      if (!body.contains("prompt")) throw InvalidArgument("prompt", "each line needs 'prompt' (a list of token ids)");
+      if (body["prompt"].is_string()) throw InvalidArgument("prompt", "a text 'prompt' needs the tokenizer, which this build does not have yet; give token ids");
+      r.prompt_ids = parse_token_ids(body["prompt"], "prompt");
+      line.prompt_ids = r.prompt_ids;
+      longest = std::max<int64_t>(longest, static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_tokens);
+      requests.emplace_back(lines.size(), std::move(r));
+    } catch (const nlohmann::json::exception& e) {
+      line.error = fmt::format("line {}: not valid JSON: {}", line_no, e.what());
+    } catch (const UserError& e) {
+      line.error = fmt::format("line {}: {}", line_no, e.what());
+    }
+    lines.push_back(std::move(line));
+  }
+  Engine engine(model, engine_config(o, model, longest));
+  for (auto& [index, request] : requests) {
+    try {
+      lines[index].stream = engine.submit(std::move(request));
+    } catch (const UserError& e) {
+      lines[index].error = e.what();
+    }
+  }
+  RequestDelta delta;
+  while (engine.has_work()) {
+    (void)engine.step();
+    for (auto& line : lines) {
+      if (!line.stream) continue;
+      while (line.stream->try_next(delta)) {
+        auto& t = line.tokens[delta.index];
+        t.insert(t.end(), delta.token_ids.begin(), delta.token_ids.end());
+        if (delta.finish_reason != FinishReason::kNone) line.finish[delta.index] = to_string(delta.finish_reason);
+      }
+    }
+  }
+  for (const auto& line : lines) {
+    nlohmann::json out = {{"id", line.id}};
+    if (!line.error.empty()) {
+      out["error"] = line.error;
+    } else {
+      auto sample = [&](int32_t i) {
+        return nlohmann::json{{"token_ids", line.tokens.count(i) ? line.tokens.at(i) : std::vector<int32_t>{}},
+                              {"text", ""},
+                              {"finish_reason", line.finish.count(i) ? line.finish.at(i) : "abort"}};
+      };
+      out["prompt_ids"] = line.prompt_ids;
+      if (line.finish.size() <= 1) {
+        out.update(sample(0));
+      } else {
+        out["outputs"] = nlohmann::json::array();
+        for (const auto& [i, reason] : line.finish) out["outputs"].push_back(sample(i));
+      }
+    }
+    std::printf("%s\n", out.dump().c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
-  CLI::App* cmd = app.add_subcommand("generate", "Generate a continuation of a prompt and stream it to stdout");
+  CLI::App* cmd = app.add_subcommand("generate", "Generate continuations and print them to stdout");
   cmd->add_option("--model", o.model_dir, "Checkpoint directory (HuggingFace layout)")->required();
   auto* prompt = cmd->add_option("--prompt", o.prompt, "Prompt text (needs the model's tokenizer)");
   auto* ids = cmd->add_option("--prompt-ids", o.prompt_ids, "Prompt as token ids, e.g. 1,2,3");
-  prompt->excludes(ids);
+  auto* batch = cmd->add_option("--batch", o.batch_file, "JSON-lines file, one OpenAI-style request body per line");
+  prompt->excludes(ids)->excludes(batch);
+  ids->excludes(batch);
   cmd->add_option("--max-tokens", o.max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--temperature", o.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass in (0, 1]");
-  cmd->add_option("--seed", o.seed, "Random seed for sampling");
+  cmd->add_option("--top-k", o.top_k, "Sample among the k most likely tokens (-1: all)");
+  auto* seed = cmd->add_option("--seed", o.seed, "Random seed for sampling");
+  seed->each([&o](const std::string&) { o.seed_given = true; });
   cmd->add_option("--device", o.device, "cpu")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--threads", o.threads, "CPU threads (0 = all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--ignore-eos", o.ignore_eos, "Keep generating past the end-of-sequence token");
-  cmd->add_flag("--json", o.json, "Print {prompt_ids, token_ids, text} as JSON at the end");
+  cmd->add_flag("--json", o.json, "Print {prompt_ids, token_ids, text, finish_reason} as JSON at the end");
+  cmd->add_option("--max-num-seqs", o.max_num_seqs, "Sequences per step")->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--max-num-batched-tokens", o.max_num_batched_tokens, "Tokens per step")
+      ->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--block-size", o.block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
+  cmd->add_option("--kv-cache-gib", o.kv_cache_gib, "Memory for the KV cache, GiB")->check(CLI::Range(0.001, 4096.0));
   return cmd;
 }
 
 int run_generate(const GenerateOptions& o) {
   DS_REQUIRE(o.device == "cpu", InvalidArgument, "--device {}: this build runs on the CPU only (use --device cpu)",
              o.device);
-  DS_REQUIRE(!o.prompt.empty() || !o.prompt_ids.empty(), InvalidArgument, "give --prompt TEXT or --prompt-ids 1,2,3");
+  DS_REQUIRE(!o.prompt.empty() || !o.prompt_ids.empty() || !o.batch_file.empty(), InvalidArgument,
+             "give --prompt TEXT, --prompt-ids 1,2,3 or --batch FILE.jsonl");
   DS_REQUIRE(o.prompt.empty(), InvalidArgument,
              "--prompt needs the tokenizer, which this build does not have yet; pass token ids with --prompt-ids");
-  const std::vector<int32_t> prompt_ids = parse_prompt_ids(o.prompt_ids);
-
-  SamplingParams params;
-  params.temperature = o.temperature;
-  params.top_p = o.top_p;
-  params.seed = o.seed;
-  params.max_tokens = o.max_tokens;
-  params.ignore_eos = o.ignore_eos;
-  params.validate();
+  // Flag values are checked before the (possibly long) load.
+  SamplingParams flags;
+  flags.temperature = o.temperature;
+  flags.top_p = o.top_p;
+  flags.top_k = o.top_k;
+  flags.max_tokens = o.max_tokens;
+  flags.validate();
+  if (!o.prompt_ids.empty()) (void)parse_prompt_ids(o.prompt_ids);
 
   CpuBackend backend(o.threads);
   auto model = DeepseekModel::load(o.model_dir, backend);
-  validate_prompt(model->config(), prompt_ids, params.max_tokens);
   prefetch_with_progress(model->checkpoint());
-
-  // Without a tokenizer the stream is the token ids themselves.
-  const GenerateResult result = generate(*model, prompt_ids, params, [&](const SampledToken& t) {
-    if (o.json) return;
-    std::printf("%d ", t.token);
-    std::fflush(stdout);
-  });
-  if (o.json) {
-    const nlohmann::json out = {{"prompt_ids", prompt_ids},
-                                {"token_ids", result.token_ids},
-                                {"text", ""},
-                                {"finish_reason", result.finish_reason}};
-    std::printf("%s\n", out.dump().c_str());
-  } else {
-    std::printf("\n");
-  }
-  return 0;
+  return o.batch_file.empty() ? run_single(o, *model) : run_batch(o, *model);
 }
 
 }  // namespace ds::cli

@@ -1,4 +1,5 @@
-// `deepserve generate`: run a prompt through the model and stream the continuation to stdout.
+// `deepserve generate`: run a prompt (or a JSON-lines file of requests) through the engine and print the
+// continuation.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -13,14 +14,22 @@ struct GenerateOptions {
   std::string model_dir;
   std::string prompt;
   std::string prompt_ids;  // "1,2,3"
+  std::string batch_file;  // JSON lines of OpenAI-style request bodies
   int max_tokens = 16;
   double temperature = 1.0;
   double top_p = 1.0;
+  int64_t top_k = -1;
   uint64_t seed = 0;
+  bool seed_given = false;
   std::string device = "cpu";
   int threads = 0;
   bool ignore_eos = false;
   bool json = false;
+  // Engine sizing.
+  int64_t max_num_seqs = 64;
+  int64_t max_num_batched_tokens = 2048;
+  int32_t block_size = 16;
+  double kv_cache_gib = 1.0;  // CPU memory for the latent KV cache
 };
 
 CLI::App* add_generate_command(CLI::App& app, GenerateOptions& options);

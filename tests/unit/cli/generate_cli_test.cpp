@@ -7,6 +7,8 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
+#include <unistd.h>
 #include <string>
 
 namespace {
@@ -86,13 +88,66 @@ TEST(GenerateCliErrors, BadPromptIdsAreRejectedWithTheReason) {
       << r.output;
   r = run("generate" + model + " --prompt-ids 1 --max-tokens 300");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.output.find("exceeds the model's context length 256"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("maximum context length is 256 tokens; the prompt has 1 and max_tokens asks for 300 more"),
+            std::string::npos)
+      << r.output;
   r = run("generate" + model + " --prompt hello");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--prompt-ids"), std::string::npos) << r.output;
   r = run("generate" + model + " --prompt-ids 1 --top-p 0");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("top_p must be in (0, 1]"), std::string::npos) << r.output;
+}
+
+TEST(GenerateCliBatch, EachLineGetsItsAnswerInInputOrderAndBadLinesGetErrors) {
+  char path[] = "/tmp/ds_batch_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  const auto fixture_prompt = expected("deepseek_v2_tiny_bf16")["prompts"][2];
+  std::vector<int> want;
+  for (const auto& step : fixture_prompt["greedy"]) {
+    if (step["margin"].get<double>() <= 1e-2 || want.size() == 4) break;
+    want.push_back(step["token"].get<int>());
+  }
+  const std::string lines =
+      "{\"id\": \"a\", \"prompt\": " + fixture_prompt["prompt_ids"].dump() +
+      ", \"max_tokens\": " + std::to_string(want.size()) + ", \"temperature\": 0, \"ignore_eos\": true}\n"
+      "{\"id\": \"b\", \"prompt\": [5, 6], \"max_tokens\": 3, \"n\": 2, \"seed\": 1, \"ignore_eos\": true, "
+      "\"frobnicate\": 1}\n"
+      "not json\n"
+      "{\"id\": 7, \"prompt\": [5, 6], \"temperature\": -1}\n"
+      "{\"id\": 8, \"prompt\": \"hello\"}\n";
+  ASSERT_EQ(write(fd, lines.data(), lines.size()), static_cast<ssize_t>(lines.size()));
+  close(fd);
+  const CliRun r = run("generate --model " + fixture("deepseek_v2_tiny_bf16") + " --batch " + path);
+  std::remove(path);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<nlohmann::json> out;
+  std::istringstream in(r.output);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("warning:", 0) != 0) out.push_back(nlohmann::json::parse(line));  // stderr is mixed in
+  ASSERT_EQ(out.size(), 5u) << r.output;
+  EXPECT_EQ(out[0]["id"], "a");
+  EXPECT_EQ(out[0]["token_ids"].get<std::vector<int>>(), want);
+  EXPECT_EQ(out[0]["finish_reason"], "length");
+  EXPECT_EQ(out[1]["id"], "b");
+  ASSERT_EQ(out[1]["outputs"].size(), 2u);
+  EXPECT_EQ(out[1]["outputs"][0]["token_ids"].size(), 3u);
+  EXPECT_NE(out[2]["error"].get<std::string>().find("line 3: not valid JSON"), std::string::npos);
+  EXPECT_EQ(out[3]["id"], 7);
+  EXPECT_NE(out[3]["error"].get<std::string>().find("temperature must be"), std::string::npos) << out[3];
+  EXPECT_NE(out[4]["error"].get<std::string>().find("needs the tokenizer"), std::string::npos) << out[4];
+}
+
+TEST(GenerateCliBatch, UnknownFieldsAreWarnedAbout) {
+  char path[] = "/tmp/ds_batch_XXXXXX";
+  const int fd = mkstemp(path);
+  const std::string line = "{\"prompt\": [5, 6], \"max_tokens\": 1, \"frobnicate\": 1}\n";
+  ASSERT_EQ(write(fd, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+  close(fd);
+  const CliRun r = run("generate --model " + fixture("deepseek_v2_tiny_bf16") + " --batch " + path);
+  std::remove(path);
+  EXPECT_NE(r.output.find("line 1: unknown field 'frobnicate' ignored"), std::string::npos) << r.output;
 }
 
 TEST(GenerateCliErrors, MissingModelDirectoryIsNamed) {
