@@ -48,9 +48,10 @@ void RequestStream::push(RequestDelta delta) {
   cv_.notify_all();
 }
 
-Engine::Engine(DeepseekModel& model, EngineConfig config)
+Engine::Engine(DeepseekModel& model, EngineConfig config, const tokenizer::Tokenizer* tokenizer)
     : model_(model),
       config_(config),
+      tokenizer_(tokenizer),
       blocks_(static_cast<int32_t>(config.num_gpu_blocks), config.block_size, static_cast<int32_t>(config.num_cpu_blocks),
               config.enable_prefix_caching),
       scheduler_(config.scheduler, blocks_),
@@ -133,6 +134,12 @@ void Engine::drain_inbox() {
       seq->num_prompt_tokens = static_cast<int64_t>(req.prompt_ids.size());
       seq->params = req.params;
       seq->rng.seed(req.params.seed ? sample_seed(*req.params.seed, i) : unseeded_rng_());
+      if (tokenizer_ != nullptr) {
+        seq->detokenizer =
+            std::make_unique<tokenizer::IncrementalDetokenizer>(*tokenizer_, req.params.skip_special_tokens);
+        seq->stop_matcher =
+            std::make_unique<StopStringMatcher>(req.params.stop, req.params.include_stop_str_in_output);
+      }
       blocks_.update_hashes(*seq);
       owner_[seq.get()] = &state;
       state.seqs.push_back(std::move(seq));
@@ -161,14 +168,21 @@ void Engine::drain_inbox() {
   }
 }
 
-void Engine::finish(RequestState& request, Sequence& seq, FinishReason reason, const std::string& error) {
+void Engine::finish(RequestState& request, Sequence& seq, FinishReason reason, const std::string& error,
+                    RequestDelta* last) {
   seq.status = SequenceStatus::kFinished;
   seq.finish_reason = reason;
   scheduler_.remove(&seq);
-  RequestDelta delta;
+  RequestDelta own;
+  RequestDelta& delta = last != nullptr ? *last : own;
   delta.index = seq.index;
   delta.finish_reason = reason;
   delta.error = error;
+  // A stream that did not end on a stop string releases what it held back, and any unfinished character.
+  if (seq.detokenizer && !seq.stop_matcher_stopped) {
+    delta.text += seq.stop_matcher->feed(seq.detokenizer->finish(), false).emit;
+    delta.text += seq.stop_matcher->flush();
+  }
   request.stream->push(std::move(delta));
   std::lock_guard lock(stats_mutex_);
   ++stats_.finished[to_string(reason)];
@@ -286,6 +300,13 @@ void Engine::process_outputs(const SchedulerOutput& out, const Tensor& logits,
       RequestDelta d;
       d.index = s->index;
       d.token_ids.push_back(token.token);
+      bool stopped_on_text = false;
+      if (s->detokenizer) {
+        const bool past_min = s->num_output_tokens() >= s->params.min_tokens;
+        auto r = s->stop_matcher->feed(s->detokenizer->step(token.token), past_min);
+        d.text = std::move(r.emit);
+        stopped_on_text = s->stop_matcher_stopped = r.stopped;
+      }
       if (s->params.logprobs) d.logprobs.push_back(token);
       if (s->index == 0 && s->num_output_tokens() == 1) {
         const auto it = request_prompt_logprobs_.find(request.id);
@@ -305,11 +326,13 @@ void Engine::process_outputs(const SchedulerOutput& out, const Tensor& logits,
         }
         last_token_time_[s] = now;
       }
-      const bool done = check_stop(*s);
-      request.stream->push(std::move(d));
+      if (stopped_on_text) s->finish_reason = FinishReason::kStop;
+      const bool done = stopped_on_text || check_stop(*s);
       if (done) {
         last_token_time_.erase(s);
-        finish(request, *s, s->finish_reason);
+        finish(request, *s, s->finish_reason, {}, &d);
+      } else {
+        request.stream->push(std::move(d));
       }
     }
   }

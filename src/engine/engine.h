@@ -24,6 +24,7 @@
 #include "engine/scheduler.h"
 #include "engine/stats.h"
 #include "model/deepseek.h"
+#include "tokenizer/tokenizer.h"
 
 namespace ds {
 
@@ -53,6 +54,7 @@ struct EngineRequest {
 struct RequestDelta {
   int32_t index = 0;                  // which of the request's n samples
   std::vector<int32_t> token_ids;     // tokens generated since the last delta
+  std::string text;                   // their text (whole UTF-8 characters; stop strings cut), with a tokenizer
   std::vector<SampledToken> logprobs; // one per token when params.logprobs is set
   // Prompt log-probs (first delta of each sample, when params.prompt_logprobs is set); entry 0 is empty.
   std::vector<std::optional<SampledToken>> prompt_logprobs;
@@ -81,7 +83,8 @@ class RequestStream {
 
 class Engine {
  public:
-  Engine(DeepseekModel& model, EngineConfig config);
+  // With a tokenizer, deltas carry text and stop strings are honoured; it must outlive the engine.
+  Engine(DeepseekModel& model, EngineConfig config, const tokenizer::Tokenizer* tokenizer = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -114,18 +117,23 @@ class Engine {
   };
 
   void drain_inbox();
-  void finish(RequestState& request, Sequence& seq, FinishReason reason, const std::string& error = {});
+  // Ends seq: frees its blocks and pushes its last delta (`last`, when the caller has one, else a new one),
+  // carrying whatever text was still held back.
+  void finish(RequestState& request, Sequence& seq, FinishReason reason, const std::string& error = {},
+              RequestDelta* last = nullptr);
   void apply_block_moves(const SchedulerOutput& out);
   // After the forward pass: sample, check stops, emit.
   void process_outputs(const SchedulerOutput& out, const Tensor& logits, const std::vector<int32_t>& first_logit_row);
   // n > 1: once sample 0 has computed the prompt, the other samples share its blocks (the partial last block
   // copied) and sample their first token from the same logits.
   void fork_samples(RequestState& request);
+  // EOS, stop token ids, length. Stop strings are checked on the text, in process_outputs.
   [[nodiscard]] bool check_stop(Sequence& seq);
   void fail_all(const std::string& error);
 
   DeepseekModel& model_;
   EngineConfig config_;
+  const tokenizer::Tokenizer* tokenizer_;
   BlockManager blocks_;
   Scheduler scheduler_;
   std::unordered_map<int64_t, RequestState> requests_;

@@ -2,11 +2,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "engine/sampler.h"
+#include "engine/stop_strings.h"
+#include "tokenizer/detokenizer.h"
 
 namespace ds {
 
@@ -37,6 +40,10 @@ struct Sequence {
   SamplingParams params;
   std::mt19937_64 rng;
   bool is_fork_parent = false;  // n > 1: samples fork from this one when its prompt is done
+  // Text of the output, when the engine has a tokenizer: ids -> text deltas -> stop strings -> client.
+  std::unique_ptr<tokenizer::IncrementalDetokenizer> detokenizer;
+  std::unique_ptr<StopStringMatcher> stop_matcher;
+  bool stop_matcher_stopped = false;
 
   [[nodiscard]] int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
   [[nodiscard]] int64_t num_output_tokens() const { return num_tokens() - num_prompt_tokens; }
