@@ -1,7 +1,10 @@
 // The op interface every backend implements, and the ForwardBatch that describes one model step.
 //
 // Model code (src/model) is written once against Backend; the CPU backend is the fp32 reference, the CUDA
-// backend (src/backend/cuda) implements the same ops and is tested op by op against it.
+// backend (src/backend/cuda) implements the same ops and is tested op by op against it (tests/gpu).
+// Ops accept tensors of either activation dtype the backend makes (empty / empty_f32) and write out's dtype.
+// Host-side arguments (ids, positions, slot mappings, the ForwardBatch, router choices) stay host-side: a
+// device backend copies what it needs.
 #pragma once
 
 #include <cstdint>
@@ -76,11 +79,23 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  // An uninitialized activation tensor.
+  // Makes w usable by this backend's ops, once, before the first forward (the model calls it for every weight
+  // it binds). The CPU backend reads the mmapped checkpoint in place and does nothing; the CUDA backend
+  // uploads the weight as stored and sets w.device_data / w.device_scale_inv. Preparing two Weights that
+  // view the same checkpoint tensor (tied embeddings) uploads it once.
+  virtual void prepare_weight(Weight& w) {}
+
+  // An uninitialized activation tensor in the backend's compute dtype (CPU: F32, CUDA: BF16).
   [[nodiscard]] virtual Tensor empty(std::vector<int64_t> shape) = 0;
+  // An uninitialized activation tensor held in F32 on every backend: for the residual stream and the logits,
+  // where bf16 rounding would add up over the layers or reach the log-probs directly.
+  [[nodiscard]] virtual Tensor empty_f32(std::vector<int64_t> shape) = 0;
   [[nodiscard]] Tensor zeros(std::vector<int64_t> shape);
   virtual void fill_zero(Tensor& t) = 0;
+  // Copies (and converts to fp32) every element of t to the host; returns when the data is there.
   virtual void copy_to_host(const Tensor& t, std::span<float> out) = 0;
+  // Copies host fp32 values into t, converting to t's dtype (rounding to nearest even for bf16).
+  virtual void copy_from_host(std::span<const float> in, Tensor& t) = 0;
 
   // out[t, :] = table[ids[t], :]
   virtual void embedding(const Weight& table, std::span<const int32_t> ids, Tensor& out) = 0;

@@ -12,8 +12,10 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int num_threads = 0) : pool_(num_threads) {}
 
   [[nodiscard]] Tensor empty(std::vector<int64_t> shape) override;
+  [[nodiscard]] Tensor empty_f32(std::vector<int64_t> shape) override { return empty(std::move(shape)); }
   void fill_zero(Tensor& t) override;
   void copy_to_host(const Tensor& t, std::span<float> out) override;
+  void copy_from_host(std::span<const float> in, Tensor& t) override;
 
   void embedding(const Weight& table, std::span<const int32_t> ids, Tensor& out) override;
   void rms_norm(const Tensor& x, const Weight& weight, float eps, Tensor& out) override;
