@@ -81,14 +81,16 @@ class Backend {
 
   // Makes w usable by this backend's ops, once, before the first forward (the model calls it for every weight
   // it binds). The CPU backend reads the mmapped checkpoint in place and does nothing; the CUDA backend
-  // uploads the weight as stored and sets w.device_data / w.device_scale_inv. Preparing two Weights that
-  // view the same checkpoint tensor (tied embeddings) uploads it once.
+  // uploads the weight as stored and sets w.device_data / w.device_scale_inv; a Weight already prepared is
+  // left as it is. Weights that view one tensor (tied embeddings) are the caller's to share: prepare one and
+  // copy it to the others.
   virtual void prepare_weight(Weight& w) {}
 
   // An uninitialized activation tensor in the backend's compute dtype (CPU: F32, CUDA: BF16).
   [[nodiscard]] virtual Tensor empty(std::vector<int64_t> shape) = 0;
-  // An uninitialized activation tensor held in F32 on every backend: for the residual stream and the logits,
-  // where bf16 rounding would add up over the layers or reach the log-probs directly.
+  // An uninitialized activation tensor held in F32 on every backend: for the residual stream (and the branch
+  // outputs added to it) and the logits, where bf16 rounding would add up over the layers or reach the
+  // log-probs directly.
   [[nodiscard]] virtual Tensor empty_f32(std::vector<int64_t> shape) = 0;
   [[nodiscard]] Tensor zeros(std::vector<int64_t> shape);
   virtual void fill_zero(Tensor& t) = 0;

@@ -17,7 +17,12 @@ DeepseekModel::DeepseekModel(ModelConfig config, Checkpoint checkpoint, Backend&
       backend_(backend),
       rope_(make_rope_params(config_)),
       softmax_scale_(static_cast<float>(config_.softmax_scale())) {
-  for_each_weight(weights_, [&](Weight& w) { backend_.prepare_weight(w); });
+  // A tied lm_head views the embedding's tensor: prepare that once and share the backend's copy.
+  const bool tied = weights_.lm_head.tensor == weights_.embed_tokens.tensor;
+  for_each_weight(weights_, [&](Weight& w) {
+    if (!(tied && &w == &weights_.lm_head)) backend_.prepare_weight(w);
+  });
+  if (tied) weights_.lm_head = weights_.embed_tokens;
 }
 
 void DeepseekModel::allocate_kv_cache(int64_t num_blocks, int32_t block_size) {
@@ -44,7 +49,9 @@ Tensor DeepseekModel::forward(const ForwardBatch& batch, std::vector<std::vector
   };
   record(hidden);
   Tensor normed = backend_.empty({t, h});
-  Tensor branch = backend_.empty({t, h});
+  // [T, hidden] each layer's attention or MLP/MoE output: F32 like the residual it is added to, which saves a
+  // bf16 rounding per branch for the price of the output GEMM writing 4 bytes instead of 2.
+  Tensor branch = backend_.empty_f32({t, h});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerWeights& layer = weights_.layers[static_cast<size_t>(i)];
     backend_.rms_norm(hidden, layer.input_layernorm, static_cast<float>(c.rms_norm_eps), normed);
