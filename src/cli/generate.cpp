@@ -5,8 +5,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
 
 #include "backend/cpu/cpu_backend.h"
+#ifdef DEEPSERVE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "engine/offline.h"
 #include "model/deepseek.h"
 #include "util/check.h"
@@ -51,6 +55,19 @@ void prefetch_with_progress(const Checkpoint& checkpoint) {
   });
 }
 
+std::unique_ptr<Backend> make_backend(const GenerateOptions& o) {
+  if (o.device == "cuda") {
+#ifdef DEEPSERVE_HAVE_CUDA
+    return std::make_unique<CudaBackend>();
+#else
+    throw InvalidArgument(
+        "--device cuda: this build has no CUDA backend (configure with -DDEEPSERVE_CUDA=ON where nvcc is "
+        "installed), use --device cpu");
+#endif
+  }
+  return std::make_unique<CpuBackend>(o.threads);
+}
+
 }  // namespace
 
 CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
@@ -63,7 +80,7 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
   cmd->add_option("--temperature", o.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass in (0, 1]");
   cmd->add_option("--seed", o.seed, "Random seed for sampling");
-  cmd->add_option("--device", o.device, "cpu")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--device", o.device, "cpu or cuda (one GPU)")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--threads", o.threads, "CPU threads (0 = all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--ignore-eos", o.ignore_eos, "Keep generating past the end-of-sequence token");
   cmd->add_flag("--json", o.json, "Print {prompt_ids, token_ids, text} as JSON at the end");
@@ -71,8 +88,6 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
 }
 
 int run_generate(const GenerateOptions& o) {
-  DS_REQUIRE(o.device == "cpu", InvalidArgument, "--device {}: this build runs on the CPU only (use --device cpu)",
-             o.device);
   DS_REQUIRE(!o.prompt.empty() || !o.prompt_ids.empty(), InvalidArgument, "give --prompt TEXT or --prompt-ids 1,2,3");
   DS_REQUIRE(o.prompt.empty(), InvalidArgument,
              "--prompt needs the tokenizer, which this build does not have yet; pass token ids with --prompt-ids");
@@ -86,8 +101,8 @@ int run_generate(const GenerateOptions& o) {
   params.ignore_eos = o.ignore_eos;
   params.validate();
 
-  CpuBackend backend(o.threads);
-  auto model = DeepseekModel::load(o.model_dir, backend);
+  const std::unique_ptr<Backend> backend = make_backend(o);
+  auto model = DeepseekModel::load(o.model_dir, *backend);
   validate_prompt(model->config(), prompt_ids, params.max_tokens);
   prefetch_with_progress(model->checkpoint());
 
