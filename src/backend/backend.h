@@ -1,7 +1,10 @@
 // The op interface every backend implements, and the ForwardBatch that describes one model step.
 //
 // Model code (src/model) is written once against Backend; the CPU backend is the fp32 reference, the CUDA
-// backend (src/backend/cuda) implements the same ops and is tested op by op against it.
+// backend (src/backend/cuda) implements the same ops and is tested op by op against it (tests/gpu).
+// Ops accept tensors of either activation dtype the backend makes (empty / empty_f32) and write out's dtype.
+// Host-side arguments (ids, positions, slot mappings, the ForwardBatch, router choices) stay host-side: a
+// device backend copies what it needs.
 #pragma once
 
 #include <cstdint>
@@ -83,15 +86,29 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  // An uninitialized activation tensor.
+  // Makes w usable by this backend's ops, once, before the first forward (the model calls it for every weight
+  // it binds). The CPU backend reads the mmapped checkpoint in place and does nothing; the CUDA backend
+  // uploads the weight as stored and sets w.device_data / w.device_scale_inv; a Weight already prepared is
+  // left as it is. Weights that view one tensor (tied embeddings) are the caller's to share: prepare one and
+  // copy it to the others.
+  virtual void prepare_weight(Weight& w) {}
+
+  // An uninitialized activation tensor in the backend's compute dtype (CPU: F32, CUDA: BF16).
   [[nodiscard]] virtual Tensor empty(std::vector<int64_t> shape) = 0;
+  // An uninitialized activation tensor held in F32 on every backend: for the residual stream (and the branch
+  // outputs added to it) and the logits, where bf16 rounding would add up over the layers or reach the
+  // log-probs directly.
+  [[nodiscard]] virtual Tensor empty_f32(std::vector<int64_t> shape) = 0;
   // An uninitialized tensor in host memory the backend can copy to and from quickly (the KV swap pool).
   [[nodiscard]] virtual Tensor empty_host(std::vector<int64_t> shape) = 0;
   // Copies whole blocks ([block_size] rows each) between caches of the same width; either may be host memory.
   virtual void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) = 0;
   [[nodiscard]] Tensor zeros(std::vector<int64_t> shape);
   virtual void fill_zero(Tensor& t) = 0;
+  // Copies (and converts to fp32) every element of t to the host; returns when the data is there.
   virtual void copy_to_host(const Tensor& t, std::span<float> out) = 0;
+  // Copies host fp32 values into t, converting to t's dtype (rounding to nearest even for bf16).
+  virtual void copy_from_host(std::span<const float> in, Tensor& t) = 0;
 
   // out[t, :] = table[ids[t], :]
   virtual void embedding(const Weight& table, std::span<const int32_t> ids, Tensor& out) = 0;

@@ -12,7 +12,8 @@
 
 namespace ds {
 
-// A dense row-major activation tensor owned by a backend. The CPU backend stores fp32 on the host.
+// A dense row-major activation tensor owned by a backend. The CPU backend stores fp32 on the host; the CUDA
+// backend stores bf16 (or fp32, see Backend::empty_f32) in device memory, so `data` is a device pointer there.
 struct Tensor {
   std::shared_ptr<void> storage;
   void* data = nullptr;
@@ -41,6 +42,12 @@ struct Weight {
   int64_t cols = 0;
   int64_t block_rows = 0;
   int64_t block_cols = 0;
+  // The backend's own copy, set by Backend::prepare_weight and owned by that backend (which must outlive
+  // every use of it). Null on the CPU, which reads `tensor` in place. On the CUDA backend: the bytes of
+  // `tensor` as stored (same dtype, FP8 stays FP8), and the block scales converted to fp32
+  // [ceil(rows / block_rows), ceil(cols / block_cols)].
+  const void* device_data = nullptr;
+  const float* device_scale_inv = nullptr;
 
   [[nodiscard]] bool empty() const { return tensor == nullptr; }
   [[nodiscard]] const std::string& name() const { return tensor->name; }

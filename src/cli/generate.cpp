@@ -6,8 +6,12 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 
 #include "backend/cpu/cpu_backend.h"
+#ifdef DEEPSERVE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 #include "engine/engine.h"
 #include "engine/request_params.h"
 #include "model/deepseek.h"
@@ -51,6 +55,19 @@ void prefetch_with_progress(const Checkpoint& checkpoint) {
                  s > 0 ? static_cast<double>(done) / 1e9 / s : 0.0);
     if (done == total) std::fprintf(stderr, "\n");
   });
+}
+
+std::unique_ptr<Backend> make_backend(const GenerateOptions& o) {
+  if (o.device == "cuda") {
+#ifdef DEEPSERVE_HAVE_CUDA
+    return std::make_unique<CudaBackend>();
+#else
+    throw InvalidArgument(
+        "--device cuda: this build has no CUDA backend (configure with -DDEEPSERVE_CUDA=ON where nvcc is "
+        "installed), use --device cpu");
+#endif
+  }
+  return std::make_unique<CpuBackend>(o.threads);
 }
 
 EngineConfig engine_config(const GenerateOptions& o, const DeepseekModel& model, int64_t min_tokens_needed) {
@@ -223,8 +240,6 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
 }
 
 int run_generate(const GenerateOptions& o) {
-  DS_REQUIRE(o.device == "cpu", InvalidArgument, "--device {}: this build runs on the CPU only (use --device cpu)",
-             o.device);
   DS_REQUIRE(!o.prompt.empty() || !o.prompt_ids.empty() || !o.batch_file.empty(), InvalidArgument,
              "give --prompt TEXT, --prompt-ids 1,2,3 or --batch FILE.jsonl");
   DS_REQUIRE(o.prompt.empty(), InvalidArgument,
@@ -238,8 +253,8 @@ int run_generate(const GenerateOptions& o) {
   flags.validate();
   if (!o.prompt_ids.empty()) (void)parse_prompt_ids(o.prompt_ids);
 
-  CpuBackend backend(o.threads);
-  auto model = DeepseekModel::load(o.model_dir, backend);
+  const std::unique_ptr<Backend> backend = make_backend(o);
+  auto model = DeepseekModel::load(o.model_dir, *backend);
   prefetch_with_progress(model->checkpoint());
   return o.batch_file.empty() ? run_single(o, *model) : run_batch(o, *model);
 }

@@ -244,8 +244,10 @@ bool Engine::step() {
     for (size_t b = 0; b < max_blocks; ++b)
       batch.block_table.push_back(b < seq.block_table.size() ? seq.block_table[b] : 0);
   }
-  Tensor logits = model_.forward(batch);
-  process_outputs(out, logits, first_logit_row);
+  const Tensor logits = model_.forward(batch);  // [logits_indices, vocab] on the model's backend
+  host_logits_.resize(static_cast<size_t>(logits.numel()));
+  model_.backend().copy_to_host(logits, host_logits_);
+  process_outputs(out, first_logit_row);
   {
     std::lock_guard lock(stats_mutex_);
     ++stats_.steps;
@@ -255,7 +257,7 @@ bool Engine::step() {
   return true;
 }
 
-void Engine::process_outputs(const SchedulerOutput& out, const Tensor& logits,
+void Engine::process_outputs(const SchedulerOutput& out,
                              const std::vector<int32_t>& first_logit_row) {
   const int64_t vocab = model_.config().vocab_size;
   const double now = now_seconds();
@@ -266,7 +268,7 @@ void Engine::process_outputs(const SchedulerOutput& out, const Tensor& logits,
     seq.num_computed_tokens += out.scheduled[i].num_new_tokens;
     blocks_.cache_full_blocks(seq);
     if (first_logit_row[i] < 0) continue;
-    const float* rows = logits.f32() + int64_t{first_logit_row[i]} * vocab;
+    const float* rows = host_logits_.data() + int64_t{first_logit_row[i]} * vocab;
 
     if (seq.params.prompt_logprobs && seq.index == 0 && begin < seq.num_prompt_tokens) {
       // Row k holds the distribution of the token at begin + k + 1.

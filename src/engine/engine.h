@@ -123,7 +123,7 @@ class Engine {
               RequestDelta* last = nullptr);
   void apply_block_moves(const SchedulerOutput& out);
   // After the forward pass: sample, check stops, emit.
-  void process_outputs(const SchedulerOutput& out, const Tensor& logits, const std::vector<int32_t>& first_logit_row);
+  void process_outputs(const SchedulerOutput& out, const std::vector<int32_t>& first_logit_row);
   // n > 1: once sample 0 has computed the prompt, the other samples share its blocks (the partial last block
   // copied) and sample their first token from the same logits.
   void fork_samples(RequestState& request);
@@ -141,6 +141,7 @@ class Engine {
   std::unordered_map<int64_t, std::vector<std::optional<SampledToken>>> request_prompt_logprobs_;
   std::unordered_map<const Sequence*, double> last_token_time_;
   Sampler sampler_;
+  std::vector<float> host_logits_;  // this step's logits, copied from the backend
 
   mutable std::mutex inbox_mutex_;
   std::condition_variable inbox_cv_;

@@ -36,6 +36,7 @@ GenerateResult generate(DeepseekModel& model, const std::vector<int32_t>& prompt
   const Sampler sampler;
   std::mt19937_64 rng(params.seed.value_or(0));
   const std::vector<int32_t> eos_ids(c.eos_token_ids.begin(), c.eos_token_ids.end());
+  std::vector<float> host_logits(static_cast<size_t>(c.vocab_size));
   GenerateResult result;
   std::vector<int32_t> step_tokens = prompt_ids;
   int32_t start = 0;
@@ -51,10 +52,10 @@ GenerateResult generate(DeepseekModel& model, const std::vector<int32_t>& prompt
     batch.query_start_loc = {0, n};
     batch.seq_lens = {start + n};
     batch.logits_indices = {n - 1};
-    const Tensor logits = model.forward(batch);
+    const Tensor logits = model.forward(batch);  // [1, vocab] on the model's backend
+    model.backend().copy_to_host(logits, host_logits);
     const SamplingContext context{prompt_ids, result.token_ids, eos_ids};
-    const SampledToken next =
-        sampler.sample({logits.f32(), static_cast<size_t>(c.vocab_size)}, params, context, rng);
+    const SampledToken next = sampler.sample(host_logits, params, context, rng);
     result.token_ids.push_back(next.token);
     if (on_token) on_token(next);
     const bool eos = std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next.token) != c.eos_token_ids.end();

@@ -16,7 +16,14 @@ DeepseekModel::DeepseekModel(ModelConfig config, Checkpoint checkpoint, Backend&
       weights_(bind_weights(checkpoint_, config_)),
       backend_(backend),
       rope_(make_rope_params(config_)),
-      softmax_scale_(static_cast<float>(config_.softmax_scale())) {}
+      softmax_scale_(static_cast<float>(config_.softmax_scale())) {
+  // A tied lm_head views the embedding's tensor: prepare that once and share the backend's copy.
+  const bool tied = weights_.lm_head.tensor == weights_.embed_tokens.tensor;
+  for_each_weight(weights_, [&](Weight& w) {
+    if (!(tied && &w == &weights_.lm_head)) backend_.prepare_weight(w);
+  });
+  if (tied) weights_.lm_head = weights_.embed_tokens;
+}
 
 void DeepseekModel::allocate_kv_cache(int64_t num_blocks, int32_t block_size) {
   DS_CHECK(num_blocks > 0 && block_size > 0, "kv cache of {} blocks of {}", num_blocks, block_size);
@@ -63,7 +70,7 @@ Tensor DeepseekModel::forward(const ForwardBatch& batch, std::vector<std::vector
   const ModelConfig& c = config_;
   const int64_t t = batch.num_tokens(), h = c.hidden_size;
 
-  Tensor hidden = backend_.empty({t, h});  // [T, hidden] residual stream
+  Tensor hidden = backend_.empty_f32({t, h});  // [T, hidden] residual stream
   backend_.embedding(weights_.embed_tokens, batch.token_ids, hidden);
   auto record = [&](const Tensor& x) {
     if (trace == nullptr) return;
@@ -72,7 +79,9 @@ Tensor DeepseekModel::forward(const ForwardBatch& batch, std::vector<std::vector
   };
   record(hidden);
   Tensor normed = backend_.empty({t, h});
-  Tensor branch = backend_.empty({t, h});
+  // [T, hidden] each layer's attention or MLP/MoE output: F32 like the residual it is added to, which saves a
+  // bf16 rounding per branch for the price of the output GEMM writing 4 bytes instead of 2.
+  Tensor branch = backend_.empty_f32({t, h});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerWeights& layer = weights_.layers[static_cast<size_t>(i)];
     backend_.rms_norm(hidden, layer.input_layernorm, static_cast<float>(c.rms_norm_eps), normed);
@@ -95,11 +104,11 @@ Tensor DeepseekModel::forward(const ForwardBatch& batch, std::vector<std::vector
   }
   // Only the rows that need logits go through the final norm and lm_head.
   const int64_t n = static_cast<int64_t>(batch.logits_indices.size());
-  Tensor last = backend_.empty({n, h});
+  Tensor last = backend_.empty_f32({n, h});
   backend_.gather_rows(hidden, batch.logits_indices, last);
   Tensor last_normed = backend_.empty({n, h});
   backend_.rms_norm(last, weights_.norm, static_cast<float>(c.rms_norm_eps), last_normed);
-  Tensor logits = backend_.empty({n, c.vocab_size});
+  Tensor logits = backend_.empty_f32({n, c.vocab_size});
   backend_.linear(last_normed, weights_.lm_head, logits);
   return logits;
 }

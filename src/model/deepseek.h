@@ -21,6 +21,8 @@ class DeepseekModel {
 
   [[nodiscard]] const ModelConfig& config() const { return config_; }
   [[nodiscard]] const Checkpoint& checkpoint() const { return checkpoint_; }
+  // The backend the model runs on (to copy the logits of forward() to the host).
+  [[nodiscard]] Backend& backend() const { return backend_; }
 
   // The MLA latent cache: per layer [num_blocks * block_size, kv_lora_rank + qk_rope_head_dim].
   void allocate_kv_cache(int64_t num_blocks, int32_t block_size);
@@ -35,7 +37,8 @@ class DeepseekModel {
   [[nodiscard]] int64_t kv_block_bytes(int32_t block_size) const;
   [[nodiscard]] int32_t block_size() const { return block_size_; }
 
-  // Runs one step: writes each token's latent KV into its slot, returns logits [logits_indices.size(), vocab].
+  // Runs one step: writes each token's latent KV into its slot, returns logits [logits_indices.size(), vocab]
+  // in F32 on the backend (read them with backend().copy_to_host). The residual stream is F32 on every backend.
   // With a trace, also copies the residual stream [T, hidden] to the host after the embedding and after each
   // decoder layer, then the final-normed rows: the same list HF returns as hidden_states, for layer-by-layer
   // comparison with another backend or the reference.

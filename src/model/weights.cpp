@@ -114,4 +114,31 @@ ModelWeights bind_weights(const Checkpoint& checkpoint, const ModelConfig& c) {
   return w;
 }
 
+void for_each_weight(ModelWeights& w, const std::function<void(Weight&)>& fn) {
+  auto visit = [&](Weight& weight) {
+    if (!weight.empty()) fn(weight);
+  };
+  auto visit_mlp = [&](MlpWeights& m) {
+    visit(m.gate_proj);
+    visit(m.up_proj);
+    visit(m.down_proj);
+  };
+  visit(w.embed_tokens);
+  for (LayerWeights& layer : w.layers) {
+    visit(layer.input_layernorm);
+    visit(layer.post_attention_layernorm);
+    AttentionWeights& a = layer.attn;
+    for (Weight* x : {&a.q_proj, &a.q_a_proj, &a.q_a_layernorm, &a.q_b_proj, &a.kv_a_proj_with_mqa,
+                      &a.kv_a_layernorm, &a.kv_b_proj, &a.o_proj})
+      visit(*x);
+    visit_mlp(layer.mlp);
+    visit(layer.moe.gate);
+    visit(layer.moe.e_score_correction_bias);
+    for (MlpWeights& e : layer.moe.experts) visit_mlp(e);
+    visit_mlp(layer.moe.shared_experts);
+  }
+  visit(w.norm);
+  visit(w.lm_head);
+}
+
 }  // namespace ds

@@ -1,6 +1,7 @@
 // The weights of a DeepSeek V2/V3 model by their official HuggingFace names, checked against the config.
 #pragma once
 
+#include <functional>
 #include <vector>
 
 #include "backend/backend.h"
@@ -47,5 +48,8 @@ struct ModelWeights {
 // Finds every tensor the forward pass needs (the MTP layers after num_hidden_layers are skipped) and checks
 // dtype, shape and FP8 block scales. Throws CheckpointError naming the tensor and its file.
 [[nodiscard]] ModelWeights bind_weights(const Checkpoint& checkpoint, const ModelConfig& config);
+
+// Calls fn on every bound (non-empty) Weight of the model, e.g. to hand each to Backend::prepare_weight.
+void for_each_weight(ModelWeights& weights, const std::function<void(Weight&)>& fn);
 
 }  // namespace ds

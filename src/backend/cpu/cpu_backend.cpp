@@ -41,6 +41,11 @@ void CpuBackend::copy_to_host(const Tensor& t, std::span<float> out) {
   std::memcpy(out.data(), t.f32(), out.size() * sizeof(float));
 }
 
+void CpuBackend::copy_from_host(std::span<const float> in, Tensor& t) {
+  DS_CHECK(static_cast<int64_t>(in.size()) == t.numel(), "copy of {} elements into {}", in.size(), t.numel());
+  std::memcpy(t.f32(), in.data(), in.size() * sizeof(float));
+}
+
 void CpuBackend::embedding(const Weight& table, std::span<const int32_t> ids, Tensor& out) {
   DS_CHECK(out.rows() == static_cast<int64_t>(ids.size()) && out.cols() == table.cols, "embedding out shape");
   float* o = out.f32();

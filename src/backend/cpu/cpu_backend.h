@@ -12,10 +12,12 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int num_threads = 0) : pool_(num_threads) {}
 
   [[nodiscard]] Tensor empty(std::vector<int64_t> shape) override;
+  [[nodiscard]] Tensor empty_f32(std::vector<int64_t> shape) override { return empty(std::move(shape)); }
   [[nodiscard]] Tensor empty_host(std::vector<int64_t> shape) override { return empty(std::move(shape)); }
   void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) override;
   void fill_zero(Tensor& t) override;
   void copy_to_host(const Tensor& t, std::span<float> out) override;
+  void copy_from_host(std::span<const float> in, Tensor& t) override;
 
   void embedding(const Weight& table, std::span<const int32_t> ids, Tensor& out) override;
   void rms_norm(const Tensor& x, const Weight& weight, float eps, Tensor& out) override;

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# On a GPU machine (Ubuntu 24.04, CUDA 13, one H100/H200; no internet needed): configures and builds with the
+# CUDA backend for sm_90a, runs the CPU unit tests, the GPU tests (tests/gpu: every CUDA op against the CPU
+# reference, the fixtures end to end on the GPU) and `deepserve generate --device cuda` beside the CPU, then
+# prints a short summary table last. Full logs go to $OUT when it is set, else to $BUILD_DIR/logs.
+#
+#   bash scripts/gpu-check.sh                      # everything
+#   GPU_CHECK_SANITIZER=1 bash scripts/gpu-check.sh  # also every GPU test under compute-sanitizer memcheck
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD_DIR:-build-gpu}
+LOGS=${OUT:-$BUILD/logs}
+mkdir -p "$LOGS"
+JOBS=$(nproc)
+export PATH="$PATH:/usr/local/cuda/bin"
+status=0
+rows=()
+row() { rows+=("$(printf '%-28s %-5s %s' "$1" "$2" "$3")"); [ "$2" = ok ] || [ "$2" = info ] || status=1; }
+seconds() { echo $(( $(date +%s) - $1 )); }
+# "N% tests passed, F tests failed out of T" -> "P/T passed"
+# ctest's "100% tests passed out of T" or "P% tests passed, F tests failed out of T" -> "(T-F)/T passed"
+ctest_counts() {
+  local line total failed
+  line=$(grep -E 'tests passed' "$1" | tail -1)
+  total=$(grep -Eo 'out of [0-9]+' <<<"$line" | grep -Eo '[0-9]+')
+  failed=$(grep -Eo '[0-9]+ tests failed' <<<"$line" | grep -Eo '[0-9]+' || echo 0)
+  [ -n "$total" ] && echo "$((total - failed))/$total passed" || echo "no ctest summary"
+}
+
+echo "== machine"
+gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -1)
+cuda=$(nvcc --version 2>/dev/null | grep -Eo 'release [0-9.]+' || echo "nvcc not found")
+echo "$gpu; CUDA $cuda; $(nproc) cores" | tee "$LOGS/machine.txt"
+row "machine" info "$gpu, CUDA ${cuda#release }"
+
+echo "== configure (CUDA ON, sm_90a)"
+t0=$(date +%s)
+# PCRE2: the system's when it has one, else the static copy scripts/gpu-deps.sh prepared on the build machine.
+extra=()
+if ! pkg-config --exists libpcre2-8 2>/dev/null; then
+  if [ -f .gpu-deps/pcre2/lib/libpcre2-8.a ]; then
+    extra+=("-DPCRE2_ROOT=$(pwd)/.gpu-deps/pcre2")
+  else
+    echo "no PCRE2 here: run scripts/gpu-deps.sh on the build machine and send .gpu-deps along" >&2
+  fi
+fi
+if cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDEEPSERVE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+     -DDEEPSERVE_BENCH=OFF "${extra[@]}" >"$LOGS/build.log" 2>&1; then
+  row "configure" ok "$(grep -o 'CUDA backend ON' "$LOGS/build.log")"
+else
+  tail -30 "$LOGS/build.log"
+  row "configure" FAIL "see build.log"
+  printf '\n%s\n' "${rows[@]}"
+  exit 1
+fi
+
+echo "== build (-j$JOBS)"
+t0=$(date +%s)
+if cmake --build "$BUILD" -j "$JOBS" >>"$LOGS/build.log" 2>&1; then
+  row "build" ok "$(seconds "$t0") s"
+else
+  grep -E 'error|FAILED' -A3 "$LOGS/build.log" | head -60
+  row "build" FAIL "see build.log"
+  printf '\n%s\n' "${rows[@]}"
+  exit 1
+fi
+
+echo "== CPU unit tests"
+t0=$(date +%s)
+if ctest --test-dir "$BUILD" -LE gpu -j "$JOBS" --output-on-failure >"$LOGS/test-cpu.log" 2>&1; then
+  row "CPU unit tests" ok "$(ctest_counts "$LOGS/test-cpu.log"), $(seconds "$t0") s"
+else
+  grep -E '\*\*\*Failed|Failed|Exception' "$LOGS/test-cpu.log" | head -20
+  row "CPU unit tests" FAIL "$(ctest_counts "$LOGS/test-cpu.log") (test-cpu.log)"
+fi
+
+echo "== GPU tests (tests/gpu)"
+t0=$(date +%s)
+# -V keeps each test's output: the SUMMARY lines of the fixture tests go into the table below.
+if ctest --test-dir "$BUILD" -L gpu -j 4 -V --timeout 300 >"$LOGS/test-gpu.log" 2>&1; then
+  row "GPU tests" ok "$(ctest_counts "$LOGS/test-gpu.log"), $(seconds "$t0") s"
+else
+  grep -E 'Failure|Expected|Which is|actual|error:|exception' "$LOGS/test-gpu.log" | head -40
+  row "GPU tests" FAIL "$(ctest_counts "$LOGS/test-gpu.log") (test-gpu.log)"
+  mapfile -t failed < <(grep -E 'The following tests FAILED' -A40 "$LOGS/test-gpu.log" | sed -n '2,40p')
+  for line in "${failed[@]}"; do rows+=("$(printf '%-28s %-5s %s' "" "" "$line")"); done
+fi
+
+echo "== deepserve generate --device cuda vs cpu"
+fixture=tests/fixtures/deepseek_v3_tiny_bf16
+args=(generate --model "$fixture" --prompt-ids 100,200,300 --max-tokens 32 --temperature 0 --ignore-eos)
+t0=$(date +%s%N)
+gpu_out=$("$BUILD/deepserve" "${args[@]}" --device cuda 2>"$BUILD/generate-cuda.err")
+gpu_rc=$?
+t1=$(date +%s%N)
+cpu_out=$("$BUILD/deepserve" "${args[@]}" --device cpu 2>"$BUILD/generate-cpu.err")
+t2=$(date +%s%N)
+{ echo "cuda: $gpu_out"; echo "cpu:  $cpu_out"; } | tee "$LOGS/generate.txt"
+cat "$BUILD/generate-cuda.err" "$BUILD/generate-cpu.err" >>"$LOGS/generate.txt"
+timing="cuda $(( (t1 - t0) / 1000000 )) ms, cpu $(( (t2 - t1) / 1000000 )) ms wall incl. load"
+if [ $gpu_rc -ne 0 ]; then
+  cat "$BUILD/generate-cuda.err"
+  row "generate --device cuda" FAIL "exit $gpu_rc (generate.txt)"
+elif [ "$gpu_out" = "$cpu_out" ]; then
+  row "generate --device cuda" ok "32 greedy tokens = CPU's; $timing"
+else
+  row "generate --device cuda" info "differs from CPU (see generate.txt; near-ties?); $timing"
+fi
+
+if [ "${GPU_CHECK_SANITIZER:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+  echo "== compute-sanitizer memcheck (every GPU test)"
+  t0=$(date +%s)
+  if timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 "$BUILD/tests/gpu/test_gpu" \
+       >"$LOGS/memcheck.log" 2>&1; then
+    row "memcheck" ok "$(grep -Eo 'ERROR SUMMARY: [0-9]+ errors' "$LOGS/memcheck.log" | tail -1), $(seconds "$t0") s"
+  else
+    grep -E '=========' "$LOGS/memcheck.log" | head -30
+    row "memcheck" FAIL "$(grep -Eo 'ERROR SUMMARY: [0-9]+ errors' "$LOGS/memcheck.log" | tail -1) (memcheck.log)"
+  fi
+fi
+
+echo
+commit=$( [ -e .git ] && git rev-parse --short HEAD 2>/dev/null || echo "tree without .git")
+echo "== summary ($commit, $(date -u +%Y-%m-%dT%H:%MZ))"
+printf '%-28s %-5s %s\n' "step" "" "result"
+printf '%s\n' "${rows[@]}"
+grep -h 'SUMMARY ' "$LOGS/test-gpu.log" 2>/dev/null | sed 's/^[0-9]*: //; s/^SUMMARY /  /' | sort -u
+exit $status

@@ -1,0 +1,260 @@
+// CudaBackend: device memory, weight upload, host<->device copies and the row-wise ops. Host-side arguments
+// (ids, positions, slots, rows) are validated here, on the host, before any kernel can read out of bounds.
+#include "backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "backend/cuda/cuda_context.h"
+#include "util/check.h"
+
+namespace ds {
+
+using cuda::col_slice;
+using cuda::device_weight;
+using cuda::matrix;
+using cuda::upload;
+
+CudaBackend::CudaBackend(CudaBackendOptions options) {
+  const char* env = std::getenv("DEEPSERVE_CUDA_SYNC");
+  const bool sync = options.sync_each_op || (env != nullptr && std::strcmp(env, "0") != 0 && *env != '\0');
+  ctx_ = std::make_shared<cuda::CudaContext>(options.device, sync);
+}
+
+CudaBackend::~CudaBackend() {
+  cudaStreamSynchronize(ctx_->stream);
+  for (void* p : weight_allocations_) cudaFree(p);
+}
+
+void CudaBackend::synchronize() {
+  DS_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
+}
+
+std::string CudaBackend::device_name() const {
+  cudaDeviceProp prop{};
+  DS_CUDA_CHECK(cudaGetDeviceProperties(&prop, ctx_->device));
+  return prop.name;
+}
+
+void CudaBackend::prepare_weight(Weight& w) {
+  if (w.empty() || w.device_data != nullptr) return;
+  const size_t bytes = w.tensor->nbytes;
+  DS_CHECK(bytes == static_cast<size_t>(w.rows * w.cols) * dtype_size(w.tensor->dtype),
+           "weight '{}': {} bytes for [{}, {}] {}", w.name(), bytes, w.rows, w.cols,
+           dtype_name(w.tensor->dtype));
+  void* data = nullptr;
+  DS_CUDA_CHECK(cudaMalloc(&data, bytes > 0 ? bytes : 1));
+  weight_allocations_.push_back(data);
+  DS_CUDA_CHECK(cudaMemcpy(data, w.tensor->data, bytes, cudaMemcpyHostToDevice));
+  weight_bytes_ += bytes;
+  float* scales_on_device = nullptr;
+  if (w.scale_inv != nullptr) {
+    // Block scales go up as fp32 whatever their stored dtype, so kernels read one type.
+    std::vector<float> scales(static_cast<size_t>(w.scale_inv->numel()));
+    convert_to_f32(w.scale_inv->dtype, w.scale_inv->data, scales.data(), scales.size());
+    DS_CUDA_CHECK(cudaMalloc(&scales_on_device, scales.size() * sizeof(float)));
+    weight_allocations_.push_back(scales_on_device);
+    DS_CUDA_CHECK(
+        cudaMemcpy(scales_on_device, scales.data(), scales.size() * sizeof(float), cudaMemcpyHostToDevice));
+    weight_bytes_ += scales.size() * sizeof(float);
+  }
+  w.device_data = data;
+  w.device_scale_inv = scales_on_device;
+}
+
+Tensor CudaBackend::allocate(std::vector<int64_t> shape, DType dtype) {
+  Tensor t;
+  t.shape = std::move(shape);
+  t.dtype = dtype;
+  const size_t bytes = static_cast<size_t>(std::max<int64_t>(t.numel(), 1)) * dtype_size(dtype);
+  void* p = nullptr;
+  DS_CUDA_CHECK(cudaMallocAsync(&p, bytes, ctx_->stream));
+  std::shared_ptr<cuda::CudaContext> ctx = ctx_;
+  t.storage = std::shared_ptr<void>(p, [ctx](void* q) {
+    const cudaError_t status = cudaFreeAsync(q, ctx->stream);
+    if (status != cudaSuccess)
+      std::fprintf(stderr, "deepserve: cudaFreeAsync: %s\n", cudaGetErrorString(status));
+  });
+  t.data = p;
+  return t;
+}
+
+Tensor CudaBackend::empty(std::vector<int64_t> shape) {
+  return allocate(std::move(shape), DType::kBF16);
+}
+
+Tensor CudaBackend::empty_f32(std::vector<int64_t> shape) {
+  return allocate(std::move(shape), DType::kF32);
+}
+
+Tensor CudaBackend::empty_host(std::vector<int64_t> shape) {
+  Tensor t;
+  t.shape = std::move(shape);
+  t.dtype = DType::kBF16;
+  const size_t bytes = static_cast<size_t>(std::max<int64_t>(t.numel(), 1)) * dtype_size(t.dtype);
+  void* p = nullptr;
+  DS_CUDA_CHECK(cudaMallocHost(&p, bytes));
+  std::shared_ptr<cuda::CudaContext> ctx = ctx_;
+  t.storage = std::shared_ptr<void>(p, [ctx](void* q) {
+    // Copies into or out of the pool may still be queued.
+    (void)cudaStreamSynchronize(ctx->stream);
+    const cudaError_t status = cudaFreeHost(q);
+    if (status != cudaSuccess) std::fprintf(stderr, "deepserve: cudaFreeHost: %s\n", cudaGetErrorString(status));
+  });
+  t.data = p;
+  return t;
+}
+
+void CudaBackend::copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) {
+  DS_CHECK(from.cols() == to.cols() && from.dtype == to.dtype, "copy_blocks between [{} x {}] and [{} x {}] caches",
+           dtype_name(from.dtype), from.cols(), dtype_name(to.dtype), to.cols());
+  const size_t block_bytes = static_cast<size_t>(int64_t{block_size} * from.cols()) * dtype_size(from.dtype);
+  for (const BlockMove& m : moves) {
+    DS_CHECK(m.src >= 0 && (m.src + 1) * int64_t{block_size} <= from.rows() && m.dst >= 0 &&
+                 (m.dst + 1) * int64_t{block_size} <= to.rows(),
+             "block move {} -> {} out of range", m.src, m.dst);
+    // Unified addressing: pinned host and device pointers both work with cudaMemcpyDefault.
+    DS_CUDA_CHECK(cudaMemcpyAsync(static_cast<std::byte*>(to.data) + m.dst * block_bytes,
+                                  static_cast<const std::byte*>(from.data) + m.src * block_bytes, block_bytes,
+                                  cudaMemcpyDefault, ctx_->stream));
+  }
+  ctx_->after_op("copy_blocks");
+}
+
+void CudaBackend::fill_zero(Tensor& t) {
+  DS_CUDA_CHECK(
+      cudaMemsetAsync(t.data, 0, static_cast<size_t>(t.numel()) * dtype_size(t.dtype), ctx_->stream));
+  ctx_->after_op("fill_zero");
+}
+
+void CudaBackend::copy_to_host(const Tensor& t, std::span<float> out) {
+  DS_CHECK(static_cast<int64_t>(out.size()) == t.numel(), "copy of {} elements into {}", t.numel(),
+           out.size());
+  if (t.dtype == DType::kF32) {
+    DS_CUDA_CHECK(
+        cudaMemcpyAsync(out.data(), t.data, out.size_bytes(), cudaMemcpyDeviceToHost, ctx_->stream));
+    synchronize();
+    return;
+  }
+  std::vector<std::byte> raw(out.size() * dtype_size(t.dtype));
+  DS_CUDA_CHECK(cudaMemcpyAsync(raw.data(), t.data, raw.size(), cudaMemcpyDeviceToHost, ctx_->stream));
+  synchronize();
+  convert_to_f32(t.dtype, raw.data(), out.data(), out.size());
+}
+
+void CudaBackend::copy_from_host(std::span<const float> in, Tensor& t) {
+  DS_CHECK(static_cast<int64_t>(in.size()) == t.numel(), "copy of {} elements into {}", in.size(), t.numel());
+  if (t.dtype == DType::kF32) {
+    DS_CUDA_CHECK(cudaMemcpyAsync(t.data, in.data(), in.size_bytes(), cudaMemcpyHostToDevice, ctx_->stream));
+  } else {
+    DS_CHECK(t.dtype == DType::kBF16, "copy_from_host into {}", dtype_name(t.dtype));
+    std::vector<uint16_t> bits(in.size());
+    for (size_t i = 0; i < in.size(); ++i) bits[i] = f32_to_bf16(in[i]);
+    DS_CUDA_CHECK(
+        cudaMemcpyAsync(t.data, bits.data(), bits.size() * 2, cudaMemcpyHostToDevice, ctx_->stream));
+  }
+  synchronize();
+}
+
+void CudaBackend::embedding(const Weight& table, std::span<const int32_t> ids, Tensor& out) {
+  DS_CHECK(out.rows() == static_cast<int64_t>(ids.size()) && out.cols() == table.cols, "embedding out shape");
+  for (int32_t id : ids)
+    DS_CHECK(id >= 0 && id < table.rows, "token id {} outside the vocabulary [0, {})", id, table.rows);
+  const cuda::DeviceBuffer d_ids = upload(*ctx_, ids);
+  cuda::launch_embedding(device_weight(table), d_ids.as<int32_t>(), matrix(out), ctx_->stream);
+  ctx_->after_op("embedding");
+}
+
+void CudaBackend::rms_norm(const Tensor& x, const Weight& weight, float eps, Tensor& out) {
+  rms_norm_cols(x, 0, weight, eps, out);
+}
+
+void CudaBackend::rms_norm_cols(const Tensor& x, int64_t col_offset, const Weight& weight, float eps,
+                                Tensor& out) {
+  const int64_t width = weight.rows * weight.cols;
+  DS_CHECK(col_offset + width <= x.cols() && out.cols() == width && out.rows() == x.rows(),
+           "rms_norm shapes: x [{}, {}], offset {}, weight {}, out [{}, {}]", x.rows(), x.cols(), col_offset,
+           width, out.rows(), out.cols());
+  cuda::DeviceWeight w = device_weight(weight);
+  w.cols = width;  // a [width] vector, whatever its stored rows/cols split
+  w.rows = 1;
+  cuda::launch_rms_norm(col_slice(matrix(x), col_offset, width), w, eps, matrix(out), ctx_->stream);
+  ctx_->after_op("rms_norm");
+}
+
+void CudaBackend::linear(const Tensor& x, const Weight& w, Tensor& out) {
+  cuda::linear_into(*ctx_, matrix(x), w, matrix(out));
+  ctx_->after_op("linear");
+}
+
+void CudaBackend::add(Tensor& acc, const Tensor& x) {
+  DS_CHECK(acc.numel() == x.numel(), "add of {} and {} elements", acc.numel(), x.numel());
+  // Both as one row: like the CPU, add goes element by element whatever the shapes' split.
+  cuda::launch_add(cuda::flat(acc), cuda::flat(x), ctx_->stream);
+  ctx_->after_op("add");
+}
+
+void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
+  const int64_t inter = out.cols();
+  DS_CHECK(gate_up.cols() == 2 * inter && gate_up.rows() == out.rows(), "silu_mul shapes");
+  const cuda::MatrixRef gu = matrix(gate_up);
+  cuda::launch_silu_mul(col_slice(gu, 0, inter), col_slice(gu, inter, inter), matrix(out), ctx_->stream);
+  ctx_->after_op("silu_mul");
+}
+
+void CudaBackend::rope(Tensor& x, std::span<const int32_t> positions, int64_t num_heads, int64_t head_dim,
+                       int64_t rope_offset, const RopeParams& rope) {
+  const int64_t half = static_cast<int64_t>(rope.inv_freq.size());
+  DS_CHECK(x.rows() == static_cast<int64_t>(positions.size()) && x.cols() == num_heads * head_dim &&
+               rope_offset + 2 * half <= head_dim,
+           "rope shapes: x [{}, {}], heads {}, head_dim {}, offset {}", x.rows(), x.cols(), num_heads,
+           head_dim, rope_offset);
+  const cuda::DeviceBuffer d_pos = upload(*ctx_, positions);
+  const cuda::DeviceBuffer d_freq = upload(*ctx_, std::span<const float>(rope.inv_freq));
+  cuda::launch_rope(matrix(x), d_pos.as<int32_t>(), num_heads, head_dim, rope_offset, d_freq.as<float>(),
+                    half, rope.attention_factor, ctx_->stream);
+  ctx_->after_op("rope");
+}
+
+void CudaBackend::store_kv(const Tensor& latent, const Tensor& k_rope_src, int64_t k_rope_col_offset,
+                           std::span<const int64_t> slot_mapping, Tensor& kv_cache) {
+  const int64_t lora = latent.cols();
+  const int64_t rope = kv_cache.cols() - lora;
+  DS_CHECK(latent.rows() == static_cast<int64_t>(slot_mapping.size()) && k_rope_src.rows() == latent.rows() &&
+               rope >= 0 && k_rope_col_offset + rope <= k_rope_src.cols(),
+           "store_kv shapes");
+  for (int64_t slot : slot_mapping)
+    DS_CHECK(slot >= 0 && slot < kv_cache.rows(), "KV slot {} outside the cache ({} slots)", slot,
+             kv_cache.rows());
+  const cuda::DeviceBuffer d_slots = upload(*ctx_, slot_mapping);
+  cuda::launch_store_kv(matrix(latent), col_slice(matrix(k_rope_src), k_rope_col_offset, rope),
+                        d_slots.as<int64_t>(), matrix(kv_cache), ctx_->stream);
+  ctx_->after_op("store_kv");
+}
+
+void CudaBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) {
+  DS_CHECK(out.rows() == static_cast<int64_t>(rows.size()) && out.cols() == x.cols(), "gather_rows shapes");
+  for (int32_t r : rows) DS_CHECK(r >= 0 && r < x.rows(), "row {} out of range", r);
+  const cuda::DeviceBuffer d_rows = upload(*ctx_, rows);
+  cuda::launch_gather_rows(matrix(x), d_rows.as<int32_t>(), matrix(out), ctx_->stream);
+  ctx_->after_op("gather_rows");
+}
+
+void CudaBackend::mlp(const Tensor& x, const MlpWeights& w, Tensor& out) {
+  const int64_t t = x.rows(), inter = w.gate_proj.rows;
+  DS_CHECK(w.up_proj.rows == inter && w.down_proj.cols == inter, "mlp {}: intermediate sizes differ",
+           w.gate_proj.name());
+  Tensor gate = empty({t, inter});  // [T, I]
+  Tensor up = empty({t, inter});    // [T, I]
+  cuda::linear_into(*ctx_, matrix(x), w.gate_proj, matrix(gate));
+  cuda::linear_into(*ctx_, matrix(x), w.up_proj, matrix(up));
+  cuda::launch_silu_mul(matrix(gate), matrix(up), matrix(gate), ctx_->stream);  // in place: gate = act
+  DS_CUDA_CHECK_LAUNCH();
+  cuda::linear_into(*ctx_, matrix(gate), w.down_proj, matrix(out));
+  ctx_->after_op("mlp");
+}
+
+}  // namespace ds

@@ -1,0 +1,84 @@
+// The CUDA backend: the Backend ops on one GPU, on one stream, with activations in bf16 and fp32
+// accumulation.
+//
+// Precision: empty() tensors are BF16 (projections, attention, MLP intermediates, the latent KV cache);
+// empty_f32() tensors (the residual stream, the attention/MLP outputs added to it, the logits) are F32. Every
+// kernel computes in fp32 and rounds only its output; GEMMs take bf16 operands (cuBLASLt, fp32 accumulation);
+// FP8 checkpoint weights stay FP8 in device memory with their fp32 block scales. tests/gpu states the
+// tolerances that follow, op by op and end to end.
+//
+// This header includes no CUDA header, so the CLI and the tests can name the backend without them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace ds {
+namespace cuda {
+struct CudaContext;
+}
+
+struct CudaBackendOptions {
+  int device = 0;
+  // Wait for every op and check it (slow; names the op that faulted). DEEPSERVE_CUDA_SYNC=1 turns it on too.
+  bool sync_each_op = false;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(CudaBackendOptions options = {});
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  // Copies the weight to device memory as stored (FP8 stays FP8; block scales become fp32). The copy lives
+  // until the backend is destroyed.
+  void prepare_weight(Weight& w) override;
+  [[nodiscard]] Tensor empty(std::vector<int64_t> shape) override;
+  [[nodiscard]] Tensor empty_f32(std::vector<int64_t> shape) override;
+  // Pinned host memory in the compute dtype (BF16), for the KV swap pool.
+  [[nodiscard]] Tensor empty_host(std::vector<int64_t> shape) override;
+  void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) override;
+  void fill_zero(Tensor& t) override;
+  void copy_to_host(const Tensor& t, std::span<float> out) override;
+  void copy_from_host(std::span<const float> in, Tensor& t) override;
+
+  void embedding(const Weight& table, std::span<const int32_t> ids, Tensor& out) override;
+  void rms_norm(const Tensor& x, const Weight& weight, float eps, Tensor& out) override;
+  void rms_norm_cols(const Tensor& x, int64_t col_offset, const Weight& weight, float eps,
+                     Tensor& out) override;
+  void linear(const Tensor& x, const Weight& w, Tensor& out) override;
+  void add(Tensor& acc, const Tensor& x) override;
+  void silu_mul(const Tensor& gate_up, Tensor& out) override;
+  void rope(Tensor& x, std::span<const int32_t> positions, int64_t num_heads, int64_t head_dim,
+            int64_t rope_offset, const RopeParams& rope) override;
+  void store_kv(const Tensor& latent, const Tensor& k_rope_src, int64_t k_rope_col_offset,
+                std::span<const int64_t> slot_mapping, Tensor& kv_cache) override;
+  void mla_attention(const MlaAttentionParams& p, const ForwardBatch& batch) override;
+  void moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<int32_t>& topk_ids,
+                std::vector<float>& topk_weights) override;
+  void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, std::span<const int32_t> topk_ids,
+                   std::span<const float> topk_weights, int64_t top_k, Tensor& out) override;
+  void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) override;
+  void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
+
+  // Waits for every queued op; throws if one failed.
+  void synchronize();
+  [[nodiscard]] std::string device_name() const;
+  // Bytes of device memory held by prepared weights (block scales included).
+  [[nodiscard]] uint64_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  [[nodiscard]] Tensor allocate(std::vector<int64_t> shape, DType dtype);
+
+  // Shared with every tensor's deleter, so that tensors outliving the backend still free on a live stream.
+  std::shared_ptr<cuda::CudaContext> ctx_;
+  std::vector<void*> weight_allocations_;  // cudaMalloc'ed by prepare_weight, freed by the destructor
+  uint64_t weight_bytes_ = 0;
+};
+
+}  // namespace ds

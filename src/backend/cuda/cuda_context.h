@@ -1,0 +1,104 @@
+// What every CUDA op shares: the device, one stream, the cuBLASLt handle and its workspace, scratch buffers
+// and GEMM plans; plus stream-ordered device buffers and the views the kernels take (cuda_kernels.h).
+// Internal to src/backend/cuda: it includes CUDA headers, which nothing outside this folder may.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <tuple>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_kernels.h"
+
+namespace ds::cuda {
+
+struct GemmPlan;
+
+// A device buffer that grows on demand and is reused op after op; stream order makes the reuse safe.
+class Scratch {
+ public:
+  void* get(cudaStream_t stream, size_t bytes);
+  void release(cudaStream_t stream);
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+struct CudaContext {
+  CudaContext(int device, bool sync_each_op);
+  ~CudaContext();
+  CudaContext(const CudaContext&) = delete;
+  CudaContext& operator=(const CudaContext&) = delete;
+
+  // Checks the launches of an op; with sync_each_op also waits for it, so a fault names the op that made it.
+  void after_op(const char* op);
+
+  int device = 0;
+  bool sync_each_op = false;
+  cudaStream_t stream = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  Scratch input_bf16;   // activations converted to bf16 for a GEMM
+  Scratch weight_bf16;  // non-bf16 weights (FP8 + scales, f16, f32) dequantized to bf16 for a GEMM
+  // GEMM plans by (t, n, k, ldx, ldw, ldo, out dtype, pointer alignments).
+  std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>,
+           std::unique_ptr<GemmPlan>>
+      gemm_plans;
+};
+
+// A stream-ordered device allocation: cudaMallocAsync on creation, cudaFreeAsync on destruction, so it may go
+// out of scope while kernels that use it are still queued.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(cudaStream_t stream, size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept : stream_(o.stream_), ptr_(o.ptr_) { o.ptr_ = nullptr; }
+  DeviceBuffer& operator=(DeviceBuffer&&) = delete;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+
+  template <class T>
+  [[nodiscard]] T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  void* ptr_ = nullptr;
+};
+
+// Copies a small host array (ids, positions, slots, tables) to a new device buffer on the stream. The host
+// data may be freed on return (pageable copies are staged before cudaMemcpyAsync returns).
+template <class T>
+DeviceBuffer upload(const CudaContext& ctx, std::span<const T> host) {
+  DeviceBuffer buf(ctx.stream, host.size_bytes());
+  if (!host.empty())
+    DS_CUDA_CHECK(
+        cudaMemcpyAsync(buf.as<T>(), host.data(), host.size_bytes(), cudaMemcpyHostToDevice, ctx.stream));
+  return buf;
+}
+
+// The kernels' view of a prepared weight; throws if Backend::prepare_weight was not called on it.
+[[nodiscard]] DeviceWeight device_weight(const Weight& w);
+// The kernels' view of a tensor as [rows, cols] (F32 or BF16 only).
+[[nodiscard]] MatrixRef matrix(const Tensor& t);
+// The tensor's elements as one row [1, numel].
+[[nodiscard]] MatrixRef flat(const Tensor& t);
+// Rows [begin, begin + n) of m.
+[[nodiscard]] MatrixRef row_slice(MatrixRef m, int64_t begin, int64_t n);
+// Columns [begin, begin + n) of m.
+[[nodiscard]] MatrixRef col_slice(MatrixRef m, int64_t begin, int64_t n);
+
+// out[T, N] = x[T, K] @ w[N, K]^T: cuBLASLt with bf16 operands and fp32 accumulation, out in F32 or BF16.
+// x is converted to bf16 if it is F32; w is used in place if bf16, else dequantized to bf16 first.
+void linear_into(CudaContext& ctx, MatrixRef x, const Weight& w, MatrixRef out);
+
+}  // namespace ds::cuda

@@ -1,0 +1,126 @@
+// Row-major out[T, N] = x[T, K] @ w[N, K]^T is, column-major, out^T[N, T] = W^T(op T)[N, K] @ x^T[K, T]:
+// A = w as a column-major [K, N] matrix with transa = T, B = x as column-major [K, T], C = D = out as
+// column-major [N, T]. That is cuBLASLt's "TN" layout, the one every Hopper kernel (and FP8) supports.
+#include "backend/cuda/cuda_gemm.h"
+
+#include "util/check.h"
+
+namespace ds::cuda {
+namespace {
+
+// The largest power of two (up to 256) that divides the address: cuBLASLt picks kernels by alignment.
+int alignment_of(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  int align = 256;
+  while (align > 1 && a % static_cast<uintptr_t>(align) != 0) align /= 2;
+  return align;
+}
+
+std::unique_ptr<GemmPlan> make_plan(const CudaContext& ctx, int64_t t, int64_t n, int64_t k, int64_t ldx,
+                                    int64_t ldw, int64_t ldo, DType out_dtype, int align_x, int align_w,
+                                    int align_o) {
+  auto plan = std::make_unique<GemmPlan>();
+  DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_w = CUBLAS_OP_T, trans_x = CUBLAS_OP_N;
+  DS_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_w, sizeof(trans_w)));
+  DS_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_x, sizeof(trans_x)));
+  const cudaDataType_t out_type = out_dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->w_layout, CUDA_R_16BF, static_cast<uint64_t>(k),
+                                             static_cast<uint64_t>(n), ldw));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->x_layout, CUDA_R_16BF, static_cast<uint64_t>(k),
+                                             static_cast<uint64_t>(t), ldx));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->out_layout, out_type, static_cast<uint64_t>(n),
+                                             static_cast<uint64_t>(t), ldo));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  DS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t workspace = ctx.workspace_bytes;
+  const auto a_w = static_cast<uint32_t>(align_w), a_x = static_cast<uint32_t>(align_x),
+             a_o = static_cast<uint32_t>(align_o);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                       sizeof(workspace));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a_w, sizeof(a_w));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a_x, sizeof(a_x));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &a_o, sizeof(a_o));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &a_o, sizeof(a_o));
+  cublasLtMatmulHeuristicResult_t result{};
+  int returned = 0;
+  // NOT_SUPPORTED here is an answer, not a failure: the fallback kernel takes the shape.
+  const cublasStatus_t status =
+      cublasLtMatmulAlgoGetHeuristic(ctx.lt, plan->desc, plan->w_layout, plan->x_layout, plan->out_layout,
+                                     plan->out_layout, pref, 1, &result, &returned);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (status == CUBLAS_STATUS_SUCCESS && returned > 0) {
+    plan->algo = result.algo;
+    plan->supported = true;
+  } else if (status != CUBLAS_STATUS_NOT_SUPPORTED) {
+    DS_CUBLAS_CHECK(status);
+  }
+  return plan;
+}
+
+}  // namespace
+
+GemmPlan::~GemmPlan() {
+  if (out_layout != nullptr) cublasLtMatrixLayoutDestroy(out_layout);
+  if (x_layout != nullptr) cublasLtMatrixLayoutDestroy(x_layout);
+  if (w_layout != nullptr) cublasLtMatrixLayoutDestroy(w_layout);
+  if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+}
+
+void gemm_bf16(CudaContext& ctx, const void* x, int64_t ldx, const void* w, int64_t ldw, int64_t k,
+               MatrixRef out) {
+  const int64_t t = out.rows, n = out.cols;
+  if (t == 0 || n == 0) return;
+  DS_CHECK(k > 0, "GEMM with an empty inner dimension");
+  const int align_x = alignment_of(x), align_w = alignment_of(w), align_o = alignment_of(out.data);
+  const auto key =
+      std::make_tuple(t, n, k, ldx, ldw, out.ld, static_cast<int>(out.dtype), align_x, align_w, align_o);
+  auto it = ctx.gemm_plans.find(key);
+  if (it == ctx.gemm_plans.end())
+    it = ctx.gemm_plans
+             .emplace(key, make_plan(ctx, t, n, k, ldx, ldw, out.ld, out.dtype, align_x, align_w, align_o))
+             .first;
+  const GemmPlan& plan = *it->second;
+  if (!plan.supported) {
+    launch_gemm_bf16_fallback(x, ldx, w, ldw, k, out, ctx.stream);
+    DS_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  DS_CUBLAS_CHECK(cublasLtMatmul(ctx.lt, plan.desc, &alpha, w, plan.w_layout, x, plan.x_layout, &beta,
+                                 out.data, plan.out_layout, out.data, plan.out_layout, &plan.algo,
+                                 ctx.workspace, ctx.workspace_bytes, ctx.stream));
+}
+
+void linear_into(CudaContext& ctx, MatrixRef x, const Weight& w, MatrixRef out) {
+  DS_CHECK(x.cols == w.cols && out.cols == w.rows && out.rows == x.rows,
+           "linear {}: x [{}, {}] @ w [{}, {}]^T -> out [{}, {}]", w.name(), x.rows, x.cols, w.rows, w.cols,
+           out.rows, out.cols);
+  if (x.rows == 0) return;
+  const DeviceWeight dw = device_weight(w);
+  const void* x_bf16 = x.data;
+  int64_t ldx = x.ld;
+  if (x.dtype != DType::kBF16) {
+    void* buf = ctx.input_bf16.get(ctx.stream, static_cast<size_t>(x.rows * x.cols) * 2);
+    launch_convert(x, MatrixRef{buf, DType::kBF16, x.rows, x.cols, x.cols}, ctx.stream);
+    DS_CUDA_CHECK_LAUNCH();
+    x_bf16 = buf;
+    ldx = x.cols;
+  }
+  const void* w_bf16 = dw.data;
+  if (dw.dtype != DType::kBF16 || dw.scale_inv != nullptr) {
+    // Correctness first: FP8 (and f16/f32) weights are expanded to bf16 for each GEMM. Rounding fp8 * scale
+    // to bf16 costs at most 2^-9 relative per weight; the block-scaled FP8 GEMM replaces this in the next
+    // step.
+    void* buf = ctx.weight_bf16.get(ctx.stream, static_cast<size_t>(w.rows * w.cols) * 2);
+    launch_weight_to_bf16(dw, buf, ctx.stream);
+    DS_CUDA_CHECK_LAUNCH();
+    w_bf16 = buf;
+  }
+  gemm_bf16(ctx, x_bf16, ldx, w_bf16, w.cols, w.cols, out);
+}
+
+}  // namespace ds::cuda
