@@ -39,13 +39,26 @@ bool RequestStream::finished() const {
   return open_samples_ == 0 && queue_.empty();
 }
 
+void RequestStream::set_listener(std::function<void()> listener) {
+  std::function<void()> call_now;
+  {
+    std::lock_guard lock(mutex_);
+    listener_ = std::move(listener);
+    if (!queue_.empty()) call_now = listener_;
+  }
+  if (call_now) call_now();
+}
+
 void RequestStream::push(RequestDelta delta) {
+  std::function<void()> listener;
   {
     std::lock_guard lock(mutex_);
     if (delta.finish_reason != FinishReason::kNone) --open_samples_;
     queue_.push_back(std::move(delta));
+    listener = listener_;
   }
   cv_.notify_all();
+  if (listener) listener();
 }
 
 Engine::Engine(DeepseekModel& model, EngineConfig config, const tokenizer::Tokenizer* tokenizer)

@@ -71,6 +71,9 @@ class RequestStream {
   // Non-blocking variant; false when nothing is queued right now.
   bool try_next(RequestDelta& out);
   [[nodiscard]] bool finished() const;
+  // Called after every push (on the engine thread, so it must be quick: e.g. post work to an event loop),
+  // and right away when deltas are already queued. Lets an asynchronous reader wait without a thread.
+  void set_listener(std::function<void()> listener);
 
   void push(RequestDelta delta);  // engine side
 
@@ -79,6 +82,7 @@ class RequestStream {
   std::condition_variable cv_;
   std::deque<RequestDelta> queue_;
   int32_t open_samples_;
+  std::function<void()> listener_;
 };
 
 class Engine {
