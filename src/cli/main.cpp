@@ -1,10 +1,11 @@
-// deepserve <generate|...>: parses the subcommand and its flags, then calls the layers below.
-#include <CLI/CLI.hpp>
+// deepserve <serve|generate>: parses the subcommand and its flags, then calls the layers below.
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 
 #include "cli/generate.h"
+#include "cli/serve.h"
 #include "util/check.h"
 
 int main(int argc, char** argv) {
@@ -13,9 +14,12 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", DEEPSERVE_VERSION);
   ds::cli::GenerateOptions generate_options;
   CLI::App* generate = ds::cli::add_generate_command(app, generate_options);
+  ds::cli::ServeOptions serve_options;
+  CLI::App* serve = ds::cli::add_serve_command(app, serve_options);
   CLI11_PARSE(app, argc, argv);
   try {
     if (generate->parsed()) return ds::cli::run_generate(generate_options);
+    if (serve->parsed()) return ds::cli::run_serve(serve_options);
   } catch (const ds::UserError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;

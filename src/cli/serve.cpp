@@ -1,0 +1,217 @@
+#include "cli/serve.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "backend/cpu/cpu_backend.h"
+#ifdef DEEPSERVE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+#include "engine/engine.h"
+#include "model/deepseek.h"
+#include "server/api_server.h"
+#include "util/check.h"
+
+namespace ds::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+// With no --model: the tiny chat fixture when this source tree has it, else the tiny V2 checkpoint, so that
+// `deepserve serve` works on any machine straight after a build.
+std::string embedded_model_dir() {
+  const fs::path fixtures = fs::path(DS_SOURCE_DIR) / "tests" / "fixtures";
+  for (const char* name : {"deepseek_v3_tiny_chat", "deepseek_v2_tiny_bf16"})
+    if (fs::exists(fixtures / name / "config.json")) return (fixtures / name).string();
+  throw InvalidArgument(fmt::format(
+      "no --model given and no embedded fixture model under {}; pass --model DIR", fixtures.string()));
+}
+
+std::unique_ptr<Backend> make_backend(const ServeOptions& o) {
+  if (o.device == "cuda") {
+#ifdef DEEPSERVE_HAVE_CUDA
+    return std::make_unique<CudaBackend>();
+#else
+    throw InvalidArgument(
+        "--device cuda: this build has no CUDA backend (configure with -DDEEPSERVE_CUDA=ON), use "
+        "--device cpu");
+#endif
+  }
+  return std::make_unique<CpuBackend>(o.threads);
+}
+
+EngineConfig engine_config(const ServeOptions& o, const DeepseekModel& model) {
+  EngineConfig c;
+  c.block_size = o.block_size;
+  c.scheduler.max_num_seqs = o.max_num_seqs;
+  c.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
+  c.enable_prefix_caching = o.enable_prefix_caching;
+  c.max_model_len = o.max_model_len;
+  c.max_queue_len = o.max_queue_len;
+  const int64_t block_bytes = model.kv_block_bytes(o.block_size);
+  c.num_gpu_blocks = o.num_gpu_blocks_override > 0
+                         ? o.num_gpu_blocks_override
+                         : static_cast<int64_t>(o.kv_cache_gib * (1LL << 30)) / block_bytes;
+  c.num_cpu_blocks = static_cast<int64_t>(o.swap_space_gib * (1LL << 30)) / block_bytes;
+  const int64_t max_model_len =
+      o.max_model_len > 0 ? o.max_model_len : model.config().max_position_embeddings;
+  const int64_t needed = (max_model_len + o.block_size - 1) / o.block_size;
+  DS_REQUIRE(c.num_gpu_blocks >= needed, InvalidArgument,
+             "the KV cache holds {} blocks of {} tokens, fewer than one request of --max-model-len {} needs "
+             "({}); raise "
+             "--kv-cache-gib or lower --max-model-len",
+             c.num_gpu_blocks, o.block_size, max_model_len, needed);
+  return c;
+}
+
+// The chat template of the model directory. The Jinja ChatTemplate lands in src/tokenizer separately; until
+// then the chat route answers 400 "no chat template" and everything else works.
+server::ChatRenderer make_chat_renderer(const fs::path& /*model_dir*/) {
+  return {};
+}
+
+std::string curl_example(const std::string& base, const std::string& model, bool has_tokenizer,
+                         bool has_key) {
+  const std::string auth = has_key ? " -H 'Authorization: Bearer $KEY'" : "";
+  const std::string prompt = has_tokenizer ? "\"The capital of France is\"" : "[1, 2, 3, 4]";
+  return fmt::format(
+      "curl {}/v1/completions -H 'Content-Type: application/json'{} -d '{{\"model\": \"{}\", \"prompt\": {}, "
+      "\"max_tokens\": 8, \"temperature\": 0}}'",
+      base, auth, model, prompt);
+}
+
+}  // namespace
+
+CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
+  CLI::App* cmd = app.add_subcommand("serve", "Serve a model over an OpenAI-compatible HTTP API");
+  cmd->add_option("--model", o.model_dir, "Checkpoint directory (default: the embedded tiny fixture model)");
+  cmd->add_option("--tokenizer", o.tokenizer_dir,
+                  "Directory with tokenizer.json (default: the model directory)");
+  cmd->add_option("--served-model-name", o.served_model_names,
+                  "Model name(s) the API answers to; the first is the default (repeatable)");
+  cmd->add_option("--host", o.host, "Address to listen on (0.0.0.0 for every interface)");
+  cmd->add_option("--port", o.port, "Port to listen on (0: any free port)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--threads", o.threads, "CPU threads for the CPU backend (0 = all cores)")
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--io-threads", o.io_threads, "HTTP I/O threads")->check(CLI::Range(1, 64));
+  cmd->add_option("--max-model-len", o.max_model_len, "Context length (default: max_position_embeddings)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  cmd->add_option("--max-num-seqs", o.max_num_seqs, "Sequences per engine step")
+      ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--max-num-batched-tokens", o.max_num_batched_tokens, "Tokens per engine step")
+      ->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--block-size", o.block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
+  cmd->add_option("--kv-cache-gib", o.kv_cache_gib, "Memory for the KV cache, GiB")
+      ->check(CLI::Range(0.0001, 4096.0));
+  cmd->add_option("--num-gpu-blocks-override", o.num_gpu_blocks_override,
+                  "KV blocks, instead of --kv-cache-gib")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  cmd->add_option("--swap-space", o.swap_space_gib, "CPU swap space for preempted sequences, GiB")
+      ->check(CLI::Range(0.0, 4096.0));
+  cmd->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", o.enable_prefix_caching,
+                "Reuse the KV blocks of shared prompt prefixes (default on)");
+  cmd->add_option("--max-queue-len", o.max_queue_len, "Samples queued or running before new requests get 503")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  cmd->add_option("--max-n", o.max_n, "Largest n (samples per request)")->check(CLI::Range(1, 1024));
+  cmd->add_option("--api-key", o.api_keys,
+                  "API key clients must send as 'Authorization: Bearer KEY' (repeatable)");
+  cmd->add_option("--api-key-file", o.api_key_file, "File of API keys, one 'KEY' or 'NAME KEY' per line");
+  cmd->add_option("--max-request-bytes", o.max_request_bytes, "Largest request body (413 beyond)")
+      ->check(CLI::Range(uint64_t{1024}, uint64_t{1} << 34));
+  cmd->add_option("--max-connections", o.max_connections, "Open connections before new ones get 503")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  cmd->add_option("--header-timeout", o.header_timeout_s, "Seconds for a request header to arrive")
+      ->check(CLI::Range(0.01, 3600.0));
+  cmd->add_option("--body-timeout", o.body_timeout_s, "Seconds for a request body to arrive")
+      ->check(CLI::Range(0.01, 3600.0));
+  cmd->add_option("--shutdown-timeout", o.shutdown_timeout_s,
+                  "Seconds requests in flight get to finish after SIGTERM before they are aborted")
+      ->check(CLI::Range(0.0, 86400.0));
+  cmd->add_option("--access-log", o.access_log, "JSON-lines access log: a file, '-' for stdout, '' for none");
+  return cmd;
+}
+
+int run_serve(ServeOptions o) {
+  const bool embedded = o.model_dir.empty();
+  if (embedded) o.model_dir = embedded_model_dir();
+  if (o.served_model_names.empty()) {
+    o.served_model_names.push_back(embedded ? fs::path(o.model_dir).filename().string() : o.model_dir);
+  }
+  server::ApiKeys keys;
+  for (size_t i = 0; i < o.api_keys.size(); ++i) keys.add(fmt::format("key-{}", i + 1), o.api_keys[i]);
+  if (!o.api_key_file.empty()) keys.add_file(o.api_key_file);
+  std::unique_ptr<server::AccessLog> access_log;
+  if (!o.access_log.empty()) access_log = std::make_unique<server::AccessLog>(o.access_log);
+
+  // SIGTERM and SIGINT are taken by sigwait below: block them before any thread starts, so that every thread
+  // inherits the mask and none of them is interrupted.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const std::unique_ptr<Backend> backend = make_backend(o);
+  auto model = DeepseekModel::load(o.model_dir, *backend);
+  model->checkpoint().prefetch([](uint64_t, uint64_t) {});
+  const fs::path tokenizer_dir = o.tokenizer_dir.empty() ? fs::path(o.model_dir) : fs::path(o.tokenizer_dir);
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+  if (fs::exists(tokenizer_dir / "tokenizer.json")) {
+    tokenizer = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_dir(tokenizer_dir));
+  } else if (!o.tokenizer_dir.empty()) {
+    throw InvalidArgument(fmt::format("--tokenizer: {} has no tokenizer.json", tokenizer_dir.string()));
+  }
+  Engine engine(*model, engine_config(o, *model), tokenizer.get());
+
+  server::ApiConfig api;
+  api.served_model_names = o.served_model_names;
+  api.model_path = o.model_dir;
+  api.max_model_len = engine.config().max_model_len;
+  api.vocab_size = model->config().vocab_size;
+  api.max_n = o.max_n;
+  server::HttpServerConfig http;
+  http.host = o.host;
+  http.port = static_cast<uint16_t>(o.port);
+  http.io_threads = o.io_threads;
+  http.max_request_bytes = o.max_request_bytes;
+  http.max_connections = o.max_connections;
+  http.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.header_timeout_s * 1000));
+  http.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.body_timeout_s * 1000));
+  server::ApiServer server(engine, tokenizer.get(), make_chat_renderer(tokenizer_dir), api, http);
+  server.set_api_keys(std::move(keys));
+  server.set_access_log(access_log.get());
+  engine.start();
+  server.start();
+
+  const std::string base =
+      fmt::format("http://{}:{}", o.host == "0.0.0.0" ? "127.0.0.1" : o.host, server.port());
+  std::fprintf(stderr, "deepserve: serving %s as '%s' on the %s, max_model_len %lld, %s\n",
+               o.model_dir.c_str(), o.served_model_names.front().c_str(), o.device == "cuda" ? "GPU" : "CPU",
+               static_cast<long long>(api.max_model_len),
+               tokenizer ? "with its tokenizer" : "token ids only (no tokenizer.json)");
+  std::fprintf(stderr, "deepserve: listening on %s\n", base.c_str());
+  std::fprintf(stderr, "try: %s\n",
+               curl_example(base, o.served_model_names.front(), tokenizer != nullptr,
+                            !o.api_keys.empty() || !o.api_key_file.empty())
+                   .c_str());
+  std::fflush(stderr);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  std::fprintf(stderr, "deepserve: %s: shutting down (in-flight requests get %.1f s)\n",
+               signal_number == SIGTERM ? "SIGTERM" : "SIGINT", o.shutdown_timeout_s);
+  const size_t aborted =
+      server.drain(std::chrono::milliseconds(static_cast<int64_t>(o.shutdown_timeout_s * 1000)));
+  server.stop();
+  engine.stop();
+  std::fprintf(stderr, "deepserve: stopped (%zu request(s) aborted)\n", aborted);
+  return 0;
+}
+
+}  // namespace ds::cli

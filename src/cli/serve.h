@@ -1,0 +1,47 @@
+// `deepserve serve`: load a checkpoint, start the engine and the OpenAI-compatible HTTP server, and shut down
+// gracefully on SIGTERM / SIGINT.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ds::cli {
+
+struct ServeOptions {
+  std::string model_dir;      // empty: the embedded tiny fixture model
+  std::string tokenizer_dir;  // empty: the model directory
+  std::vector<std::string> served_model_names;
+  std::string host = "127.0.0.1";
+  int port = 8000;
+  std::string device = "cpu";
+  int threads = 0;
+  int io_threads = 2;
+  // Engine.
+  int64_t max_model_len = 0;
+  int64_t max_num_seqs = 256;
+  int64_t max_num_batched_tokens = 2048;
+  int32_t block_size = 16;
+  double kv_cache_gib = 1.0;
+  int64_t num_gpu_blocks_override = 0;
+  double swap_space_gib = 0.0;
+  bool enable_prefix_caching = true;
+  int64_t max_queue_len = 1024;
+  int64_t max_n = 16;
+  // HTTP.
+  std::vector<std::string> api_keys;
+  std::string api_key_file;
+  uint64_t max_request_bytes = 16ull << 20;
+  int64_t max_connections = 1024;
+  double header_timeout_s = 10.0;
+  double body_timeout_s = 30.0;
+  double shutdown_timeout_s = 30.0;
+  std::string access_log = "-";
+};
+
+CLI::App* add_serve_command(CLI::App& app, ServeOptions& options);
+int run_serve(ServeOptions options);
+
+}  // namespace ds::cli

@@ -1,0 +1,67 @@
+// What the OpenAI routes share: the engine, the tokenizer, the chat renderer, the limits, the jobs in flight.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "server/generation_job.h"
+#include "server/http_server.h"
+
+namespace ds::server {
+
+// What a chat template needs to turn a conversation into the prompt text.
+struct ChatRenderInput {
+  nlohmann::ordered_json messages;  // checked by parse_messages: roles known, content a string or null
+  bool add_generation_prompt = true;
+  bool continue_final_message = false;
+  nlohmann::ordered_json tools;  // null when the request has none
+};
+// Renders with the model's chat template; throws a UserError (-> 400) when the template fails.
+using ChatRenderer = std::function<std::string(const ChatRenderInput&)>;
+
+struct ApiConfig {
+  std::vector<std::string> served_model_names;  // the first is the default and the one /v1/models lists first
+  std::string model_path;                       // "root" in /v1/models
+  int64_t max_model_len = 0;
+  int64_t vocab_size = 0;
+  int64_t max_n = 16;
+  int retry_after_s = 1;  // Retry-After of 503 answers
+};
+
+struct ApiContext {
+  ApiContext(Engine& e, const tokenizer::Tokenizer* t, ChatRenderer r, ApiConfig c)
+      : engine(e), tokenizer(t), chat_renderer(std::move(r)), config(std::move(c)) {}
+
+  Engine& engine;
+  const tokenizer::Tokenizer* tokenizer;
+  ChatRenderer chat_renderer;
+  ApiConfig config;
+  JobRegistry jobs;
+  std::atomic<bool> draining{false};
+
+  // The served name the request asks for (the default when it names none); 404 model_not_found otherwise.
+  [[nodiscard]] std::string resolve_model(const nlohmann::json& body) const;
+  // 503 + Retry-After while shutting down.
+  void check_accepting() const;
+  // Token ids inside the vocabulary and prompt + max_tokens within --max-model-len (context_length_exceeded).
+  void check_prompt(const std::vector<int32_t>& ids, int64_t max_tokens, const char* param) const;
+  // 400 when the model directory has no tokenizer.
+  [[nodiscard]] const tokenizer::Tokenizer& require_tokenizer(const char* what) const;
+};
+
+// "cmpl-" + 24 random hex digits and the like.
+[[nodiscard]] std::string random_id(const char* prefix);
+[[nodiscard]] int64_t unix_time();
+
+void handle_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchange);
+void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchange);
+void handle_tokenize(ApiContext& api, const std::shared_ptr<Exchange>& exchange);
+void handle_detokenize(ApiContext& api, const std::shared_ptr<Exchange>& exchange);
+
+}  // namespace ds::server

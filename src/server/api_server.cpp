@@ -1,0 +1,189 @@
+#include "server/api_server.h"
+
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "server/request_fields.h"
+#include "util/check.h"
+
+namespace ds::server {
+
+std::string random_id(const char* prefix) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{}{:016x}{:08x}", prefix, rng(), static_cast<uint32_t>(rng()));
+}
+
+int64_t unix_time() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string ApiContext::resolve_model(const nlohmann::json& body) const {
+  const auto model = optional_string(body, "model");
+  if (!model) return config.served_model_names.front();
+  for (const auto& name : config.served_model_names)
+    if (name == *model) return name;
+  throw model_not_found(*model);
+}
+
+void ApiContext::check_accepting() const {
+  if (draining) {
+    throw unavailable("the server is shutting down; retry on another replica", "shutting_down",
+                      config.retry_after_s);
+  }
+}
+
+void ApiContext::check_prompt(const std::vector<int32_t>& ids, int64_t max_tokens, const char* param) const {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= config.vocab_size) {
+      throw bad_request(fmt::format("prompt token {} (at index {}) is outside the vocabulary [0, {})", ids[i],
+                                    i, config.vocab_size),
+                        param);
+    }
+  }
+  const auto prompt_tokens = static_cast<int64_t>(ids.size());
+  if (prompt_tokens + max_tokens > config.max_model_len) {
+    throw bad_request(
+        fmt::format("This model's maximum context length is {} tokens. However, you requested {} "
+                    "tokens ({} in the prompt, {} for the completion). Please reduce the length of "
+                    "the prompt or of max_tokens.",
+                    config.max_model_len, prompt_tokens + max_tokens, prompt_tokens, max_tokens),
+        param, "context_length_exceeded");
+  }
+}
+
+const tokenizer::Tokenizer& ApiContext::require_tokenizer(const char* what) const {
+  if (tokenizer == nullptr) {
+    throw bad_request(fmt::format(
+        "{} needs the model's tokenizer, and this model directory has no tokenizer.json; give token ids",
+        what));
+  }
+  return *tokenizer;
+}
+
+ApiServer::ApiServer(Engine& engine, const tokenizer::Tokenizer* tokenizer, ChatRenderer chat_renderer,
+                     ApiConfig api, HttpServerConfig http)
+    : api_(engine, tokenizer, std::move(chat_renderer), std::move(api)),
+      http_(std::move(http)),
+      started_(unix_time()) {
+  DS_REQUIRE(!api_.config.served_model_names.empty(), InvalidArgument, "the server needs a model name");
+  add_routes();
+  http_.set_completion_hook([this](const ExchangeSummary& summary) {
+    counters_.record(summary);
+    if (access_log_ != nullptr) access_log_->write(summary);
+  });
+}
+
+ApiServer::~ApiServer() {
+  stop();
+}
+
+void ApiServer::set_api_keys(ApiKeys keys) {
+  keys_ = std::move(keys);
+  if (keys_.empty()) {
+    http_.set_authenticator(nullptr);
+  } else {
+    http_.set_authenticator(
+        [this](std::string_view authorization) { return keys_.authenticate(authorization); });
+  }
+}
+
+Handler ApiServer::wrap(void (*handler)(ApiContext&, const std::shared_ptr<Exchange>&)) {
+  return [this, handler](const std::shared_ptr<Exchange>& exchange) {
+    try {
+      handler(api_, exchange);
+    } catch (...) {
+      const ErrorReply error = error_reply(std::current_exception());
+      if (exchange->events_started()) {
+        exchange->send_event(error.body().dump());
+        exchange->end_events();
+      } else {
+        exchange->reply_error(error);
+      }
+    }
+  };
+}
+
+void ApiServer::add_routes() {
+  http_.post("/v1/completions", wrap(&handle_completions));
+  http_.post("/v1/chat/completions", wrap(&handle_chat_completions));
+  http_.post("/tokenize", wrap(&handle_tokenize));
+  http_.post("/detokenize", wrap(&handle_detokenize));
+  http_.get("/v1/models", [this](const std::shared_ptr<Exchange>& exchange) {
+    nlohmann::json data = nlohmann::json::array();
+    for (const auto& name : api_.config.served_model_names) {
+      data.push_back({{"id", name},
+                      {"object", "model"},
+                      {"created", started_},
+                      {"owned_by", "deepserve"},
+                      {"root", api_.config.model_path},
+                      {"parent", nullptr},
+                      {"max_model_len", api_.config.max_model_len}});
+    }
+    exchange->reply_json(200, {{"object", "list"}, {"data", std::move(data)}});
+  });
+  http_.get("/metrics", [this](const std::shared_ptr<Exchange>& exchange) {
+    const EngineStats stats = api_.engine.stats();
+    MetricsInput in;
+    in.engine = &stats;
+    in.http = &counters_;
+    in.model_name = api_.config.served_model_names.front();
+    in.num_connections = http_.num_connections();
+    in.draining = api_.draining;
+    exchange->reply(200, render_metrics(in), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  http_.get(
+      "/health",
+      [this](const std::shared_ptr<Exchange>& exchange) {
+        if (api_.draining) {
+          exchange->reply_error(
+              unavailable("the server is shutting down", "shutting_down", api_.config.retry_after_s).reply());
+        } else {
+          exchange->reply(200, "", "text/plain");
+        }
+      },
+      /*authenticated=*/false);
+  http_.get(
+      "/version",
+      [](const std::shared_ptr<Exchange>& exchange) {
+        exchange->reply_json(200, {{"version", DEEPSERVE_VERSION}});
+      },
+      /*authenticated=*/false);
+}
+
+void ApiServer::start() {
+  http_.start();
+}
+
+void ApiServer::begin_drain() {
+  api_.draining = true;
+}
+
+size_t ApiServer::drain(std::chrono::milliseconds timeout) {
+  begin_drain();
+  using Clock = std::chrono::steady_clock;
+  size_t aborted = 0;
+  if (!api_.jobs.wait_empty(Clock::now() + timeout)) {
+    aborted = api_.jobs.size();
+    spdlog::warn("shutdown: {} request(s) still running after {} ms; aborting them", aborted,
+                 timeout.count());
+    api_.jobs.abort_all();
+    (void)api_.jobs.wait_empty(Clock::now() + std::chrono::seconds(5));
+  }
+  // The last answers were handed to their connections; let the writes leave (a stuck client has its write
+  // timeout, and stop() cuts it anyway).
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  while (http_.num_answering() > 0 && Clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return aborted;
+}
+
+void ApiServer::stop() {
+  http_.stop();
+}
+
+}  // namespace ds::server

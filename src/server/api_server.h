@@ -1,0 +1,63 @@
+// The OpenAI-compatible server: the route table over an Engine, authentication, /metrics, the access log,
+// and the shutdown sequence (SIGTERM).
+//
+// Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, POST /tokenize, POST /detokenize,
+// GET /metrics (authenticated), GET /health and GET /version (open).
+//
+// Shutdown (drain): /health answers 503 and new generation requests 503 with Retry-After at once; requests in
+// flight get `timeout` to finish; those still running then end with finish_reason "abort".
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "server/access_log.h"
+#include "server/api_context.h"
+#include "server/auth.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
+
+namespace ds::server {
+
+class ApiServer {
+ public:
+  // The engine (started by the caller) and the tokenizer (nullptr: token ids only) must outlive the server.
+  ApiServer(Engine& engine, const tokenizer::Tokenizer* tokenizer, ChatRenderer chat_renderer, ApiConfig api,
+            HttpServerConfig http);
+  ~ApiServer();
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  // Empty keys: no authentication. Call before start().
+  void set_api_keys(ApiKeys keys);
+  // nullptr: no access log. It must outlive the server.
+  void set_access_log(AccessLog* log) { access_log_ = log; }
+
+  void start();
+  [[nodiscard]] uint16_t port() const { return http_.port(); }
+
+  // /health 503 and new requests 503 from now on.
+  void begin_drain();
+  // begin_drain, then waits up to `timeout` for the requests in flight, aborts the rest and waits (a few
+  // seconds at most) for their answers to go out. Returns the number of requests that had to be aborted.
+  size_t drain(std::chrono::milliseconds timeout);
+  void stop();  // closes every connection
+
+  [[nodiscard]] bool draining() const { return api_.draining.load(); }
+  [[nodiscard]] size_t num_requests_in_flight() const { return api_.jobs.size(); }
+  [[nodiscard]] int64_t num_connections() const { return http_.num_connections(); }
+
+ private:
+  void add_routes();
+  // Runs `handler`, answering whatever it throws with the error reply.
+  Handler wrap(void (*handler)(ApiContext&, const std::shared_ptr<Exchange>&));
+
+  ApiContext api_;
+  HttpServer http_;
+  ApiKeys keys_;
+  AccessLog* access_log_ = nullptr;
+  HttpCounters counters_;
+  const int64_t started_ = 0;
+};
+
+}  // namespace ds::server

@@ -1,0 +1,157 @@
+// POST /v1/chat/completions: messages through the model's chat template, answered as OpenAI does.
+#include <nlohmann/json.hpp>
+
+#include "engine/request_params.h"
+#include "server/api_context.h"
+#include "server/request_fields.h"
+
+namespace ds::server {
+namespace {
+
+class ChatJob final : public GenerationJob {
+ public:
+  using GenerationJob::GenerationJob;
+
+ private:
+  const char* chunk_object() const override { return "chat.completion.chunk"; }
+
+  [[nodiscard]] nlohmann::json logprob_entry(int32_t id, double logprob) const {
+    return {{"token", token_string(id)}, {"logprob", json_logprob(logprob)}, {"bytes", token_bytes(id)}};
+  }
+
+  [[nodiscard]] nlohmann::json logprobs_json(std::span<const SampledToken> tokens) const {
+    nlohmann::json content = nlohmann::json::array();
+    for (const auto& t : tokens) {
+      nlohmann::json entry = logprob_entry(t.token, t.logprob);
+      nlohmann::json top = nlohmann::json::array();
+      for (const auto& alt : t.top_logprobs) top.push_back(logprob_entry(alt.token, alt.logprob));
+      entry["top_logprobs"] = std::move(top);
+      content.push_back(std::move(entry));
+    }
+    return {{"content", std::move(content)}};
+  }
+
+  void stream_begin() override {
+    // The role comes first, once per choice, as OpenAI sends it.
+    for (auto& c : choices_) {
+      nlohmann::json chunk = chunk_head();
+      chunk["choices"] = nlohmann::json::array({{{"index", c.index},
+                                                 {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                                 {"logprobs", nullptr},
+                                                 {"finish_reason", nullptr}}});
+      if (options_.include_usage) chunk["usage"] = nullptr;
+      send_chunk(chunk);
+      c.first_sent = true;
+    }
+  }
+
+  void stream_delta(Choice& c, std::string_view text, std::span<const int32_t> token_ids,
+                    std::span<const SampledToken> logprobs, const std::string& finish) override {
+    nlohmann::json delta = nlohmann::json::object();
+    if (!text.empty() || finish.empty()) delta["content"] = std::string(text);
+    nlohmann::json choice = {{"index", c.index},
+                             {"delta", std::move(delta)},
+                             {"logprobs", nullptr},
+                             {"finish_reason", finish.empty() ? nlohmann::json() : nlohmann::json(finish)}};
+    if (params_.logprobs) choice["logprobs"] = logprobs_json(logprobs);
+    if (options_.return_token_ids)
+      choice["token_ids"] = std::vector<int32_t>(token_ids.begin(), token_ids.end());
+    nlohmann::json chunk = chunk_head();
+    chunk["choices"] = nlohmann::json::array({std::move(choice)});
+    if (options_.include_usage) chunk["usage"] = nullptr;
+    send_chunk(chunk);
+  }
+
+  nlohmann::json response_body() override {
+    nlohmann::json choices = nlohmann::json::array();
+    for (const auto& c : choices_) {
+      nlohmann::json choice = {{"index", c.index},
+                               {"message", {{"role", "assistant"}, {"content", c.text}}},
+                               {"logprobs", nullptr},
+                               {"finish_reason", c.finish_reason}};
+      if (params_.logprobs) choice["logprobs"] = logprobs_json(c.logprobs);
+      if (options_.return_token_ids) choice["token_ids"] = c.token_ids;
+      choices.push_back(std::move(choice));
+    }
+    nlohmann::json body = chunk_head();
+    body["object"] = "chat.completion";
+    body["choices"] = std::move(choices);
+    body["usage"] = usage();
+    if (options_.return_token_ids) body["prompt_token_ids"] = prompts_.front().input.ids;
+    return body;
+  }
+};
+
+}  // namespace
+
+void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchange) {
+  api.check_accepting();
+  nlohmann::json body = parse_body(exchange->request().body);
+  JobOptions o;
+  o.model = api.resolve_model(body);
+  o.id = random_id("chatcmpl-");
+  o.created = unix_time();
+  o.stream = optional_bool(body, "stream", false);
+  o.include_usage = include_usage(body, o.stream);
+  o.return_token_ids = optional_bool(body, "return_token_ids", false);
+  o.tokens_as_ids = optional_bool(body, "return_tokens_as_token_ids", false);
+  (void)optional_string(body, "user");
+
+  ChatRenderInput render;
+  render.messages = parse_messages(body);
+  render.add_generation_prompt = optional_bool(body, "add_generation_prompt", true);
+  render.continue_final_message = optional_bool(body, "continue_final_message", false);
+  if (render.add_generation_prompt && render.continue_final_message) {
+    throw bad_request("'continue_final_message' and 'add_generation_prompt' cannot both be true",
+                      "continue_final_message");
+  }
+  if (const auto it = body.find("tools"); it != body.end() && !it->is_null()) {
+    if (!it->is_array()) throw bad_request("'tools' must be a list", "tools");
+    render.tools = nlohmann::ordered_json::parse(it->dump());
+  }
+  // logprobs is a boolean here; top_logprobs (0..20) needs it.
+  if (const auto it = body.find("logprobs"); it != body.end() && !it->is_null() && !it->is_boolean()) {
+    throw bad_request(fmt::format("'logprobs' must be true or false, got {}", it->dump()), "logprobs");
+  }
+  if (const auto top = optional_int(body, "top_logprobs")) {
+    if (*top < 0 || *top > 20) {
+      throw bad_request(fmt::format("'top_logprobs' must be in [0, 20], got {}", *top), "top_logprobs");
+    }
+    if (!optional_bool(body, "logprobs", false)) {
+      throw bad_request("'top_logprobs' needs \"logprobs\": true", "top_logprobs");
+    }
+  }
+  // Without max_tokens the answer may fill the context: parse with a placeholder, set it once the prompt is
+  // known.
+  const bool max_tokens_given =
+      (body.contains("max_tokens") && !body["max_tokens"].is_null()) ||
+      (body.contains("max_completion_tokens") && !body["max_completion_tokens"].is_null());
+  if (!max_tokens_given) body["max_tokens"] = std::max<int64_t>(api.config.max_model_len, 1);
+  SamplingParams params = parse_sampling_params(body);
+  if (params.n > api.config.max_n) {
+    throw bad_request(fmt::format("n must be at most {} (--max-n), got {}", api.config.max_n, params.n), "n");
+  }
+
+  if (!api.chat_renderer) {
+    throw bad_request("this model has no chat template; use /v1/completions with a prompt instead",
+                      "messages");
+  }
+  const tokenizer::Tokenizer& tok = api.require_tokenizer("chat messages");
+  const std::string prompt = api.chat_renderer(render);
+  PromptInput input;
+  // The template writes the special tokens itself (BOS included).
+  input.ids = tok.encode(prompt, false);
+  if (input.ids.empty()) throw bad_request("the chat template rendered an empty prompt", "messages");
+  if (!max_tokens_given) {
+    params.max_tokens =
+        std::max<int64_t>(api.config.max_model_len - static_cast<int64_t>(input.ids.size()), 1);
+    params.min_tokens = std::min(params.min_tokens, params.max_tokens);
+  }
+  api.check_prompt(input.ids, params.max_tokens, "messages");
+  auto job = std::make_shared<ChatJob>(api.engine, api.tokenizer, exchange, std::move(o), api.jobs);
+  std::vector<PromptInput> prompts;
+  prompts.push_back(std::move(input));
+  job->start(std::move(prompts), params);
+}
+
+}  // namespace ds::server

@@ -1,0 +1,141 @@
+// An asynchronous HTTP/1.1 server (Boost.Beast) with a route table, in the manner of llama.cpp's server:
+// post("/v1/completions", handler). The limits a public endpoint needs are enforced here, before a handler
+// ever runs: header size (431), body size (413, decided from Content-Length before the body is read; a
+// chunked body is cut off at the limit), header and body read timeouts (slowloris), and a connection cap past
+// which only /health is answered. Authentication is decided by the route, never by a URL prefix.
+//
+// A handler gets an Exchange and answers through it, now or later: reply() once, or start_events() then
+// send_event()... end_events() for server-sent events. Every Exchange method must run on the exchange's own
+// strand: inside the handler, or inside a function given to post(), which any thread may call. When the
+// client goes away before the answer is complete, on_disconnect's callback runs (once, on the strand).
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "server/errors.h"
+
+namespace ds::server {
+
+struct HttpServerConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8000;  // 0: any free port (see HttpServer::port)
+  int io_threads = 2;
+  uint64_t max_request_bytes = 16ull << 20;
+  uint32_t max_header_bytes = 16 * 1024;
+  // The whole header must arrive within header_timeout of the connection becoming idle (this is also the
+  // keep-alive idle limit), the whole body within body_timeout of the header.
+  std::chrono::milliseconds header_timeout{10'000};
+  std::chrono::milliseconds body_timeout{30'000};
+  std::chrono::milliseconds write_timeout{60'000};  // one write to a client that stopped reading
+  int64_t max_connections = 1024;
+  // Past max_connections, this many more connections are accepted to answer /health (and 503 to the rest);
+  // beyond that a connection is closed at accept.
+  int64_t extra_connections = 64;
+};
+
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+struct HttpRequest {
+  std::string method;
+  std::string target;  // as sent: path and query
+  std::string path;
+  std::string query;
+  Headers headers;
+  std::string body;
+  std::string remote;  // address:port of the client
+
+  // The first header of that name (case-insensitive), or empty.
+  [[nodiscard]] std::string_view header(std::string_view name) const;
+};
+
+// What the completion hook (access log, metrics) learns about each answered request.
+struct ExchangeSummary {
+  std::string request_id;
+  std::string user;
+  std::string method;
+  std::string route;  // the route's pattern, or "unknown"
+  std::string remote;
+  int status = 0;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  double latency_s = 0.0;
+  bool client_disconnected = false;
+};
+
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+  [[nodiscard]] virtual const HttpRequest& request() const = 0;
+  [[nodiscard]] virtual const std::string& request_id() const = 0;
+  [[nodiscard]] virtual const std::string& user() const = 0;
+
+  // A complete answer. Later calls (and calls after the client left) do nothing.
+  virtual void reply(int status, std::string body, std::string content_type, const Headers& headers = {}) = 0;
+  void reply_json(int status, const nlohmann::json& body, const Headers& headers = {});
+  void reply_error(const ErrorReply& error);
+
+  // Server-sent events: 200 with text/event-stream, chunked; each event is "data: <data>\n\n".
+  virtual void start_events() = 0;
+  virtual void send_event(std::string_view data) = 0;
+  // "data: [DONE]" and the end of the answer.
+  virtual void end_events() = 0;
+  [[nodiscard]] virtual bool events_started() const = 0;
+
+  // Runs once on the strand if the client disconnects before the answer is complete.
+  virtual void on_disconnect(std::function<void()> callback) = 0;
+  [[nodiscard]] virtual bool disconnected() const = 0;
+  // Any thread: run `fn` on this exchange's strand (dropped when the connection is already gone).
+  virtual void post(std::function<void()> fn) = 0;
+  // For the access log.
+  virtual void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) = 0;
+};
+
+using Handler = std::function<void(const std::shared_ptr<Exchange>&)>;
+
+// Returns the user for an Authorization header value, or nullopt to answer 401.
+using Authenticator = std::function<std::optional<std::string>(std::string_view authorization)>;
+
+class HttpServer {
+ public:
+  explicit HttpServer(HttpServerConfig config);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Routes are matched on the exact path (the query string aside). `authenticated` routes need the
+  // authenticator's approval when one is set. Add every route before start().
+  void add_route(std::string method, std::string path, Handler handler, bool authenticated = true);
+  void get(std::string path, Handler handler, bool authenticated = true) {
+    add_route("GET", std::move(path), std::move(handler), authenticated);
+  }
+  void post(std::string path, Handler handler, bool authenticated = true) {
+    add_route("POST", std::move(path), std::move(handler), authenticated);
+  }
+  void set_authenticator(Authenticator authenticator);
+  void set_completion_hook(std::function<void(const ExchangeSummary&)> hook);
+
+  // Binds and listens (throws UserError when the address cannot be bound), then serves on io_threads.
+  void start();
+  [[nodiscard]] uint16_t port() const;
+  // Closes the listener and every connection and joins the threads. Idempotent.
+  void stop();
+  [[nodiscard]] int64_t num_connections() const;
+  // Requests handed to a handler whose answer has not been written out yet.
+  [[nodiscard]] int64_t num_answering() const;
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ds::server

@@ -1,0 +1,40 @@
+// GET /metrics: Prometheus text exposition (format 0.0.4) of the engine's stats under vLLM's metric names
+// with the `deepserve:` prefix (deepserve:num_requests_running, ...), every series labelled with model_name
+// as vLLM does, plus the server's own counters (HTTP answers by route and status, open connections).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "engine/stats.h"
+#include "server/http_server.h"
+
+namespace ds::server {
+
+// HTTP answers by (route, status); routes come from the route table, so the label set stays bounded.
+class HttpCounters {
+ public:
+  void record(const ExchangeSummary& summary);
+  [[nodiscard]] std::map<std::pair<std::string, int>, int64_t> snapshot() const;
+  [[nodiscard]] int64_t client_disconnects() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::pair<std::string, int>, int64_t> answers_;
+  int64_t client_disconnects_ = 0;
+};
+
+struct MetricsInput {
+  const EngineStats* engine = nullptr;
+  const HttpCounters* http = nullptr;
+  std::string model_name;
+  int64_t num_connections = 0;
+  bool draining = false;
+};
+
+[[nodiscard]] std::string render_metrics(const MetricsInput& input);
+
+}  // namespace ds::server
