@@ -46,6 +46,8 @@ class ApiServer {
   [[nodiscard]] bool draining() const { return api_.draining.load(); }
   [[nodiscard]] size_t num_requests_in_flight() const { return api_.jobs.size(); }
   [[nodiscard]] int64_t num_connections() const { return http_.num_connections(); }
+  // HTTP requests handed to a route and not yet fully written out.
+  [[nodiscard]] int64_t num_answering() const { return http_.num_answering(); }
 
  private:
   void add_routes();

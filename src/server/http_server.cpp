@@ -198,7 +198,8 @@ class Session : public std::enable_shared_from_this<Session> {
     reset_request();
     header_parser_.emplace();
     header_parser_->header_limit(shared_.config.max_header_bytes);
-    header_parser_->body_limit(shared_.config.max_request_bytes);
+    // The body's size is judged in on_header (413 with the numbers), not by the header parser.
+    header_parser_->body_limit(boost::none);
     stream_.expires_after(shared_.config.header_timeout);
     http::async_read_header(
         stream_, buffer_, *header_parser_,
@@ -312,12 +313,7 @@ class Session : public std::enable_shared_from_this<Session> {
                          fmt::format("the request body is larger than {} bytes (--max-request-bytes)",
                                      shared_.config.max_request_bytes));
     }
-    if (ec == beast::error::timeout) {
-      keep_alive_ = false;
-      return early_reply(
-          408, "request_timeout",
-          fmt::format("the request body did not arrive within {} ms", shared_.config.body_timeout.count()));
-    }
+    // A timeout has closed the socket already (Beast's stream does that): there is no one left to answer.
     if (ec) return close();
     stream_.expires_never();
     request_.body = std::move(body_parser_->get().body());
@@ -359,6 +355,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // ---- Writing. ----
   void append_common_headers(std::string& out, const Headers& headers) {
+    if (request_id_.empty()) request_id_ = make_request_id({});
     out += "X-Request-Id: " + request_id_ + "\r\n";
     for (const auto& [name, value] : headers) out += name + ": " + value + "\r\n";
     out += keep_alive_ ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
@@ -403,11 +400,11 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void finish_request() {
-    end_answering();
     stop_watching();
     emit_summary(false);
     on_disconnect_ = nullptr;
     exchange_.reset();
+    end_answering();
     if (keep_alive_) return read_header();
     graceful_close();
   }

@@ -28,6 +28,9 @@ nlohmann::json parse_body(const std::string& body) {
   } catch (const nlohmann::json::parse_error& e) {
     // nlohmann's parser also refuses ill-formed UTF-8 and lone surrogates in strings.
     throw bad_request(fmt::format("the request body is not valid JSON: {}", e.what()));
+  } catch (const nlohmann::json::out_of_range& e) {
+    // A number beyond double's range (1e999): JSON has no Infinity.
+    throw bad_request(fmt::format("the request body has a number out of range: {}", e.what()));
   }
   if (!parsed.is_object()) {
     throw bad_request(fmt::format("the request body must be a JSON object, got {}", type_name(parsed)));

@@ -1,0 +1,121 @@
+// Test helpers: the real server in-process on an ephemeral port over the tiny V2 checkpoint (CPU), and a raw
+// HTTP/1.1 client on a plain socket, so the tests see exactly the bytes a client would.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "engine/engine.h"
+#include "model/deepseek.h"
+#include "server/api_server.h"
+#include "tokenizer/tokenizer.h"
+
+namespace ds::server::testing {
+
+inline const std::string kModelDir = std::string(DS_FIXTURES_DIR) + "/deepseek_v2_tiny_bf16";
+inline constexpr const char* kModelName = "tiny";
+
+struct HttpReply {
+  int status = 0;                              // 0: no answer (connection closed or timed out first)
+  std::map<std::string, std::string> headers;  // lower-case names
+  std::string body;                            // de-chunked
+  [[nodiscard]] nlohmann::json json() const { return nlohmann::json::parse(body); }
+  [[nodiscard]] std::string header(const std::string& name) const {
+    const auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+
+// A connected socket to 127.0.0.1:port with a receive timeout; closes on destruction.
+class Connection {
+ public:
+  explicit Connection(uint16_t port, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // false when the peer has closed (EPIPE / reset).
+  bool send(std::string_view bytes);
+  // Reads one response (Content-Length, chunked, or until close). status 0 if none arrived.
+  HttpReply read_reply();
+  // Reads whatever arrives until `marker` appears (or close / timeout); returns everything read so far.
+  std::string read_until(std::string_view marker);
+  // Reads until `marker` occurs `count` times (or close / timeout).
+  std::string read_until_count(std::string_view marker, int count);
+  // True when the server closed the connection (a read returns 0 or reset) within the timeout.
+  bool closed_by_peer(std::chrono::milliseconds within);
+  void close();
+  [[nodiscard]] int fd() const { return fd_; }
+
+ private:
+  bool fill();  // reads more into buffer_; false at EOF / error / timeout
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+// "POST /path" with a JSON body, Connection: close.
+std::string request_text(const std::string& method, const std::string& path, const std::string& body,
+                         const std::vector<std::string>& extra_headers = {}, bool keep_alive = false);
+HttpReply http(uint16_t port, const std::string& method, const std::string& path,
+               const std::string& body = "", const std::vector<std::string>& extra_headers = {});
+inline HttpReply post_json(uint16_t port, const std::string& path, const nlohmann::json& body,
+                           const std::vector<std::string>& extra_headers = {}) {
+  return http(port, "POST", path, body.dump(), extra_headers);
+}
+
+// The JSON objects of an SSE body; the final "[DONE]" becomes the string "[DONE]".
+std::vector<nlohmann::json> sse_events(const std::string& body);
+
+// The tiny hand-written tokenizer of the tokenizer tests (ids 0..267), in a temporary directory.
+std::filesystem::path tiny_tokenizer_dir();
+
+// A chat renderer for tests: BOS, then "<｜User｜>" + content for user turns and plain content for the
+// others, then "\n" as the generation prompt.
+std::string render_test_chat(const ChatRenderInput& input);
+
+struct HarnessOptions {
+  bool with_tokenizer = false;
+  bool with_chat_template = false;
+  ApiConfig api;
+  HttpServerConfig http;
+  EngineConfig engine;
+  std::vector<std::string> api_keys;
+  bool start_engine = true;
+  std::string access_log;  // a file path, or empty
+
+  HarnessOptions();
+};
+
+class ServerHarness {
+ public:
+  explicit ServerHarness(HarnessOptions options = {});
+  ~ServerHarness();
+
+  [[nodiscard]] uint16_t port() const { return server_->port(); }
+  [[nodiscard]] Engine& engine() { return *engine_; }
+  [[nodiscard]] ApiServer& server() { return *server_; }
+  [[nodiscard]] const tokenizer::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  // Polls the engine's stats until nothing runs, waits or holds KV blocks; false after the timeout.
+  bool wait_engine_idle(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+ private:
+  std::unique_ptr<CpuBackend> backend_;
+  std::unique_ptr<DeepseekModel> model_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<AccessLog> access_log_;
+  std::unique_ptr<ApiServer> server_;
+};
+
+// Greedy tokens of the fixture model for a prompt, from the offline generate() on its own model instance.
+std::vector<int32_t> reference_greedy(const std::vector<int32_t>& prompt, int64_t max_tokens);
+
+}  // namespace ds::server::testing
