@@ -179,15 +179,21 @@ std::vector<nlohmann::json> sse_events(const std::string& body) {
 }
 
 std::filesystem::path tiny_tokenizer_dir() {
-  static std::once_flag once;
-  static std::filesystem::path dir;
-  std::call_once(once, [] {
-    dir =
+  // Written once per process, removed at exit.
+  struct TempDir {
+    std::filesystem::path path =
         std::filesystem::temp_directory_path() / ("deepserve_server_test_tok_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    std::ofstream(dir / "tokenizer.json") << tokenizer::testing::tiny_tokenizer().dump();
-  });
-  return dir;
+    TempDir() {
+      std::filesystem::create_directories(path);
+      std::ofstream(path / "tokenizer.json") << tokenizer::testing::tiny_tokenizer().dump();
+    }
+    ~TempDir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const TempDir dir;
+  return dir.path;
 }
 
 std::string render_test_chat(const ChatRenderInput& input) {
