@@ -77,7 +77,7 @@ server::ChatRenderer make_chat_renderer(const fs::path& /*model_dir*/) {
 
 std::string curl_example(const std::string& base, const std::string& model, bool has_tokenizer,
                          bool has_key) {
-  const std::string auth = has_key ? " -H 'Authorization: Bearer $KEY'" : "";
+  const std::string auth = has_key ? " -H \"Authorization: Bearer $KEY\"" : "";
   const std::string prompt = has_tokenizer ? "\"The capital of France is\"" : "[1, 2, 3, 4]";
   return fmt::format(
       "curl {}/v1/completions -H 'Content-Type: application/json'{} -d '{{\"model\": \"{}\", \"prompt\": {}, "

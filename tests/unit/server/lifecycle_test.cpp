@@ -206,6 +206,34 @@ TEST(LifecycleTest, DrainFinishesShortRequestsAndAbortsTheRest) {
   stepper.join();
 }
 
+// A fault inside the engine (here: a KV cache shrunk behind its back, so a step fails its slot check, as a
+// device fault would) ends a stream with an error event and [DONE], and a non-streamed request with a 500.
+TEST(LifecycleTest, EngineFailureIsAnErrorEventThenDone) {
+  testing::HarnessOptions o;
+  o.start_engine = false;
+  testing::ServerHarness h(o);
+  h.model().allocate_kv_cache(1, 16);  // the engine still believes it has 256 blocks
+  h.engine().start();
+  json req = long_request(true, 40);
+  req["prompt"] = std::vector<int>(20, 3);  // two blocks: one of them is past the shrunk cache
+  const auto r = testing::post_json(h.port(), "/v1/completions", req);
+  ASSERT_EQ(r.status, 200);
+  const auto events = testing::sse_events(r.body);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  const json& error = events[events.size() - 2];
+  ASSERT_TRUE(error.contains("error")) << error.dump();
+  EXPECT_EQ(error["error"]["type"], "server_error");
+  EXPECT_EQ(error["error"]["code"], "engine_error");
+  EXPECT_FALSE(error["error"]["message"].get<std::string>().empty());
+
+  req.erase("stream");
+  const auto whole = testing::post_json(h.port(), "/v1/completions", req);
+  EXPECT_EQ(whole.status, 500);
+  EXPECT_EQ(whole.json()["error"]["code"], "engine_error");
+  EXPECT_TRUE(h.wait_engine_idle());
+}
+
 // SIGTERM to the real binary.
 TEST(LifecycleTest, SigtermDrainsAndExitsZero) {
   const std::string log = ::testing::TempDir() + "deepserve_sigterm_" + std::to_string(::getpid()) + ".log";

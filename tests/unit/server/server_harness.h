@@ -101,6 +101,7 @@ class ServerHarness {
 
   [[nodiscard]] uint16_t port() const { return server_->port(); }
   [[nodiscard]] Engine& engine() { return *engine_; }
+  [[nodiscard]] DeepseekModel& model() { return *model_; }
   [[nodiscard]] ApiServer& server() { return *server_; }
   [[nodiscard]] const tokenizer::Tokenizer* tokenizer() const { return tokenizer_.get(); }
   // Polls the engine's stats until nothing runs, waits or holds KV blocks; false after the timeout.
