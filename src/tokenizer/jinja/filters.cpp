@@ -1,0 +1,632 @@
+// jinja2's builtin filters, plus transformers' tojson.
+#include <fmt/format.h>
+#include <fmt/printf.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "tokenizer/jinja/builtins.h"
+#include "tokenizer/jinja/error.h"
+#include "tokenizer/jinja/pystr.h"
+
+namespace ds::jinja::builtins {
+namespace {
+
+Value str_value(Interpreter& interp, std::string s) {
+  interp.charge_string(s.size());
+  return Value::string(std::move(s));
+}
+
+// jinja2's make_attrgetter: "a.b.0" walks getitem through each part; digits index.
+Value get_attribute_path(Interpreter& interp, const Value& item, const Value& attribute, const Value* dflt) {
+  std::vector<Value> parts;
+  if (attribute.is_string()) {
+    for (const std::string& p : pystr::split(attribute.as_string(), std::string("."), -1, false)) {
+      const auto n =
+          std::all_of(p.begin(), p.end(), [](char c) { return c >= '0' && c <= '9'; }) && !p.empty()
+              ? pystr::parse_int(p, 10)
+              : std::nullopt;
+      parts.push_back(n ? Value::integer(*n) : Value::string(p));
+    }
+  } else {
+    parts.push_back(attribute);
+  }
+  Value v = item;
+  for (const Value& p : parts) {
+    v = interp.getitem(v, p);
+    if (dflt != nullptr && v.is_undefined()) v = *dflt;
+  }
+  return v;
+}
+
+// Sort key comparison with jinja2's case-insensitive default for strings.
+bool key_less(const Value& a, const Value& b, bool case_sensitive) {
+  if (!case_sensitive && a.is_string() && b.is_string()) {
+    return pystr::lower(a.as_string()) < pystr::lower(b.as_string());
+  }
+  return less_than(a, b);
+}
+
+Value key_of(Interpreter& interp, const Value& item, const Value& attribute, bool case_sensitive) {
+  Value k = attribute.is_undefined() || attribute.is_none()
+                ? item
+                : get_attribute_path(interp, item, attribute, nullptr);
+  if (!case_sensitive && k.is_string()) return Value::string(pystr::lower(k.as_string()));
+  return k;
+}
+
+// sort(attribute="a,b") sorts by a tuple of attributes (jinja2's make_multi_attrgetter).
+Value multi_key_of(Interpreter& interp, const Value& item, const Value& attribute, bool case_sensitive) {
+  if (!attribute.is_string() || attribute.as_string().find(',') == std::string::npos) {
+    return key_of(interp, item, attribute, case_sensitive);
+  }
+  std::vector<Value> keys;
+  for (const std::string& part : pystr::split(attribute.as_string(), std::string(","), -1, false)) {
+    keys.push_back(key_of(interp, item, Value::string(part), case_sensitive));
+  }
+  return Value::tuple(std::move(keys));
+}
+
+Value f_abs(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("abs", a, {});
+  fail_if_undefined(v);
+  if (v.is_integral()) return Value::integer(std::llabs(v.as_int()));
+  if (v.is_float()) return Value::number(std::fabs(v.as_float()));
+  detail::throw_type_error(fmt::format("bad operand type for abs(): '{}'", type_name(v)));
+}
+
+Value f_attr(Interpreter&, const Value& v, CallArgs& a) {
+  // Python's getattr() only: unlike `v.name`, a dict's keys are not attributes here.
+  BoundArgs b("attr", a, {"name"});
+  fail_if_undefined(v);
+  const std::string name = to_str(b[0]);
+  if (v.is_namespace()) {
+    if (const Value* x = v.as_dict().find(name)) return *x;
+  } else if (auto method = bound_method(v, name)) {
+    return *method;
+  }
+  return Value::undefined(fmt::format("'{} object' has no attribute '{}'", type_name(v), name));
+}
+
+Value f_batch(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("batch", a, {"linecount", "fill_with"});
+  if (!b[0].is_integral() || b[0].as_int() <= 0)
+    detail::throw_value_error("batch size must be a positive integer");
+  const auto n = static_cast<size_t>(b[0].as_int());
+  std::vector<Value> out;
+  std::vector<Value> row;
+  for (const Value& item : iterate(v)) {
+    row.push_back(item);
+    if (row.size() == n) {
+      out.push_back(Value::list(std::move(row)));
+      row.clear();
+    }
+  }
+  if (!row.empty()) {
+    if (b.has(1) && !b[1].is_none()) {
+      while (row.size() < n) row.push_back(b[1]);
+    }
+    out.push_back(Value::list(std::move(row)));
+  }
+  return Value::list(std::move(out));
+}
+
+Value f_capitalize(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("capitalize", a, {});
+  return str_value(interp, pystr::capitalize(to_str(v)));
+}
+
+Value f_center(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("center", a, {"width"});
+  const std::string s = to_str(v);
+  const int64_t width = b.has(0) ? b[0].as_int() : 80;
+  const auto len = static_cast<int64_t>(pystr::length(s));
+  if (width <= len) return Value::string(s);
+  const int64_t total = width - len;
+  const int64_t left = total / 2 + (total & width & 1);
+  return str_value(interp, std::string(static_cast<size_t>(left), ' ') + s +
+                               std::string(static_cast<size_t>(total - left), ' '));
+}
+
+Value f_default(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("default", a, {"default_value", "boolean"});
+  const Value fallback = b.get(0, Value::string(""));
+  const bool boolean = b.has(1) && truthy(b[1]);
+  if (v.is_undefined() || (boolean && !truthy(v))) return fallback;
+  return v;
+}
+
+Value f_dictsort(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("dictsort", a, {"case_sensitive", "by", "reverse"});
+  if (!v.is_dict()) detail::throw_type_error("You can only sort by either a mapping");
+  const bool case_sensitive = b.has(0) && truthy(b[0]);
+  const std::string by = b.has(1) ? to_str(b[1]) : "key";
+  if (by != "key" && by != "value")
+    detail::throw_fault(detail::Fault::Kind::kValue, "You can only sort by either \"key\" or \"value\"");
+  const bool reverse = b.has(2) && truthy(b[2]);
+  std::vector<std::pair<Value, Value>> entries = v.as_dict().entries();
+  const size_t pos = by == "key" ? 0 : 1;
+  std::stable_sort(entries.begin(), entries.end(), [&](const auto& x, const auto& y) {
+    const Value& kx = pos == 0 ? x.first : x.second;
+    const Value& ky = pos == 0 ? y.first : y.second;
+    return reverse ? key_less(ky, kx, case_sensitive) : key_less(kx, ky, case_sensitive);
+  });
+  std::vector<Value> out;
+  for (auto& [k, val] : entries) out.push_back(Value::tuple({k, val}));
+  return Value::list(std::move(out));
+}
+
+Value f_escape(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("escape", a, {});
+  std::string out;
+  for (char c : to_str(v)) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out.push_back(c);
+    }
+  }
+  return str_value(interp, std::move(out));
+}
+
+Value f_first(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("first", a, {});
+  if (v.is_list())
+    return v.items().empty() ? Value::undefined("No first item, sequence was empty.") : v.items().front();
+  const std::vector<Value> items = iterate(v);
+  return items.empty() ? Value::undefined("No first item, sequence was empty.") : items.front();
+}
+
+Value f_last(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("last", a, {});
+  if (v.is_list())
+    return v.items().empty() ? Value::undefined("No last item, sequence was empty.") : v.items().back();
+  const std::vector<Value> items = iterate(v);
+  return items.empty() ? Value::undefined("No last item, sequence was empty.") : items.back();
+}
+
+Value f_float(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("float", a, {"default"});
+  const Value fallback = b.get(0, Value::number(0.0));
+  if (v.is_number()) return Value::number(v.as_float());
+  if (v.is_string()) {
+    if (auto d = pystr::parse_float(v.as_string())) return Value::number(*d);
+  }
+  return fallback;
+}
+
+Value f_format(Interpreter& interp, const Value& v, CallArgs& a) {
+  if (!a.args.empty() && !a.kwargs.empty()) {
+    detail::throw_type_error("can't handle positional and keyword arguments at the same time");
+  }
+  Value args;
+  if (!a.kwargs.empty()) {
+    DictObject d;
+    for (auto& [k, val] : a.kwargs) d.set(k, val);
+    args = Value::dict(std::move(d));
+  } else {
+    args = Value::tuple(a.args);
+  }
+  return str_value(interp, percent_format(to_str(v), args));
+}
+
+Value f_indent(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("indent", a, {"width", "first", "blank"});
+  if (!v.is_string()) fail_if_undefined(v);
+  std::string indention;
+  if (b.has(0) && b[0].is_string()) {
+    indention = b[0].as_string();
+  } else {
+    const int64_t width = b.has(0) ? b[0].as_int() : 4;
+    indention = std::string(static_cast<size_t>(std::max<int64_t>(width, 0)), ' ');
+  }
+  const bool first = b.has(1) && truthy(b[1]);
+  const bool blank = b.has(2) && truthy(b[2]);
+  const std::vector<std::string> lines = pystr::splitlines(to_str(v) + "\n", false);
+  std::string rv;
+  if (blank) {
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (i > 0) rv += "\n" + indention;
+      rv += lines[i];
+    }
+  } else {
+    rv = lines.empty() ? "" : lines[0];
+    for (size_t i = 1; i < lines.size(); ++i)
+      rv += "\n" + (lines[i].empty() ? lines[i] : indention + lines[i]);
+  }
+  if (first) rv = indention + rv;
+  return str_value(interp, std::move(rv));
+}
+
+Value f_int(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("int", a, {"default", "base"});
+  const Value fallback = b.get(0, Value::integer(0));
+  const int base = b.has(1) ? static_cast<int>(b[1].as_int()) : 10;
+  if (v.is_integral()) return Value::integer(v.as_int());
+  if (v.is_float()) {
+    const double d = v.as_float();
+    if (!std::isfinite(d)) return fallback;
+    return Value::integer(static_cast<int64_t>(d));
+  }
+  if (v.is_string()) {
+    if (auto i = pystr::parse_int(v.as_string(), base)) return Value::integer(*i);
+    if (auto d = pystr::parse_float(v.as_string()); d && std::isfinite(*d))
+      return Value::integer(static_cast<int64_t>(*d));
+  }
+  return fallback;
+}
+
+Value f_items(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("items", a, {});
+  if (v.is_undefined()) return Value::list({});
+  if (!v.is_dict()) detail::throw_type_error("Can only get item pairs from a mapping.");
+  std::vector<Value> out;
+  for (const auto& [k, val] : v.as_dict().entries()) out.push_back(Value::tuple({k, val}));
+  return Value::list(std::move(out));
+}
+
+Value f_join(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("join", a, {"d", "attribute"});
+  const std::string sep = b.has(0) ? to_str(b[0]) : "";
+  std::string out;
+  bool first = true;
+  for (const Value& item : iterate(v)) {
+    const Value x = b.has(1) && !b[1].is_none() ? get_attribute_path(interp, item, b[1], nullptr) : item;
+    if (!first) out += sep;
+    first = false;
+    const std::string s = to_str(x);
+    interp.charge_string(s.size() + sep.size());
+    out += s;
+  }
+  return Value::string(std::move(out));
+}
+
+Value f_length(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("length", a, {});
+  return Value::integer(length_of(v));
+}
+
+Value f_list(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("list", a, {});
+  return Value::list(iterate(v));
+}
+
+Value f_lower(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("lower", a, {});
+  return str_value(interp, pystr::lower(to_str(v)));
+}
+
+Value f_map(Interpreter& interp, const Value& v, CallArgs& a) {
+  std::vector<Value> out;
+  const Value* attribute = nullptr;
+  const Value* dflt = nullptr;
+  for (const auto& [k, val] : a.kwargs) {
+    if (k == "attribute") attribute = &val;
+    if (k == "default") dflt = &val;
+  }
+  if (attribute != nullptr) {
+    for (const Value& item : iterate(v)) out.push_back(get_attribute_path(interp, item, *attribute, dflt));
+    return Value::list(std::move(out));
+  }
+  if (a.args.empty() || !a.args[0].is_string()) detail::throw_type_error("map requires a filter argument");
+  const std::string name = a.args[0].as_string();
+  CallArgs rest;
+  rest.args.assign(a.args.begin() + 1, a.args.end());
+  rest.kwargs = a.kwargs;
+  for (const Value& item : iterate(v)) {
+    CallArgs copy = rest;
+    out.push_back(interp.apply_filter(name, item, copy));
+  }
+  return Value::list(std::move(out));
+}
+
+Value min_or_max(Interpreter& interp, const Value& v, CallArgs& a, bool want_max, std::string_view fn) {
+  BoundArgs b(fn, a, {"case_sensitive", "attribute"});
+  const bool case_sensitive = b.has(0) && truthy(b[0]);
+  const Value attribute = b.get(1, Value::none());
+  const std::vector<Value> items = iterate(v);
+  if (items.empty()) return Value::undefined("No aggregated item, sequence was empty.");
+  size_t best = 0;
+  Value best_key = key_of(interp, items[0], attribute, case_sensitive);
+  for (size_t i = 1; i < items.size(); ++i) {
+    Value k = key_of(interp, items[i], attribute, case_sensitive);
+    if (want_max ? less_than(best_key, k) : less_than(k, best_key)) {
+      best = i;
+      best_key = std::move(k);
+    }
+  }
+  return items[best];
+}
+
+Value f_max(Interpreter& interp, const Value& v, CallArgs& a) {
+  return min_or_max(interp, v, a, true, "max");
+}
+Value f_min(Interpreter& interp, const Value& v, CallArgs& a) {
+  return min_or_max(interp, v, a, false, "min");
+}
+
+Value select_or_reject(Interpreter& interp, const Value& v, CallArgs& a, bool lookup_attr, bool select) {
+  size_t next = 0;
+  Value attribute;
+  if (lookup_attr) {
+    if (a.args.empty()) detail::throw_type_error("Missing parameter for attribute name");
+    attribute = a.args[next++];
+  }
+  std::optional<std::string> test;
+  if (next < a.args.size()) {
+    if (!a.args[next].is_string()) detail::throw_type_error("test name must be a string");
+    test = a.args[next++].as_string();
+  }
+  CallArgs test_args;
+  test_args.args.assign(a.args.begin() + static_cast<std::ptrdiff_t>(next), a.args.end());
+  test_args.kwargs = a.kwargs;
+  std::vector<Value> out;
+  for (const Value& item : iterate(v)) {
+    const Value x = lookup_attr ? get_attribute_path(interp, item, attribute, nullptr) : item;
+    bool ok = false;
+    if (test) {
+      CallArgs copy = test_args;
+      ok = interp.apply_test(*test, x, copy);
+    } else {
+      ok = truthy(x);
+    }
+    if (ok == select) out.push_back(item);
+  }
+  return Value::list(std::move(out));
+}
+
+Value f_select(Interpreter& interp, const Value& v, CallArgs& a) {
+  return select_or_reject(interp, v, a, false, true);
+}
+Value f_reject(Interpreter& interp, const Value& v, CallArgs& a) {
+  return select_or_reject(interp, v, a, false, false);
+}
+Value f_selectattr(Interpreter& interp, const Value& v, CallArgs& a) {
+  return select_or_reject(interp, v, a, true, true);
+}
+Value f_rejectattr(Interpreter& interp, const Value& v, CallArgs& a) {
+  return select_or_reject(interp, v, a, true, false);
+}
+
+Value f_replace(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("replace", a, {"old", "new", "count"});
+  const int64_t count = b.has(2) && !b[2].is_none() ? b[2].as_int() : -1;
+  return str_value(interp, pystr::replace(to_str(v), to_str(b[0]), to_str(b[1]), count));
+}
+
+Value f_reverse(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("reverse", a, {});
+  if (v.is_string()) {
+    std::u32string u = pystr::decode(v.as_string());
+    std::reverse(u.begin(), u.end());
+    return str_value(interp, pystr::encode(u));
+  }
+  std::vector<Value> items = iterate(v);
+  std::reverse(items.begin(), items.end());
+  return Value::list(std::move(items));
+}
+
+Value f_round(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("round", a, {"precision", "method"});
+  const int64_t precision = b.has(0) ? b[0].as_int() : 0;
+  const std::string method = b.has(1) ? to_str(b[1]) : "common";
+  if (method != "common" && method != "ceil" && method != "floor") {
+    detail::throw_type_error("method must be common, ceil or floor");
+  }
+  fail_if_undefined(v);
+  if (!v.is_number())
+    detail::throw_type_error(fmt::format("type {} doesn't define __round__ method", type_name(v)));
+  if (method == "common") {
+    if (v.is_integral()) return Value::integer(v.as_int());  // round(int, n) stays an int
+    // printf rounds the exact binary value half-to-even, as Python's round() does.
+    const int digits = static_cast<int>(std::clamp<int64_t>(precision, 0, 300));
+    const std::string s = fmt::sprintf("%.*f", digits, v.as_float());
+    return Value::number(std::strtod(s.c_str(), nullptr));
+  }
+  const double scale = std::pow(10.0, static_cast<double>(precision));
+  const double x = v.as_float() * scale;
+  return Value::number((method == "ceil" ? std::ceil(x) : std::floor(x)) / scale);
+}
+
+Value f_safe(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("safe", a, {});
+  // Markup only matters with autoescape, which transformers leaves off; the value passes as is.
+  return v.is_string() ? v : Value::string(to_str(v));
+}
+
+Value f_sort(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("sort", a, {"reverse", "case_sensitive", "attribute"});
+  const bool reverse = b.has(0) && truthy(b[0]);
+  const bool case_sensitive = b.has(1) && truthy(b[1]);
+  const Value attribute = b.get(2, Value::none());
+  std::vector<Value> items = iterate(v);
+  std::vector<std::pair<Value, size_t>> keyed;
+  for (size_t i = 0; i < items.size(); ++i) {
+    keyed.emplace_back(multi_key_of(interp, items[i], attribute, case_sensitive), i);
+  }
+  std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& x, const auto& y) {
+    return reverse ? less_than(y.first, x.first) : less_than(x.first, y.first);
+  });
+  std::vector<Value> out;
+  for (const auto& [k, i] : keyed) out.push_back(items[i]);
+  return Value::list(std::move(out));
+}
+
+Value f_string(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("string", a, {});
+  return v.is_string() ? v : str_value(interp, to_str(v));
+}
+
+Value f_sum(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("sum", a, {"attribute", "start"});
+  Value total = b.get(1, Value::integer(0));
+  for (const Value& item : iterate(v)) {
+    const Value x = b.has(0) && !b[0].is_none() ? get_attribute_path(interp, item, b[0], nullptr) : item;
+    total = binary(BinaryOp::kAdd, total, x, interp);
+  }
+  return total;
+}
+
+Value f_title(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("title", a, {});
+  // jinja2 capitalizes after any run of whitespace, "-", "(", "{", "[" or "<" (not str.title()).
+  const std::u32string u = pystr::decode(to_str(v));
+  std::u32string out;
+  bool word_start = true;
+  for (char32_t c : u) {
+    const bool boundary = pystr::is_space(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
+    if (boundary) {
+      out.push_back(c);
+      word_start = true;
+    } else {
+      out.push_back(word_start ? pystr::to_upper(c) : pystr::to_lower(c));
+      word_start = false;
+    }
+  }
+  return str_value(interp, pystr::encode(out));
+}
+
+Value f_tojson(Interpreter& interp, const Value& v, CallArgs& a) {
+  // transformers replaces jinja2's tojson (which escapes HTML) with
+  // json.dumps(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False).
+  BoundArgs b("tojson", a, {"ensure_ascii", "indent", "separators", "sort_keys"});
+  JsonDumpOptions opt;
+  opt.ensure_ascii = b.has(0) && truthy(b[0]);
+  if (b.has(1) && !b[1].is_none()) {
+    if (b[1].is_string()) {
+      opt.indent = b[1].as_string();
+    } else if (b[1].is_integral()) {
+      opt.indent = std::string(static_cast<size_t>(std::clamp<int64_t>(b[1].as_int(), 0, 1 << 20)), ' ');
+    } else {
+      detail::throw_type_error("indent must be an int or a string");
+    }
+  }
+  if (b.has(2) && !b[2].is_none()) {
+    if (!b[2].is_list() || b[2].items().size() != 2 || !b[2].items()[0].is_string() ||
+        !b[2].items()[1].is_string()) {
+      detail::throw_type_error("separators must be a (item_separator, key_separator) pair of strings");
+    }
+    opt.item_separator = b[2].items()[0].as_string();
+    opt.key_separator = b[2].items()[1].as_string();
+  } else if (opt.indent) {
+    opt.item_separator = ",";
+  }
+  opt.sort_keys = b.has(3) && truthy(b[3]);
+  opt.max_bytes = interp.limits().max_output_bytes;
+  return str_value(interp, to_json(v, opt));
+}
+
+Value f_trim(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("trim", a, {"chars"});
+  std::optional<std::string> chars;
+  if (b.has(0) && !b[0].is_none()) chars = to_str(b[0]);
+  return str_value(interp, pystr::strip(to_str(v), chars, true, true));
+}
+
+Value f_truncate(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("truncate", a, {"length", "killwords", "end", "leeway"});
+  const std::u32string s = pystr::decode(to_str(v));
+  const int64_t length = b.has(0) ? b[0].as_int() : 255;
+  const bool killwords = b.has(1) && truthy(b[1]);
+  const std::u32string end = pystr::decode(b.has(2) ? to_str(b[2]) : "...");
+  const int64_t leeway = b.has(3) && !b[3].is_none() ? b[3].as_int() : 5;
+  const auto len = static_cast<int64_t>(s.size());
+  if (len <= length + leeway) return str_value(interp, pystr::encode(s));
+  const auto keep = static_cast<size_t>(std::max<int64_t>(length - static_cast<int64_t>(end.size()), 0));
+  std::u32string result = s.substr(0, keep);
+  if (!killwords) {
+    const size_t space = result.rfind(U' ');
+    if (space != std::u32string::npos) result.resize(space);
+  }
+  return str_value(interp, pystr::encode(result + end));
+}
+
+Value f_unique(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("unique", a, {"case_sensitive", "attribute"});
+  const bool case_sensitive = b.has(0) && truthy(b[0]);
+  const Value attribute = b.get(1, Value::none());
+  std::vector<Value> seen;
+  std::vector<Value> out;
+  for (const Value& item : iterate(v)) {
+    Value k = key_of(interp, item, attribute, case_sensitive);
+    if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return equals(s, k); })) {
+      seen.push_back(std::move(k));
+      out.push_back(item);
+    }
+  }
+  return Value::list(std::move(out));
+}
+
+Value f_upper(Interpreter& interp, const Value& v, CallArgs& a) {
+  BoundArgs b("upper", a, {});
+  return str_value(interp, pystr::upper(to_str(v)));
+}
+
+Value f_wordcount(Interpreter&, const Value& v, CallArgs& a) {
+  BoundArgs b("wordcount", a, {});
+  int64_t n = 0;
+  bool in_word = false;
+  for (char32_t c : pystr::decode(to_str(v))) {
+    const bool word = pystr::is_alpha(c) || pystr::is_digit(c) || c == '_';
+    if (word && !in_word) ++n;
+    in_word = word;
+  }
+  return Value::integer(n);
+}
+
+struct NamedFilter {
+  std::string_view name;
+  FilterFn fn;
+};
+
+constexpr NamedFilter kFilters[] = {
+    {"abs", f_abs},           {"attr", f_attr},
+    {"batch", f_batch},       {"capitalize", f_capitalize},
+    {"center", f_center},     {"count", f_length},
+    {"d", f_default},         {"default", f_default},
+    {"dictsort", f_dictsort}, {"e", f_escape},
+    {"escape", f_escape},     {"first", f_first},
+    {"float", f_float},       {"forceescape", f_escape},
+    {"format", f_format},     {"indent", f_indent},
+    {"int", f_int},           {"items", f_items},
+    {"join", f_join},         {"last", f_last},
+    {"length", f_length},     {"list", f_list},
+    {"lower", f_lower},       {"map", f_map},
+    {"max", f_max},           {"min", f_min},
+    {"reject", f_reject},     {"rejectattr", f_rejectattr},
+    {"replace", f_replace},   {"reverse", f_reverse},
+    {"round", f_round},       {"safe", f_safe},
+    {"select", f_select},     {"selectattr", f_selectattr},
+    {"sort", f_sort},         {"string", f_string},
+    {"sum", f_sum},           {"title", f_title},
+    {"tojson", f_tojson},     {"trim", f_trim},
+    {"truncate", f_truncate}, {"unique", f_unique},
+    {"upper", f_upper},       {"wordcount", f_wordcount},
+};
+
+}  // namespace
+
+FilterFn find_filter(std::string_view name) {
+  for (const auto& f : kFilters) {
+    if (f.name == name) return f.fn;
+  }
+  return nullptr;
+}
+
+}  // namespace ds::jinja::builtins
