@@ -434,6 +434,11 @@ Value f_round(Interpreter&, const Value& v, CallArgs& a) {
     detail::throw_type_error(fmt::format("type {} doesn't define __round__ method", type_name(v)));
   if (method == "common") {
     if (v.is_integral()) return Value::integer(v.as_int());  // round(int, n) stays an int
+    if (precision < 0) {
+      // Python: round(x / 10**-n) half-to-even, times 10**-n.
+      const double scale = std::pow(10.0, static_cast<double>(-precision));
+      return Value::number(std::nearbyint(v.as_float() / scale) * scale);
+    }
     // printf rounds the exact binary value half-to-even, as Python's round() does.
     const int digits = static_cast<int>(std::clamp<int64_t>(precision, 0, 300));
     const std::string s = fmt::sprintf("%.*f", digits, v.as_float());

@@ -146,8 +146,10 @@ Interpreter::Flow Interpreter::exec_for(const ForStmt& stmt, const std::shared_p
     }
     items = std::move(kept);
   }
-  if (items.empty()) return exec_body(stmt.else_body, frame, out);
   const auto length = static_cast<int64_t>(items.size());
+  // jinja2 marks the loop as iterated at the end of the body, so iterations cut short by break or
+  // continue do not count: `else` runs unless one iteration ran to its end.
+  bool iterated = false;
   for (int64_t i = 0; i < length; ++i) {
     if (++iterations_ > limits_.max_loop_iterations) {
       detail::throw_limit(
@@ -173,8 +175,11 @@ Interpreter::Flow Interpreter::exec_for(const ForStmt& stmt, const std::shared_p
                return args.args[static_cast<size_t>(i) % args.args.size()];
              }));
     inner->set("loop", Value::dict(std::move(loop)));
-    if (exec_body(stmt.body, inner, out) == Flow::kBreak) break;
+    const Flow flow = exec_body(stmt.body, inner, out);
+    if (flow == Flow::kBreak) break;
+    if (flow == Flow::kNormal) iterated = true;
   }
+  if (!iterated) return exec_body(stmt.else_body, frame, out);
   return Flow::kNormal;
 }
 

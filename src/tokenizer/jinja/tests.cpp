@@ -74,6 +74,9 @@ bool t_sameas(Interpreter&, const Value& v, CallArgs& a) {
     case Value::Type::kInt:
       // CPython caches small ints, which is what `is` sees for them.
       return v.as_int() == o.as_int() && v.as_int() >= -5 && v.as_int() <= 256;
+    case Value::Type::kString:
+      // Equal string constants of one template are one object in CPython.
+      return v.as_string() == o.as_string();
     default:
       return v.identity() == o.identity();
   }
