@@ -21,6 +21,8 @@ using FilterFn = Value (*)(Interpreter& interp, const Value& input, CallArgs& ar
 using TestFn = bool (*)(Interpreter& interp, const Value& input, CallArgs& args);
 
 [[nodiscard]] FilterFn find_filter(std::string_view name);
+[[nodiscard]] FilterFn find_sequence_filter(
+    std::string_view name);  // the part of find_filter in filters_sequence.cpp
 [[nodiscard]] TestFn find_test(std::string_view name);
 
 // obj.name for a str, list, tuple or dict when name is one of its methods. Methods that would mutate
