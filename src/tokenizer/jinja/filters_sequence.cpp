@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
+#include <unordered_set>
 
 #include "tokenizer/jinja/builtins.h"
 #include "tokenizer/jinja/error.h"
@@ -66,14 +69,14 @@ Value multi_key_of(Interpreter& interp, const Value& item, const Value& attribut
   return Value::tuple(std::move(keys));
 }
 
-Value f_batch(Interpreter&, const Value& v, CallArgs& a) {
+Value f_batch(Interpreter& interp, const Value& v, CallArgs& a) {
   BoundArgs b("batch", a, {"linecount", "fill_with"});
   if (!b[0].is_integral() || b[0].as_int() <= 0)
     detail::throw_value_error("batch size must be a positive integer");
   const auto n = static_cast<size_t>(b[0].as_int());
   std::vector<Value> out;
   std::vector<Value> row;
-  for (const Value& item : iterate(v)) {
+  for (const Value& item : interp.items_of(v)) {
     row.push_back(item);
     if (row.size() == n) {
       out.push_back(Value::list(std::move(row)));
@@ -89,7 +92,7 @@ Value f_batch(Interpreter&, const Value& v, CallArgs& a) {
   return Value::list(std::move(out));
 }
 
-Value f_dictsort(Interpreter&, const Value& v, CallArgs& a) {
+Value f_dictsort(Interpreter& interp, const Value& v, CallArgs& a) {
   BoundArgs b("dictsort", a, {"case_sensitive", "by", "reverse"});
   if (!v.is_dict()) detail::throw_type_error("You can only sort by either a mapping");
   const bool case_sensitive = b.has(0) && truthy(b[0]);
@@ -109,23 +112,23 @@ Value f_dictsort(Interpreter&, const Value& v, CallArgs& a) {
   return Value::list(std::move(out));
 }
 
-Value f_first(Interpreter&, const Value& v, CallArgs& a) {
+Value f_first(Interpreter& interp, const Value& v, CallArgs& a) {
   BoundArgs b("first", a, {});
   if (v.is_list())
     return v.items().empty() ? Value::undefined("No first item, sequence was empty.") : v.items().front();
-  const std::vector<Value> items = iterate(v);
+  const std::vector<Value> items = interp.items_of(v);
   return items.empty() ? Value::undefined("No first item, sequence was empty.") : items.front();
 }
 
-Value f_last(Interpreter&, const Value& v, CallArgs& a) {
+Value f_last(Interpreter& interp, const Value& v, CallArgs& a) {
   BoundArgs b("last", a, {});
   if (v.is_list())
     return v.items().empty() ? Value::undefined("No last item, sequence was empty.") : v.items().back();
-  const std::vector<Value> items = iterate(v);
+  const std::vector<Value> items = interp.items_of(v);
   return items.empty() ? Value::undefined("No last item, sequence was empty.") : items.back();
 }
 
-Value f_items(Interpreter&, const Value& v, CallArgs& a) {
+Value f_items(Interpreter& interp, const Value& v, CallArgs& a) {
   BoundArgs b("items", a, {});
   if (v.is_undefined()) return Value::list({});
   if (!v.is_dict()) detail::throw_type_error("Can only get item pairs from a mapping.");
@@ -139,7 +142,7 @@ Value f_join(Interpreter& interp, const Value& v, CallArgs& a) {
   const std::string sep = b.has(0) ? to_str(b[0]) : "";
   std::string out;
   bool first = true;
-  for (const Value& item : iterate(v)) {
+  for (const Value& item : interp.items_of(v)) {
     const Value x = b.has(1) && !b[1].is_none() ? get_attribute_path(interp, item, b[1], nullptr) : item;
     if (!first) out += sep;
     first = false;
@@ -150,14 +153,14 @@ Value f_join(Interpreter& interp, const Value& v, CallArgs& a) {
   return Value::string(std::move(out));
 }
 
-Value f_length(Interpreter&, const Value& v, CallArgs& a) {
+Value f_length(Interpreter& interp, const Value& v, CallArgs& a) {
   BoundArgs b("length", a, {});
   return Value::integer(length_of(v));
 }
 
-Value f_list(Interpreter&, const Value& v, CallArgs& a) {
+Value f_list(Interpreter& interp, const Value& v, CallArgs& a) {
   BoundArgs b("list", a, {});
-  return Value::list(iterate(v));
+  return Value::list(interp.items_of(v));
 }
 
 Value f_map(Interpreter& interp, const Value& v, CallArgs& a) {
@@ -169,7 +172,8 @@ Value f_map(Interpreter& interp, const Value& v, CallArgs& a) {
     if (k == "default") dflt = &val;
   }
   if (attribute != nullptr) {
-    for (const Value& item : iterate(v)) out.push_back(get_attribute_path(interp, item, *attribute, dflt));
+    for (const Value& item : interp.items_of(v))
+      out.push_back(get_attribute_path(interp, item, *attribute, dflt));
     return Value::list(std::move(out));
   }
   if (a.args.empty() || !a.args[0].is_string()) detail::throw_type_error("map requires a filter argument");
@@ -177,7 +181,7 @@ Value f_map(Interpreter& interp, const Value& v, CallArgs& a) {
   CallArgs rest;
   rest.args.assign(a.args.begin() + 1, a.args.end());
   rest.kwargs = a.kwargs;
-  for (const Value& item : iterate(v)) {
+  for (const Value& item : interp.items_of(v)) {
     CallArgs copy = rest;
     out.push_back(interp.apply_filter(name, item, copy));
   }
@@ -188,7 +192,7 @@ Value min_or_max(Interpreter& interp, const Value& v, CallArgs& a, bool want_max
   BoundArgs b(fn, a, {"case_sensitive", "attribute"});
   const bool case_sensitive = b.has(0) && truthy(b[0]);
   const Value attribute = b.get(1, Value::none());
-  const std::vector<Value> items = iterate(v);
+  const std::vector<Value> items = interp.items_of(v);
   if (items.empty()) return Value::undefined("No aggregated item, sequence was empty.");
   size_t best = 0;
   Value best_key = key_of(interp, items[0], attribute, case_sensitive);
@@ -226,7 +230,7 @@ Value select_or_reject(Interpreter& interp, const Value& v, CallArgs& a, bool lo
   test_args.args.assign(a.args.begin() + static_cast<std::ptrdiff_t>(next), a.args.end());
   test_args.kwargs = a.kwargs;
   std::vector<Value> out;
-  for (const Value& item : iterate(v)) {
+  for (const Value& item : interp.items_of(v)) {
     const Value x = lookup_attr ? get_attribute_path(interp, item, attribute, nullptr) : item;
     bool ok = false;
     if (test) {
@@ -263,7 +267,7 @@ Value f_reverse(Interpreter& interp, const Value& v, CallArgs& a) {
     std::reverse(u.begin(), u.end());
     return str_value(interp, pystr::encode(u));
   }
-  std::vector<Value> items = iterate(v);
+  std::vector<Value> items = interp.items_of(v);
   std::reverse(items.begin(), items.end());
   return Value::list(std::move(items));
 }
@@ -273,7 +277,7 @@ Value f_sort(Interpreter& interp, const Value& v, CallArgs& a) {
   const bool reverse = b.has(0) && truthy(b[0]);
   const bool case_sensitive = b.has(1) && truthy(b[1]);
   const Value attribute = b.get(2, Value::none());
-  std::vector<Value> items = iterate(v);
+  std::vector<Value> items = interp.items_of(v);
   std::vector<std::pair<Value, size_t>> keyed;
   for (size_t i = 0; i < items.size(); ++i) {
     keyed.emplace_back(multi_key_of(interp, items[i], attribute, case_sensitive), i);
@@ -289,23 +293,53 @@ Value f_sort(Interpreter& interp, const Value& v, CallArgs& a) {
 Value f_sum(Interpreter& interp, const Value& v, CallArgs& a) {
   BoundArgs b("sum", a, {"attribute", "start"});
   Value total = b.get(1, Value::integer(0));
-  for (const Value& item : iterate(v)) {
+  for (const Value& item : interp.items_of(v)) {
     const Value x = b.has(0) && !b[0].is_none() ? get_attribute_path(interp, item, b[0], nullptr) : item;
     total = binary(BinaryOp::kAdd, total, x, interp);
   }
   return total;
 }
 
+// A string that two values share exactly when Python finds them equal and hashes them alike (1, 1.0 and
+// True are one key); nullopt for values without one (lists, dicts), which are compared one by one.
+std::optional<std::string> hash_key(const Value& v) {
+  std::string key;
+  switch (v.type()) {
+    case Value::Type::kString:
+      key.push_back('s');
+      key.append(v.as_string());
+      return key;
+    case Value::Type::kNone:
+      return std::string("N");
+    case Value::Type::kBool:
+    case Value::Type::kInt:
+      return fmt::format("n{}", v.as_int());
+    case Value::Type::kFloat: {
+      const double d = v.as_float();
+      if (std::nearbyint(d) == d && std::fabs(d) < 9e18) return fmt::format("n{}", static_cast<int64_t>(d));
+      return fmt::format("f{}", pystr::float_repr(d));
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
 Value f_unique(Interpreter& interp, const Value& v, CallArgs& a) {
   BoundArgs b("unique", a, {"case_sensitive", "attribute"});
   const bool case_sensitive = b.has(0) && truthy(b[0]);
   const Value attribute = b.get(1, Value::none());
-  std::vector<Value> seen;
+  std::unordered_set<std::string> seen_hashable;
+  std::vector<Value> seen_other;
   std::vector<Value> out;
-  for (const Value& item : iterate(v)) {
+  for (const Value& item : interp.items_of(v)) {
     Value k = key_of(interp, item, attribute, case_sensitive);
-    if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return equals(s, k); })) {
-      seen.push_back(std::move(k));
+    if (auto h = hash_key(k)) {
+      if (seen_hashable.insert(*h).second) out.push_back(item);
+      continue;
+    }
+    interp.charge_string(seen_other.size() * 16);
+    if (std::none_of(seen_other.begin(), seen_other.end(), [&](const Value& s) { return equals(s, k); })) {
+      seen_other.push_back(std::move(k));
       out.push_back(item);
     }
   }

@@ -7,6 +7,12 @@
 #include "tokenizer/jinja/pystr.h"
 
 namespace ds::jinja {
+namespace {
+
+// What scanning one list element costs against Limits::max_total_string_bytes.
+constexpr size_t kElementCost = 16;
+
+}  // namespace
 
 const Value* Frame::lookup(const std::string& name) const {
   for (const Frame* f = this; f != nullptr; f = f->parent_.get()) {
@@ -38,6 +44,13 @@ void Interpreter::charge_string(size_t n) {
     detail::throw_limit(
         fmt::format("the template produced more than {} bytes of strings", limits_.max_total_string_bytes));
   }
+}
+
+std::vector<Value> Interpreter::items_of(const Value& v) {
+  if (v.is_string()) charge_string(v.as_string().size());
+  std::vector<Value> items = iterate(v);
+  charge_string(items.size() * kElementCost);
+  return items;
 }
 
 void Interpreter::append_output(std::string& out, std::string_view text) {
@@ -136,7 +149,7 @@ Interpreter::Flow Interpreter::exec(const Stmt& stmt, const std::shared_ptr<Fram
 Interpreter::Flow Interpreter::exec_for(const ForStmt& stmt, const std::shared_ptr<Frame>& frame,
                                         std::string& out) {
   const Value iterable = eval(*stmt.iter, frame);
-  std::vector<Value> items = iterate(iterable);
+  std::vector<Value> items = items_of(iterable);
   if (stmt.filter) {
     std::vector<Value> kept;
     for (Value& item : items) {
@@ -246,6 +259,10 @@ Value Interpreter::make_macro(const MacroSignature& signature, const Body& body,
 
 Value Interpreter::invoke_macro(const MacroSignature& sig, const Body& body,
                                 const std::shared_ptr<Frame>& closure, CallArgs& args) {
+  if (++iterations_ > limits_.max_loop_iterations) {
+    detail::throw_limit(fmt::format("the template ran more than {} loop iterations and macro calls",
+                                    limits_.max_loop_iterations));
+  }
   if (call_depth_ >= limits_.max_recursion_depth) {
     detail::throw_limit(fmt::format("macro calls nested deeper than {}", limits_.max_recursion_depth));
   }
@@ -431,10 +448,10 @@ Value Interpreter::eval_compare(const CompareExpr& expr, const std::shared_ptr<F
       ok = less_than(right, left);
     } else if (op == "gteq") {
       ok = less_than(right, left) || equals(left, right);
-    } else if (op == "in") {
-      ok = contains(right, left);
     } else {
-      ok = !contains(right, left);
+      if (right.is_string()) charge_string(right.as_string().size());
+      if (right.is_list()) charge_string(right.items().size() * kElementCost);
+      ok = contains(right, left) == (op == "in");
     }
     if (!ok) return Value::boolean(false);
     left = std::move(right);
@@ -450,6 +467,8 @@ Value Interpreter::eval_getitem(const GetitemExpr& expr, const std::shared_ptr<F
     const Value stop = s.stop ? eval(*s.stop, frame) : Value::none();
     const Value step = s.step ? eval(*s.step, frame) : Value::none();
     fail_if_undefined(obj);
+    if (obj.is_string()) charge_string(obj.as_string().size());
+    if (obj.is_list()) charge_string(obj.items().size() * kElementCost);
     if (obj.is_string() || obj.is_list()) return builtins::slice(obj, start, stop, step);
     return Value::undefined(fmt::format("'{} object' is not subscriptable", type_name(obj)));
   }
@@ -498,6 +517,7 @@ Value Interpreter::getitem(const Value& obj, const Value& key) {
     if (obj.is_list()) {
       if (auto i = builtins::normalize_index(key.as_int(), obj.items().size())) return obj.items()[*i];
     } else {
+      charge_string(obj.as_string().size());
       const std::u32string text = pystr::decode(obj.as_string());
       if (auto i = builtins::normalize_index(key.as_int(), text.size())) {
         std::string s;

@@ -21,10 +21,13 @@
 namespace ds::jinja {
 
 struct Limits {
-  int64_t max_loop_iterations = 1'000'000;     // for-loop iterations over the whole render
-  int max_recursion_depth = 100;               // nested macro calls
-  size_t max_output_bytes = 16u << 20;         // the rendered text, and any single string or block built
-  size_t max_total_string_bytes = 256u << 20;  // every byte produced by string operations in one render
+  int64_t max_loop_iterations = 1'000'000;  // for-loop iterations over the whole render
+  int max_recursion_depth = 100;            // nested macro calls
+  size_t max_output_bytes = 16u << 20;      // the rendered text, and any single string or block built
+  // Work done by builtins in one render: bytes of strings produced or scanned, 16 per list element
+  // scanned. Bounds the time a template can spend inside filters and methods, as the iteration limit
+  // bounds the time spent in loops.
+  size_t max_total_string_bytes = 256u << 20;
 };
 
 // Where strftime_now() reads the time; the default is the local time of the machine, as
@@ -63,8 +66,10 @@ class Interpreter {
   // obj.name and obj[key] with jinja2's sandboxed lookup rules.
   Value getattr(const Value& obj, const std::string& name);
   Value getitem(const Value& obj, const Value& key);
-  // Accounts for a string of n bytes about to be produced; throws a LimitError fault past the limits.
+  // Accounts for n bytes of string work (produced or scanned); throws a LimitError fault past the limit.
   void charge_string(size_t n);
+  // iterate(v), with its elements charged as work.
+  std::vector<Value> items_of(const Value& v);
   [[nodiscard]] const Limits& limits() const { return limits_; }
   [[nodiscard]] std::tm now() const { return clock_(); }
 

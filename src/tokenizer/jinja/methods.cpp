@@ -270,7 +270,7 @@ const std::vector<std::pair<std::string_view, Method>>& string_methods() {
          BoundArgs b("join", a, {"iterable"});
          std::string out;
          bool first = true;
-         for (const Value& item : iterate(b[0])) {
+         for (const Value& item : interp.items_of(b[0])) {
            if (!item.is_string()) {
              detail::throw_type_error(
                  fmt::format("sequence item: expected str instance, {} found", type_name(item)));
@@ -472,7 +472,12 @@ Value unsafe(const Value& self, const std::string& name) {
 std::optional<Value> bound_method(const Value& obj, const std::string& name) {
   if (obj.is_string()) {
     for (const auto& [n, m] : string_methods()) {
-      if (n == name) return bind(obj, name, m);
+      if (n != name) continue;
+      // Every str method scans its string: that is the work charged for the call.
+      return Value::function(name, [obj, m = m](CallArgs& args, Interpreter& interp) {
+        interp.charge_string(obj.as_string().size());
+        return m(obj, args, interp);
+      });
     }
     return std::nullopt;
   }

@@ -2,6 +2,7 @@
 // (RELIABILITY.md: "a template that loops forever, recurses, or explodes its output").
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -45,6 +46,34 @@ TEST(JinjaSandbox, LoopIterationsAreCountedOverTheWholeRender) {
   // Nested loops add up: 40 * 40 = 1600 > 1000.
   expect_limit("{% for i in range(40) %}{% for j in range(40) %}{% endfor %}{% endfor %}", "loop iterations");
   EXPECT_EQ(render("{% for i in range(10) %}{% endfor %}ok", ordered_json::object(), small_limits()), "ok");
+}
+
+TEST(JinjaSandbox, MacroCallsCountAgainstTheIterationLimit) {
+  // Depth 16 is within the recursion limit, but 2^16 calls are not within 1000.
+  expect_limit(
+      "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(15) }}",
+      "macro calls");
+}
+
+TEST(JinjaSandbox, ScanningWorkIsBounded) {
+  // Each call scans a 2000-byte string: 500 calls are 1 MB of work against a 64 KiB budget.
+  expect_limit("{% set s = 'x' * 2000 %}{% for i in range(500) %}{{ s.find('y') }}{% endfor %}",
+               "bytes of strings");
+  // `in` over a list scans it: 900 x 900 elements.
+  expect_limit(
+      "{% set xs = range(900)|list %}{% for i in range(900) %}{% if i in xs %}{% endif %}{% endfor %}",
+      "bytes of strings");
+}
+
+TEST(JinjaSandbox, DefaultLimitsStopARunawayTemplateQuickly) {
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(
+      (void)render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
+      TemplateLimitError);
+  EXPECT_THROW((void)render("{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(0) }}"),
+               TemplateLimitError);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 10.0);
 }
 
 TEST(JinjaSandbox, RangeIsCappedAsInJinja2) {
