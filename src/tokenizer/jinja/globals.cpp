@@ -15,7 +15,7 @@ namespace {
 // jinja2.sandbox.MAX_RANGE: the sandbox refuses larger ranges.
 constexpr int64_t kMaxRange = 100000;
 
-Value g_range(CallArgs& a, Interpreter& interp) {
+Value g_range(CallArgs& a, Interpreter&) {
   if (!a.kwargs.empty()) detail::throw_type_error("range() takes no keyword arguments");
   if (a.args.empty() || a.args.size() > 3) {
     detail::throw_type_error(fmt::format("range expected at most 3 arguments, got {}", a.args.size()));
@@ -44,7 +44,6 @@ Value g_range(CallArgs& a, Interpreter& interp) {
     detail::throw_limit(
         fmt::format("Range too big. The sandbox blocks ranges larger than MAX_RANGE ({}).", kMaxRange));
   }
-  (void)interp;
   std::vector<Value> out;
   out.reserve(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) out.push_back(Value::integer(start + i * step));

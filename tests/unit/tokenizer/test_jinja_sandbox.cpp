@@ -73,7 +73,11 @@ TEST(JinjaSandbox, DefaultLimitsStopARunawayTemplateQuickly) {
   EXPECT_THROW((void)render("{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(0) }}"),
                TemplateLimitError);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+#ifdef NDEBUG  // about 1 s in a release build; debug and sanitizer builds are tens of times slower
   EXPECT_LT(seconds, 10.0);
+#else
+  (void)seconds;
+#endif
 }
 
 TEST(JinjaSandbox, RangeIsCappedAsInJinja2) {
