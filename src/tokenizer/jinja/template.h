@@ -9,6 +9,18 @@
 // raise_exception / strftime_now globals. Rendering reaches nothing but the variables passed in and is
 // bounded by Limits. A Template is immutable after construction: render it from any number of
 // threads at once.
+//
+// Undefined values behave as jinja2's default Undefined: they print as "", iterate as empty, are false,
+// have length 0 and pass `is defined` / `|default`; arithmetic on them, calling them, and reading an
+// attribute or item of them raise UndefinedError (a missing attribute of a defined value is undefined).
+//
+// Known differences from jinja2 (none matters to the chat templates in tests/fixtures/templates):
+//   - include / import / extends / block and recursive for-loops are syntax errors (there is no loader);
+//   - dict.items() / keys() / values() and range() give lists, so printing one shows [...] rather than
+//     dict_items([...]) or range(0, 3);
+//   - Markup is not modelled: `safe` returns its input and nothing is ever HTML-escaped implicitly
+//     (transformers renders with autoescape off, where this only shows in `x|safe + '<'`);
+//   - ints are 64-bit (overflow is an error), and case mapping covers Latin, Greek and Cyrillic.
 #pragma once
 
 #include <memory>
