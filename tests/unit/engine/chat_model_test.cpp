@@ -8,6 +8,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
+#include "tokenizer/prompt.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ds {
@@ -65,6 +66,22 @@ TEST_F(ChatModel, TextPromptsTokenizeToHuggingFaceIds) {
     ++checked;
   }
   EXPECT_EQ(checked, 3);
+}
+
+TEST_F(ChatModel, ConversationRendersAndTokenizesAsApplyChatTemplate) {
+  const PromptEncoder encoder = PromptEncoder::from_model_dir(kDir);
+  ASSERT_TRUE(encoder.has_chat_template());
+  int checked = 0;
+  for (const auto& c : expected_["cases"]) {
+    if (c["kind"] != "chat") continue;
+    ChatTemplateInputs inputs;
+    inputs.messages = nlohmann::ordered_json::parse(c["messages"].dump());
+    inputs.add_generation_prompt = true;
+    EXPECT_EQ(encoder.render_chat(inputs), c["rendered"].get<std::string>());
+    EXPECT_EQ(encoder.encode_chat(inputs), c["prompt_ids"].get<std::vector<int32_t>>());
+    ++checked;
+  }
+  EXPECT_EQ(checked, 1);
 }
 
 TEST_F(ChatModel, GreedyTokensAndStreamedTextMatchHuggingFace) {
