@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "cli/generate.h"
+#include "cli/tokenize.h"
 #include "util/check.h"
 
 int main(int argc, char** argv) {
@@ -13,9 +14,12 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", DEEPSERVE_VERSION);
   ds::cli::GenerateOptions generate_options;
   CLI::App* generate = ds::cli::add_generate_command(app, generate_options);
+  ds::cli::TokenizeOptions tokenize_options;
+  CLI::App* tokenize = ds::cli::add_tokenize_command(app, tokenize_options);
   CLI11_PARSE(app, argc, argv);
   try {
     if (generate->parsed()) return ds::cli::run_generate(generate_options);
+    if (tokenize->parsed()) return ds::cli::run_tokenize(tokenize_options);
   } catch (const ds::UserError& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
