@@ -96,6 +96,7 @@ Value f_escape(Interpreter& interp, const Value& v, CallArgs& a) {
 Value f_float(Interpreter&, const Value& v, CallArgs& a) {
   BoundArgs b("float", a, {"default"});
   const Value fallback = b.get(0, Value::number(0.0));
+  fail_if_undefined(v);  // float(Undefined) raises UndefinedError, which the filter does not catch
   if (v.is_number()) return Value::number(v.as_float());
   if (v.is_string()) {
     if (auto d = pystr::parse_float(v.as_string())) return Value::number(*d);
@@ -120,7 +121,10 @@ Value f_format(Interpreter& interp, const Value& v, CallArgs& a) {
 
 Value f_indent(Interpreter& interp, const Value& v, CallArgs& a) {
   BoundArgs b("indent", a, {"width", "first", "blank"});
-  if (!v.is_string()) fail_if_undefined(v);
+  fail_if_undefined(v);
+  if (!v.is_string()) {
+    detail::throw_type_error(fmt::format("unsupported operand type(s) for +=: '{}' and 'str'", type_name(v)));
+  }
   std::string indention;
   if (b.has(0) && b[0].is_string()) {
     indention = b[0].as_string();
@@ -150,6 +154,7 @@ Value f_int(Interpreter&, const Value& v, CallArgs& a) {
   BoundArgs b("int", a, {"default", "base"});
   const Value fallback = b.get(0, Value::integer(0));
   const int base = b.has(1) ? static_cast<int>(b[1].as_int()) : 10;
+  fail_if_undefined(v);  // int(Undefined) raises UndefinedError, which the filter does not catch
   if (v.is_integral()) return Value::integer(v.as_int());
   if (v.is_float()) {
     const double d = v.as_float();

@@ -164,6 +164,7 @@ Value f_list(Interpreter& interp, const Value& v, CallArgs& a) {
 }
 
 Value f_map(Interpreter& interp, const Value& v, CallArgs& a) {
+  if (!truthy(v)) return Value::list({});  // jinja2: `if value:` before anything else
   std::vector<Value> out;
   const Value* attribute = nullptr;
   const Value* dflt = nullptr;
@@ -215,6 +216,7 @@ Value f_min(Interpreter& interp, const Value& v, CallArgs& a) {
 }
 
 Value select_or_reject(Interpreter& interp, const Value& v, CallArgs& a, bool lookup_attr, bool select) {
+  if (!truthy(v)) return Value::list({});  // jinja2: `if value:` before anything else
   size_t next = 0;
   Value attribute;
   if (lookup_attr) {
@@ -336,6 +338,9 @@ Value f_unique(Interpreter& interp, const Value& v, CallArgs& a) {
     if (auto h = hash_key(k)) {
       if (seen_hashable.insert(*h).second) out.push_back(item);
       continue;
+    }
+    if (k.is_dict() || k.is_namespace() || (k.is_list() && !k.is_tuple())) {
+      detail::throw_type_error(fmt::format("unhashable type: '{}'", type_name(k)));
     }
     interp.charge_string(seen_other.size() * 16);
     if (std::none_of(seen_other.begin(), seen_other.end(), [&](const Value& s) { return equals(s, k); })) {

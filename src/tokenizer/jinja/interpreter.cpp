@@ -470,7 +470,9 @@ Value Interpreter::eval_getitem(const GetitemExpr& expr, const std::shared_ptr<F
     if (obj.is_string()) charge_string(obj.as_string().size());
     if (obj.is_list()) charge_string(obj.items().size() * kElementCost);
     if (obj.is_string() || obj.is_list()) return builtins::slice(obj, start, stop, step);
-    return Value::undefined(fmt::format("'{} object' is not subscriptable", type_name(obj)));
+    // jinja2 compiles a slice to a plain Python subscript, which raises rather than giving undefined.
+    if (obj.is_dict()) detail::throw_type_error("unhashable type: 'slice'");
+    detail::throw_type_error(fmt::format("'{}' object is not subscriptable", type_name(obj)));
   }
   return getitem(obj, eval(*expr.index, frame));
 }

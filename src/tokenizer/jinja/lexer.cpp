@@ -278,21 +278,38 @@ class Lexer {
   size_t lex_number(size_t p) {
     const bool after_dot = !out_.empty() && out_.back().type == TokenType::kOperator &&
                            out_.back().value == "." && p > 0 && src_[p - 1] == '.';
-    // 0b / 0o / 0x integers.
-    if (src_[p] == '0' && p + 1 < src_.size() &&
-        std::string_view("bBoOxX").find(src_[p + 1]) != std::string::npos) {
-      const int base = (src_[p + 1] | 0x20) == 'b' ? 2 : (src_[p + 1] | 0x20) == 'o' ? 8 : 16;
-      size_t e = p + 2;
-      while (e < src_.size() && (std::isxdigit(static_cast<unsigned char>(src_[e])) || src_[e] == '_')) ++e;
-      const auto v = pystr::parse_int(std::string_view(src_).substr(p, e - p), base);
-      if (!v) fail("invalid integer literal", p);
+    // 0b / 0o / 0x integers: (_?digit)+ after the prefix, else just "0" (so `0or x` is `0 or x`).
+    auto digit_of = [](char c, int base) {
+      const int d = std::isdigit(static_cast<unsigned char>(c))    ? c - '0'
+                    : std::isxdigit(static_cast<unsigned char>(c)) ? (c | 0x20) - 'a' + 10
+                                                                   : 99;
+      return d < base;
+    };
+    const int base = p + 1 >= src_.size()          ? 0
+                     : (src_[p + 1] | 0x20) == 'b' ? 2
+                     : (src_[p + 1] | 0x20) == 'o' ? 8
+                     : (src_[p + 1] | 0x20) == 'x' ? 16
+                                                   : 0;
+    size_t pe = p + 2;
+    while (base != 0 && src_[p] == '0' && pe < src_.size()) {
+      if (digit_of(src_[pe], base)) {
+        ++pe;
+      } else if (src_[pe] == '_' && pe + 1 < src_.size() && digit_of(src_[pe + 1], base)) {
+        pe += 2;
+      } else {
+        break;
+      }
+    }
+    if (base != 0 && src_[p] == '0' && pe > p + 2) {
+      const auto v = pystr::parse_int(std::string_view(src_).substr(p, pe - p), base);
+      if (!v) fail("integer literal too large", p);
       Token t;
       t.type = TokenType::kInteger;
-      t.value = src_.substr(p, e - p);
+      t.value = src_.substr(p, pe - p);
       t.int_value = *v;
       t.location = location(p);
       out_.push_back(std::move(t));
-      return e;
+      return pe;
     }
     size_t e = scan_digits(p);
     bool is_float = false;

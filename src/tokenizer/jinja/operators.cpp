@@ -173,7 +173,9 @@ std::string format_spec(const Value& value, const std::string& spec) {
 
 Value binary(BinaryOp op, const Value& a, const Value& b, Interpreter& interp) {
   fail_if_undefined(a);
-  fail_if_undefined(b);
+  // str % Undefined is formatting with a mapping-like argument (Undefined has __getitem__), not an error
+  // until a key is looked up.
+  if (!(op == BinaryOp::kMod && a.is_string())) fail_if_undefined(b);
   const bool ints = a.is_integral() && b.is_integral();
   const bool nums = a.is_number() && b.is_number();
   switch (op) {
@@ -311,6 +313,9 @@ Value unary_plus(const Value& v) {
 
 std::string percent_format(const std::string& format, const Value& args) {
   // A tuple supplies positional values; a dict supplies %(name)s values; anything else is one value.
+  // Python treats a non-tuple, non-str argument with __getitem__ (dict, list, Undefined) as a mapping:
+  // it may go unused. Any other single argument must be consumed.
+  const bool mapping = args.is_dict() || args.is_undefined() || (args.is_list() && !args.is_tuple());
   std::vector<Value> positional;
   if (args.is_tuple()) {
     positional = args.items();
@@ -329,6 +334,7 @@ std::string percent_format(const std::string& format, const Value& args) {
     if (format[i] == '(') {
       const size_t close = format.find(')', i);
       if (close == std::string::npos) detail::throw_value_error("incomplete format key");
+      fail_if_undefined(args);
       if (!args.is_dict()) detail::throw_type_error("format requires a mapping");
       value = args.as_dict().find(format.substr(i + 1, close - i - 1));
       if (value == nullptr) detail::throw_fault(detail::Fault::Kind::kValue, "format key not found");
@@ -348,7 +354,7 @@ std::string percent_format(const std::string& format, const Value& args) {
       continue;
     }
     if (value == nullptr) {
-      if (args.is_dict() && !args.is_tuple()) {
+      if (mapping) {
         value = &args;
       } else {
         if (next_arg >= positional.size()) detail::throw_type_error("not enough arguments for format string");
@@ -401,7 +407,7 @@ std::string percent_format(const std::string& format, const Value& args) {
         detail::throw_value_error(fmt::format("unsupported format character '{}'", conv));
     }
   }
-  if (args.is_tuple() && next_arg < positional.size()) {
+  if ((args.is_tuple() || !mapping) && next_arg < positional.size()) {
     detail::throw_type_error("not all arguments converted during string formatting");
   }
   return out;

@@ -16,8 +16,11 @@
 //
 // Known differences from jinja2 (none matters to the chat templates in tests/fixtures/templates):
 //   - include / import / extends / block and recursive for-loops are syntax errors (there is no loader);
-//   - dict.items() / keys() / values() and range() give lists, so printing one shows [...] rather than
-//     dict_items([...]) or range(0, 3);
+//   - dict.items() / keys() / values(), range(), map / select / reject and reverse (of a list or dict) give
+//     lists where jinja2 gives views, generators or iterators: printing one shows [...] rather than
+//     dict_items([...]) or <generator ...>, and `[]|reverse` is false where jinja2's iterator is true;
+//   - slicing a literal that is not a sequence (`1[:2]`) raises, where jinja2's constant folding gives
+//     an undefined value (slicing a variable raises in both);
 //   - Markup is not modelled: `safe` returns its input and nothing is ever HTML-escaped implicitly
 //     (transformers renders with autoescape off, where this only shows in `x|safe + '<'`);
 //   - ints are 64-bit (overflow is an error), and case mapping covers Latin, Greek and Cyrillic.

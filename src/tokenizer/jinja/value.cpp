@@ -434,6 +434,9 @@ bool contains(const Value& container, const Value& item) {
       }
       return false;
     case Value::Type::kDict:
+      if (item.is_dict() || item.is_namespace() || (item.is_list() && !item.is_tuple())) {
+        detail::throw_type_error(fmt::format("unhashable type: '{}'", type_name(item)));
+      }
       return container.as_dict().find(item) != nullptr;
     default:
       detail::throw_type_error(fmt::format("argument of type '{}' is not iterable", type_name(container)));
