@@ -55,7 +55,8 @@ struct StepResult {
   std::string what;
   int64_t batch = 0, tokens = 0;
   Timing time;
-  StepStats cost;  // from the profiled step
+  StepStats cost;                // from the profiled step
+  int64_t nonfinite_logits = 0;  // of the profiled step: random weights must keep activations finite
 };
 
 void check_cuda(cudaError_t status, const char* what) {
@@ -87,8 +88,7 @@ ForwardBatch make_step(int64_t seqs, int64_t new_tokens, int64_t cached, int32_t
   return b;
 }
 
-// Runs `batch` warmup + N times with events around forward(), then once profiled. Checks the logits are
-// finite.
+// Runs `batch` warmup + N times with events around forward(), then once profiled; counts non-finite logits.
 StepResult run_step(const Options& o, DeepseekModel& model, CudaBackend& cuda, ProfilingBackend& prof,
                     const ForwardBatch& batch, const std::string& what) {
   const auto stream = static_cast<cudaStream_t>(cuda.stream_handle());
@@ -118,9 +118,7 @@ StepResult run_step(const Options& o, DeepseekModel& model, CudaBackend& cuda, P
   r.cost = prof.end_step();
   std::vector<float> host(static_cast<size_t>(logits.numel()));
   cuda.copy_to_host(logits, host);
-  size_t bad = 0;
-  for (float x : host) bad += std::isfinite(x) ? 0 : 1;
-  DS_CHECK(bad == 0, "{}: {} of {} logits are not finite", what, bad, host.size());
+  for (float x : host) r.nonfinite_logits += std::isfinite(x) ? 0 : 1;
   r.what = what;
   r.batch = batch.num_seqs();
   r.tokens = batch.num_tokens();
@@ -152,9 +150,8 @@ Roof roof(const StepStats& c, const Ceilings& ceil) {
 std::string step_table(const std::string& title, const std::vector<StepResult>& rows, const Ceilings& ceil) {
   std::ostringstream s;
   s << "\n### " << title << "\n\n"
-    << "| step | batch | ms (median) | min–max, n | tok/s | bytes must read (weights + KV) | experts touched "
-       "/ MoE layer "
-       "| FLOPs | bytes/BW ms | FLOPs/rate ms | roofline ms | of roofline |\n"
+    << "| step | batch | ms (median) | min–max, n | tok/s | bytes must read (weights + KV) "
+       "| experts touched / MoE layer | FLOPs | bytes/BW ms | FLOPs/rate ms | roofline ms | of roofline |\n"
     << "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const StepResult& r : rows) {
     const Roof rf = roof(r.cost, ceil);
@@ -169,6 +166,11 @@ std::string step_table(const std::string& title, const std::vector<StepResult>& 
         fmt_ms(rf.t_bytes), fmt_ms(rf.t_flops), fmt_ms(rf.floor),
         rf.t_bytes >= rf.t_flops ? "memory" : "compute", 100.0 * rf.floor / r.time.median_ms);
   }
+  for (const StepResult& r : rows)
+    s << fmt::format("\n{} batch {}: {}", r.what, r.batch,
+                     r.nonfinite_logits == 0 ? "every logit finite"
+                                             : fmt::format("{} logits NOT finite", r.nonfinite_logits));
+  s << "\n";
   return s.str();
 }
 

@@ -58,10 +58,18 @@ if ! cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDEEPSERVE_CUDA
 fi
 echo "built in $(elapsed) s"
 
-DATA=/tmp/dsbench
-if [ "$(df --output=avail -B1G /dev/shm 2>/dev/null | tail -1)" -ge 56 ] 2>/dev/null; then DATA=/dev/shm/dsbench; fi
+# The V3 slice needs about 52 GB: /dev/shm (RAM) when it has room, else /tmp, else a tmpfs of our own.
+avail_gb() { df --output=avail -B1G "$1" 2>/dev/null | tail -1 | tr -d ' '; }
+if [ "$(avail_gb /dev/shm)" -ge 56 ] 2>/dev/null; then
+  DATA=/dev/shm/dsbench
+elif [ "$(avail_gb /tmp)" -ge 56 ] 2>/dev/null; then
+  DATA=/tmp/dsbench
+else
+  DATA=/tmp/dsbench
+  mkdir -p "$DATA" && mount -t tmpfs -o size=60G tmpfs "$DATA" || echo "no room for the V3 slice: $(avail_gb /tmp) GB in /tmp"
+fi
 mkdir -p "$DATA"
-echo "checkpoints in $DATA"
+echo "checkpoints in $DATA ($(avail_gb "$DATA") GB free)"
 
 if phase mla 30; then
   bounded "$BIN" --mla-op --out "$TABLES" || echo "mla op: exit $?"
@@ -89,7 +97,7 @@ if phase v3slice 150; then
     echo "v3slice checkpoint: failed"
   fi
 fi
-rm -rf "$DATA"
+rm -rf "$DATA"/*
 
 for s in "${skipped[@]}"; do echo "skipped: $s" | tee -a "$TABLES"; done
 echo "== done in $(elapsed) s"
