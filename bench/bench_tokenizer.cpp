@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -155,4 +156,15 @@ BENCHMARK(BM_DetokenizeStream)->Unit(benchmark::kMillisecond);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// DS_BENCH_CORPUS_OUT=FILE writes the corpus so that a peer (tools/bench/hf_tokenizer_speed.py, HF
+// `tokenizers`) can be timed on exactly the same text.
+int main(int argc, char** argv) {
+  if (const char* out = std::getenv("DS_BENCH_CORPUS_OUT")) {
+    std::ofstream(out, std::ios::binary) << corpus();
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

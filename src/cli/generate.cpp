@@ -15,6 +15,7 @@
 #include "engine/engine.h"
 #include "engine/request_params.h"
 #include "model/deepseek.h"
+#include "tokenizer/prompt.h"
 #include "util/check.h"
 
 namespace ds::cli {
@@ -85,17 +86,27 @@ EngineConfig engine_config(const GenerateOptions& o, const DeepseekModel& model,
   return c;
 }
 
-int run_single(const GenerateOptions& o, DeepseekModel& model) {
+int run_single(const GenerateOptions& o, DeepseekModel& model, const PromptEncoder* encoder) {
   EngineRequest request;
-  request.prompt_ids = parse_prompt_ids(o.prompt_ids);
+  if (!o.prompt_ids.empty()) {
+    request.prompt_ids = parse_prompt_ids(o.prompt_ids);
+  } else if (!o.chat_file.empty()) {
+    ChatTemplateInputs inputs = PromptEncoder::read_chat_file(o.chat_file);
+    inputs.add_generation_prompt = true;
+    request.prompt_ids = encoder->encode_chat(inputs);
+  } else {
+    request.prompt_ids = encoder->encode_text(o.prompt);
+  }
   request.params.temperature = o.temperature;
   request.params.top_p = o.top_p;
   request.params.top_k = o.top_k;
   if (o.seed_given) request.params.seed = o.seed;
   request.params.max_tokens = o.max_tokens;
   request.params.ignore_eos = o.ignore_eos;
-  Engine engine(model, engine_config(o, model, static_cast<int64_t>(request.prompt_ids.size()) + o.max_tokens));
+  Engine engine(model, engine_config(o, model, static_cast<int64_t>(request.prompt_ids.size()) + o.max_tokens),
+                encoder != nullptr ? &encoder->tokenizer() : nullptr);
   const std::vector<int32_t> prompt_ids = request.prompt_ids;
+  std::string text;
   auto stream = engine.submit(std::move(request));
   std::vector<int32_t> tokens;
   FinishReason finish = FinishReason::kNone;
@@ -106,17 +117,22 @@ int run_single(const GenerateOptions& o, DeepseekModel& model) {
       for (int32_t t : delta.token_ids) {
         tokens.push_back(t);
         // Without a tokenizer the stream is the token ids themselves.
-        if (!o.json) {
+        if (!o.json && encoder == nullptr) {
           std::printf("%d ", t);
           std::fflush(stdout);
         }
+      }
+      text += delta.text;
+      if (!o.json && encoder != nullptr) {
+        std::fwrite(delta.text.data(), 1, delta.text.size(), stdout);
+        std::fflush(stdout);
       }
       if (delta.finish_reason != FinishReason::kNone) finish = delta.finish_reason;
     }
   }
   if (o.json) {
     const nlohmann::json out = {
-        {"prompt_ids", prompt_ids}, {"token_ids", tokens}, {"text", ""}, {"finish_reason", to_string(finish)}};
+        {"prompt_ids", prompt_ids}, {"token_ids", tokens}, {"text", text}, {"finish_reason", to_string(finish)}};
     std::printf("%s\n", out.dump().c_str());
   } else {
     std::printf("\n");
@@ -130,11 +146,12 @@ struct BatchLine {
   std::vector<int32_t> prompt_ids;
   std::shared_ptr<RequestStream> stream;
   std::map<int32_t, std::vector<int32_t>> tokens;
+  std::map<int32_t, std::string> text;
   std::map<int32_t, std::string> finish;
   std::string error;
 };
 
-int run_batch(const GenerateOptions& o, DeepseekModel& model) {
+int run_batch(const GenerateOptions& o, DeepseekModel& model, const PromptEncoder* encoder) {
   std::ifstream in(o.batch_file);
   DS_REQUIRE(in.good(), InvalidArgument, "--batch: cannot open {}", o.batch_file);
   std::vector<BatchLine> lines;
@@ -154,10 +171,21 @@ int run_batch(const GenerateOptions& o, DeepseekModel& model) {
       for (const auto& key : unknown)
         std::fprintf(stderr, "warning: %s line %zu: unknown field '%s' ignored\n", o.batch_file.c_str(), line_no,
                      key.c_str());
-      if (body.contains("messages")) throw InvalidArgument("messages", "'messages' needs the chat template, which this build does not have yet; give 'prompt' as token ids");
-      if (!body.contains("prompt")) throw InvalidArgument("prompt", "each line needs 'prompt' (a list of token ids)");
-      if (body["prompt"].is_string()) throw InvalidArgument("prompt", "a text 'prompt' needs the tokenizer, which this build does not have yet; give token ids");
-      r.prompt_ids = parse_token_ids(body["prompt"], "prompt");
+      if (body.contains("messages")) {
+        if (encoder == nullptr) throw InvalidArgument("messages", "'messages' needs the model's tokenizer and chat template");
+        if (!body["messages"].is_array()) throw InvalidArgument("messages", "'messages' must be a list");
+        ChatTemplateInputs inputs;
+        inputs.messages = nlohmann::ordered_json::parse(body["messages"].dump());
+        inputs.add_generation_prompt = true;
+        r.prompt_ids = encoder->encode_chat(inputs);
+      } else if (!body.contains("prompt")) {
+        throw InvalidArgument("prompt", "each line needs 'prompt' (text or token ids) or 'messages'");
+      } else if (body["prompt"].is_string()) {
+        if (encoder == nullptr) throw InvalidArgument("prompt", "a text 'prompt' needs the model's tokenizer; give token ids");
+        r.prompt_ids = encoder->encode_text(body["prompt"].get<std::string>());
+      } else {
+        r.prompt_ids = parse_token_ids(body["prompt"], "prompt");
+      }
       line.prompt_ids = r.prompt_ids;
       longest = std::max<int64_t>(longest, static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_tokens);
       requests.emplace_back(lines.size(), std::move(r));
@@ -168,7 +196,7 @@ int run_batch(const GenerateOptions& o, DeepseekModel& model) {
     }
     lines.push_back(std::move(line));
   }
-  Engine engine(model, engine_config(o, model, longest));
+  Engine engine(model, engine_config(o, model, longest), encoder != nullptr ? &encoder->tokenizer() : nullptr);
   for (auto& [index, request] : requests) {
     try {
       lines[index].stream = engine.submit(std::move(request));
@@ -184,6 +212,7 @@ int run_batch(const GenerateOptions& o, DeepseekModel& model) {
       while (line.stream->try_next(delta)) {
         auto& t = line.tokens[delta.index];
         t.insert(t.end(), delta.token_ids.begin(), delta.token_ids.end());
+        line.text[delta.index] += delta.text;
         if (delta.finish_reason != FinishReason::kNone) line.finish[delta.index] = to_string(delta.finish_reason);
       }
     }
@@ -195,7 +224,7 @@ int run_batch(const GenerateOptions& o, DeepseekModel& model) {
     } else {
       auto sample = [&](int32_t i) {
         return nlohmann::json{{"token_ids", line.tokens.count(i) ? line.tokens.at(i) : std::vector<int32_t>{}},
-                              {"text", ""},
+                              {"text", line.text.count(i) ? line.text.at(i) : ""},
                               {"finish_reason", line.finish.count(i) ? line.finish.at(i) : "abort"}};
       };
       out["prompt_ids"] = line.prompt_ids;
@@ -218,9 +247,11 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
   cmd->add_option("--model", o.model_dir, "Checkpoint directory (HuggingFace layout)")->required();
   auto* prompt = cmd->add_option("--prompt", o.prompt, "Prompt text (needs the model's tokenizer)");
   auto* ids = cmd->add_option("--prompt-ids", o.prompt_ids, "Prompt as token ids, e.g. 1,2,3");
+  auto* chat = cmd->add_option("--chat", o.chat_file, "Conversation file (JSON list of messages), chat-templated");
   auto* batch = cmd->add_option("--batch", o.batch_file, "JSON-lines file, one OpenAI-style request body per line");
-  prompt->excludes(ids)->excludes(batch);
-  ids->excludes(batch);
+  prompt->excludes(ids)->excludes(batch)->excludes(chat);
+  ids->excludes(batch)->excludes(chat);
+  chat->excludes(batch);
   cmd->add_option("--max-tokens", o.max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--temperature", o.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass in (0, 1]");
@@ -240,10 +271,8 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
 }
 
 int run_generate(const GenerateOptions& o) {
-  DS_REQUIRE(!o.prompt.empty() || !o.prompt_ids.empty() || !o.batch_file.empty(), InvalidArgument,
-             "give --prompt TEXT, --prompt-ids 1,2,3 or --batch FILE.jsonl");
-  DS_REQUIRE(o.prompt.empty(), InvalidArgument,
-             "--prompt needs the tokenizer, which this build does not have yet; pass token ids with --prompt-ids");
+  DS_REQUIRE(!o.prompt.empty() || !o.prompt_ids.empty() || !o.batch_file.empty() || !o.chat_file.empty(),
+             InvalidArgument, "give --prompt TEXT, --prompt-ids 1,2,3, --chat FILE.json or --batch FILE.jsonl");
   // Flag values are checked before the (possibly long) load.
   SamplingParams flags;
   flags.temperature = o.temperature;
@@ -256,7 +285,17 @@ int run_generate(const GenerateOptions& o) {
   const std::unique_ptr<Backend> backend = make_backend(o);
   auto model = DeepseekModel::load(o.model_dir, *backend);
   prefetch_with_progress(model->checkpoint());
-  return o.batch_file.empty() ? run_single(o, *model) : run_batch(o, *model);
+  // The model directory's tokenizer, when it has one: text prompts, chat files and text output.
+  std::optional<PromptEncoder> encoder;
+  if (std::filesystem::exists(std::filesystem::path(o.model_dir) / "tokenizer.json")) {
+    encoder = PromptEncoder::from_model_dir(o.model_dir);
+  } else {
+    DS_REQUIRE(o.prompt.empty() && o.chat_file.empty(), InvalidArgument,
+               "{} has no tokenizer.json: --prompt and --chat need the model's tokenizer; use --prompt-ids",
+               o.model_dir);
+  }
+  const PromptEncoder* enc = encoder ? &*encoder : nullptr;
+  return o.batch_file.empty() ? run_single(o, *model, enc) : run_batch(o, *model, enc);
 }
 
 }  // namespace ds::cli

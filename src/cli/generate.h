@@ -14,6 +14,7 @@ struct GenerateOptions {
   std::string model_dir;
   std::string prompt;
   std::string prompt_ids;  // "1,2,3"
+  std::string chat_file;   // a conversation (JSON), rendered with the model's chat template
   std::string batch_file;  // JSON lines of OpenAI-style request bodies
   int max_tokens = 16;
   double temperature = 1.0;

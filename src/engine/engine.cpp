@@ -227,6 +227,16 @@ bool Engine::step() {
   }
   if (out.empty()) return false;
   apply_block_moves(out);
+  {
+    const double now = now_seconds();
+    std::lock_guard lock(stats_mutex_);
+    for (const auto& s : out.scheduled) {
+      RequestState& request = *owner_.at(s.seq);
+      if (request.scheduled) continue;
+      request.scheduled = true;
+      stats_.request_queue_time.observe(now - request.arrival_time);
+    }
+  }
 
   // The batch: each scheduled sequence's next tokens; logits for its last token when that completes it, and
   // for every prompt token when prompt log-probs were asked for.

@@ -117,6 +117,7 @@ class Engine {
     std::vector<std::unique_ptr<Sequence>> seqs;  // seqs[0] computes the prompt; n > 1 forks the rest from it
     double arrival_time = 0.0;
     std::optional<double> first_token_time;
+    bool scheduled = false;  // first scheduled yet (queue time observed)
     bool forked = false;
   };
 

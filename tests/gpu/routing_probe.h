@@ -33,6 +33,10 @@ class RoutingProbe final : public Backend {
   void prepare_weight(Weight& w) override { inner_.prepare_weight(w); }
   Tensor empty(std::vector<int64_t> shape) override { return inner_.empty(std::move(shape)); }
   Tensor empty_f32(std::vector<int64_t> shape) override { return inner_.empty_f32(std::move(shape)); }
+  Tensor empty_host(std::vector<int64_t> shape) override { return inner_.empty_host(std::move(shape)); }
+  void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) override {
+    inner_.copy_blocks(from, to, moves, block_size);
+  }
   void fill_zero(Tensor& t) override { inner_.fill_zero(t); }
   void copy_to_host(const Tensor& t, std::span<float> out) override { inner_.copy_to_host(t, out); }
   void copy_from_host(std::span<const float> in, Tensor& t) override { inner_.copy_from_host(in, t); }

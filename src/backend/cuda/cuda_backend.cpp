@@ -33,6 +33,10 @@ void CudaBackend::synchronize() {
   DS_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
 }
 
+void* CudaBackend::stream_handle() const {
+  return ctx_->stream;
+}
+
 std::string CudaBackend::device_name() const {
   cudaDeviceProp prop{};
   DS_CUDA_CHECK(cudaGetDeviceProperties(&prop, ctx_->device));

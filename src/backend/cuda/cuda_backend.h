@@ -71,6 +71,9 @@ class CudaBackend final : public Backend {
   [[nodiscard]] std::string device_name() const;
   // Bytes of device memory held by prepared weights (block scales included).
   [[nodiscard]] uint64_t weight_bytes() const { return weight_bytes_; }
+  // The cudaStream_t every op is queued on, as an opaque pointer (this header includes no CUDA header): for
+  // callers that time ops with CUDA events on the same stream (bench/).
+  [[nodiscard]] void* stream_handle() const;
 
  private:
   [[nodiscard]] Tensor allocate(std::vector<int64_t> shape, DType dtype);

@@ -136,7 +136,7 @@ TEST(GenerateCliBatch, EachLineGetsItsAnswerInInputOrderAndBadLinesGetErrors) {
   EXPECT_NE(out[2]["error"].get<std::string>().find("line 3: not valid JSON"), std::string::npos);
   EXPECT_EQ(out[3]["id"], 7);
   EXPECT_NE(out[3]["error"].get<std::string>().find("temperature must be"), std::string::npos) << out[3];
-  EXPECT_NE(out[4]["error"].get<std::string>().find("needs the tokenizer"), std::string::npos) << out[4];
+  EXPECT_NE(out[4]["error"].get<std::string>().find("needs the model's tokenizer"), std::string::npos) << out[4];
 }
 
 TEST(GenerateCliBatch, UnknownFieldsAreWarnedAbout) {

@@ -2,7 +2,10 @@
 // must never change a request's tokens; the block accounting must hold after every step.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
+
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "backend/cpu/cpu_backend.h"
@@ -317,6 +320,57 @@ TEST_F(EngineTest, BackgroundThreadServesConcurrentSubmitters) {
   for (auto& c : clients) c.join();
   engine.stop();
   for (int i = 0; i < 4; ++i) EXPECT_EQ(results[static_cast<size_t>(i)], solo_greedy({10 + i, 20 + i, 30 + i}, 5));
+}
+
+}  // namespace
+}  // namespace ds
+
+namespace ds {
+namespace {
+
+// Prompt log-probs (echo / scoring) through the engine, chunked, against HF's on the V3 fixture.
+TEST(EnginePromptLogprobs, MatchHuggingFaceAcrossChunks) {
+  const std::string dir = std::string(DS_FIXTURES_DIR) + "/deepseek_v3_tiny_bf16";
+  std::ifstream in(dir + "/expected.json");
+  const auto expected = nlohmann::json::parse(in);
+  CpuBackend backend(2);
+  auto model = DeepseekModel::load(dir, backend);
+  EngineConfig config;
+  config.num_gpu_blocks = 32;
+  config.scheduler.max_num_batched_tokens = 24;  // the 80-token prompt spans four steps
+  Engine engine(*model, config);
+  for (const auto& prompt : expected["prompts"]) {
+    EngineRequest r;
+    r.prompt_ids = prompt["prompt_ids"].get<std::vector<int32_t>>();
+    r.params.max_tokens = 1;
+    r.params.temperature = 0;
+    r.params.prompt_logprobs = 3;
+    r.params.logprobs = 2;
+    auto stream = engine.submit(r);
+    while (engine.has_work()) (void)engine.step();
+    RequestDelta d;
+    std::vector<std::optional<SampledToken>> got;
+    std::vector<SampledToken> sampled;
+    while (stream->try_next(d)) {
+      if (!d.prompt_logprobs.empty()) got = d.prompt_logprobs;
+      sampled.insert(sampled.end(), d.logprobs.begin(), d.logprobs.end());
+    }
+    ASSERT_EQ(got.size(), r.prompt_ids.size());
+    EXPECT_FALSE(got[0].has_value());  // nothing predicts the first token
+    for (size_t i = 1; i < got.size(); ++i) {
+      ASSERT_TRUE(got[i].has_value());
+      EXPECT_EQ(got[i]->token, r.prompt_ids[i]);
+      EXPECT_NEAR(got[i]->logprob, prompt["prompt_logprobs"][i].get<double>(), 1e-3) << "position " << i;
+      EXPECT_EQ(got[i]->top_logprobs.size(), 3u);
+    }
+    // The sampled token's logprob and its top-2 against HF's ranking after the prompt.
+    ASSERT_EQ(sampled.size(), 1u);
+    EXPECT_EQ(sampled[0].token, prompt["last_top_logprobs"][0][0].get<int32_t>());
+    EXPECT_NEAR(sampled[0].logprob, prompt["last_top_logprobs"][0][1].get<double>(), 1e-3);
+    ASSERT_EQ(sampled[0].top_logprobs.size(), 2u);
+    EXPECT_EQ(sampled[0].top_logprobs[1].token, prompt["last_top_logprobs"][1][0].get<int32_t>());
+  }
+  EXPECT_EQ(engine.stats().request_queue_time.count(), 4);
 }
 
 }  // namespace

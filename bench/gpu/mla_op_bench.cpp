@@ -1,0 +1,138 @@
+#include "gpu/mla_op_bench.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <random>
+
+#include "io/dtype.h"
+#include "util/check.h"
+
+namespace ds::bench {
+namespace {
+
+constexpr int64_t kLora = 512, kRope = 64, kNope = 128, kV = 128;
+constexpr int32_t kPage = 64;
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+void check_cuda(cudaError_t status, const char* what) {
+  DS_CHECK(status == cudaSuccess, "{}: {}", what, cudaGetErrorString(status));
+}
+
+MlaResult bench_one(CudaBackend& backend, const MlaShape& s, int warmup, int iters) {
+  const int64_t b = s.batch, h = s.heads, pages_per_seq = (s.s_k + kPage - 1) / kPage;
+  const int64_t num_pages = b * pages_per_seq, cache_dim = kLora + kRope;
+
+  // kv_b_proj [h * (nope + v), lora] in bf16: W_UK then W_UV per head.
+  std::vector<uint16_t> w_host(static_cast<size_t>(h * (kNope + kV) * kLora));
+  {
+    const std::vector<float> f =
+        random_floats(w_host.size(), 11, 1.0f / std::sqrt(static_cast<float>(kLora)));
+    for (size_t i = 0; i < f.size(); ++i) w_host[i] = f32_to_bf16(f[i]);
+  }
+  TensorView view;
+  view.name = "bench.kv_b_proj.weight";
+  view.dtype = DType::kBF16;
+  view.shape = {h * (kNope + kV), kLora};
+  view.data = reinterpret_cast<const std::byte*>(w_host.data());
+  view.nbytes = w_host.size() * sizeof(uint16_t);
+  Weight kv_b_proj{&view, nullptr, h * (kNope + kV), kLora, 0, 0};
+  backend.prepare_weight(kv_b_proj);
+
+  // The cache: 64 pages of random latents, copied over every page (distinct memory, random contents).
+  Tensor seed_pages = backend.empty({int64_t{64} * kPage, cache_dim});
+  backend.copy_from_host(random_floats(static_cast<size_t>(seed_pages.numel()), 12, 1.0f), seed_pages);
+  Tensor cache = backend.empty({num_pages * kPage, cache_dim});
+  std::vector<BlockMove> moves;
+  for (int64_t p = 0; p < num_pages; ++p)
+    moves.push_back({static_cast<int32_t>(p % 64), static_cast<int32_t>(p)});
+  backend.copy_blocks(seed_pages, cache, moves, kPage);
+
+  Tensor q = backend.empty({b, h * (kNope + kRope)});
+  backend.copy_from_host(random_floats(static_cast<size_t>(q.numel()), 13, 1.0f), q);
+  Tensor out = backend.empty({b, h * kV});
+  // Poisoned, so that an element the op does not write shows up as NaN below.
+  backend.copy_from_host(std::vector<float>(static_cast<size_t>(out.numel()), NAN), out);
+
+  ForwardBatch batch;
+  batch.max_blocks_per_seq = static_cast<int32_t>(pages_per_seq);
+  batch.query_start_loc.push_back(0);
+  for (int64_t i = 0; i < b; ++i) {
+    batch.token_ids.push_back(0);
+    batch.positions.push_back(static_cast<int32_t>(s.s_k - 1));
+    batch.query_start_loc.push_back(static_cast<int32_t>(i + 1));
+    batch.seq_lens.push_back(static_cast<int32_t>(s.s_k));
+    for (int64_t p = 0; p < pages_per_seq; ++p)
+      batch.block_table.push_back(static_cast<int32_t>(i * pages_per_seq + p));
+    const int64_t last = s.s_k - 1;
+    batch.slot_mapping.push_back((i * pages_per_seq + last / kPage) * kPage + last % kPage);
+  }
+
+  MlaAttentionParams p;
+  p.q = &q;
+  p.kv_cache = &cache;
+  p.kv_b_proj = &kv_b_proj;
+  p.out = &out;
+  p.num_heads = h;
+  p.qk_nope_head_dim = kNope;
+  p.qk_rope_head_dim = kRope;
+  p.v_head_dim = kV;
+  p.kv_lora_rank = kLora;
+  p.block_size = kPage;
+  p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(kNope + kRope));
+
+  const auto stream = static_cast<cudaStream_t>(backend.stream_handle());
+  cudaEvent_t start = nullptr, stop = nullptr;
+  check_cuda(cudaEventCreate(&start), "cudaEventCreate");
+  check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
+  auto one = [&] {
+    check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
+    backend.mla_attention(p, batch);
+    check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0;
+    check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    return static_cast<double>(ms);
+  };
+  double warm_ms = 0;
+  for (int i = 0; i < warmup; ++i) warm_ms = one();
+  // Slow shapes get fewer repetitions (at least 3), so the whole table stays within a few seconds each.
+  const int n = std::max(3, std::min(iters, static_cast<int>(2000.0 / std::max(warm_ms, 1e-3))));
+  std::vector<double> samples;
+  for (int i = 0; i < n; ++i) samples.push_back(one());
+  check_cuda(cudaEventDestroy(start), "cudaEventDestroy");
+  check_cuda(cudaEventDestroy(stop), "cudaEventDestroy");
+
+  // Every output element written and finite.
+  std::vector<float> host(static_cast<size_t>(out.numel()));
+  backend.copy_to_host(out, host);
+  for (float x : host) DS_CHECK(std::isfinite(x), "MLA op b={} h={}: non-finite output", b, h);
+
+  MlaResult r;
+  r.shape = s;
+  r.time = summarize(std::move(samples));
+  const double bd = static_cast<double>(b), hd = static_cast<double>(h), sk = static_cast<double>(s.s_k);
+  r.bytes = (bd * sk * static_cast<double>(cache_dim) + bd * hd * static_cast<double>(cache_dim) +
+             bd * hd * kLora) *
+            2.0;
+  r.flops = bd * hd * sk * static_cast<double>(cache_dim + kLora) * 2.0;
+  return r;
+}
+
+}  // namespace
+
+std::vector<MlaResult> bench_mla_decode(CudaBackend& backend, const std::vector<MlaShape>& shapes, int warmup,
+                                        int iters) {
+  std::vector<MlaResult> results;
+  for (const MlaShape& s : shapes) results.push_back(bench_one(backend, s, warmup, iters));
+  return results;
+}
+
+}  // namespace ds::bench

@@ -1,0 +1,194 @@
+// The sandbox: limits on loops, recursion and output, blocked mutation, and typed errors with locations
+// (RELIABILITY.md: "a template that loops forever, recurses, or explodes its output").
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "jinja_test_util.h"
+
+namespace ds::jinja {
+namespace {
+
+using nlohmann::ordered_json;
+using testing::render;
+
+TemplateOptions small_limits() {
+  TemplateOptions o = testing::test_options();
+  o.limits.max_loop_iterations = 1000;
+  o.limits.max_recursion_depth = 20;
+  o.limits.max_output_bytes = 4096;
+  o.limits.max_total_string_bytes = 64 * 1024;
+  return o;
+}
+
+void expect_limit(const std::string& source, const std::string& message_part) {
+  try {
+    const std::string out = render(source, ordered_json::object(), small_limits());
+    FAIL() << "rendered " << out.size() << " bytes: " << source;
+  } catch (const TemplateLimitError& e) {
+    EXPECT_NE(e.message().find(message_part), std::string::npos) << e.what();
+    EXPECT_GT(e.line(), 0) << e.what();
+    EXPECT_EQ(e.kind(), "LimitError");
+  }
+}
+
+TEST(JinjaSandbox, DefaultLimits) {
+  const Limits limits;
+  EXPECT_EQ(limits.max_loop_iterations, 1'000'000);
+  EXPECT_EQ(limits.max_recursion_depth, 100);
+  EXPECT_EQ(limits.max_output_bytes, 16u << 20);
+}
+
+TEST(JinjaSandbox, LoopIterationsAreCountedOverTheWholeRender) {
+  expect_limit("{% for i in range(2000) %}{% endfor %}", "loop iterations");
+  // Nested loops add up: 40 * 40 = 1600 > 1000.
+  expect_limit("{% for i in range(40) %}{% for j in range(40) %}{% endfor %}{% endfor %}", "loop iterations");
+  EXPECT_EQ(render("{% for i in range(10) %}{% endfor %}ok", ordered_json::object(), small_limits()), "ok");
+}
+
+TEST(JinjaSandbox, MacroCallsCountAgainstTheIterationLimit) {
+  // Depth 16 is within the recursion limit, but 2^16 calls are not within 1000.
+  expect_limit(
+      "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(15) }}",
+      "macro calls");
+}
+
+TEST(JinjaSandbox, ScanningWorkIsBounded) {
+  // Each call scans a 2000-byte string: 500 calls are 1 MB of work against a 64 KiB budget.
+  expect_limit("{% set s = 'x' * 2000 %}{% for i in range(500) %}{{ s.find('y') }}{% endfor %}",
+               "bytes of strings");
+  // `in` over a list scans it: 900 x 900 elements.
+  expect_limit(
+      "{% set xs = range(900)|list %}{% for i in range(900) %}{% if i in xs %}{% endif %}{% endfor %}",
+      "bytes of strings");
+}
+
+TEST(JinjaSandbox, DefaultLimitsStopARunawayTemplateQuickly) {
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_THROW(
+      (void)render("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
+      TemplateLimitError);
+  EXPECT_THROW((void)render("{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(0) }}"),
+               TemplateLimitError);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+#ifdef NDEBUG  // about 1 s in a release build; debug and sanitizer builds are tens of times slower
+  EXPECT_LT(seconds, 10.0);
+#else
+  (void)seconds;
+#endif
+}
+
+TEST(JinjaSandbox, RangeIsCappedAsInJinja2) {
+  // jinja2.sandbox.MAX_RANGE = 100000, whatever the iteration limit.
+  EXPECT_THROW((void)render("{{ range(100001)|length }}"), TemplateLimitError);
+  EXPECT_EQ(render("{{ range(100000)|length }}"), "100000");
+}
+
+TEST(JinjaSandbox, MacroRecursionIsBounded) {
+  expect_limit("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "nested deeper than 20");
+  expect_limit("{% macro a() %}{{ b() }}{% endmacro %}{% macro b() %}{{ a() }}{% endmacro %}{{ a() }}",
+               "nested deeper than 20");
+}
+
+TEST(JinjaSandbox, OutputAndStringsAreBounded) {
+  expect_limit("{% for i in range(500) %}0123456789{% endfor %}", "output exceeds 4096 bytes");
+  expect_limit("{{ 'x' * 100000 }}", "exceeds 4096 bytes");
+  expect_limit("{% set s = 'x' * 2000 %}{% for i in range(100) %}{% set t = s ~ s %}{% endfor %}",
+               "bytes of strings");
+  expect_limit("{{ [1] * 5000 }}", "list repetition");
+  // Exponential growth through a namespace stops early too.
+  expect_limit(
+      "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+      "exceeds 4096 bytes");
+}
+
+TEST(JinjaSandbox, DeeplyNestedValuesAreRefused) {
+  EXPECT_THROW(
+      (void)render(
+          "{% set ns = namespace(v=[]) %}{% for i in range(600) %}{% set ns.v = [ns.v] %}{% endfor %}"
+          "{{ ns.v }}"),
+      TemplateLimitError);
+}
+
+TEST(JinjaSandbox, MutationIsBlocked) {
+  const ordered_json vars = {{"xs", {1}}, {"d", {{"a", 1}}}};
+  for (const char* src :
+       {"{{ xs.append(2) }}", "{{ xs.pop() }}", "{{ d.update({'b': 2}) }}", "{{ d.clear() }}"}) {
+    try {
+      (void)render(src, vars);
+      FAIL() << src;
+    } catch (const TemplateRuntimeError& e) {
+      EXPECT_EQ(e.kind(), "SecurityError") << e.what();
+    }
+  }
+  EXPECT_THROW((void)render("{% set d.x = 1 %}", vars),
+               TemplateRuntimeError);  // only namespaces take attributes
+}
+
+TEST(JinjaSandbox, NothingOutsideTheVariablesIsReachable) {
+  // No Python object model: dunder attributes are just missing, and there is no import / include.
+  EXPECT_EQ(render("[{{ ''.__class__ }}][{{ range.__globals__ }}][{{ namespace.__init__ }}]"), "[][][]");
+  EXPECT_THROW(Template t("{% include 'x' %}"), TemplateSyntaxError);
+  EXPECT_THROW(Template t("{% import 'x' as y %}"), TemplateSyntaxError);
+  EXPECT_THROW(Template t("{% extends 'x' %}"), TemplateSyntaxError);
+}
+
+TEST(JinjaSandbox, RaiseExceptionCarriesTheTemplatesMessage) {
+  try {
+    (void)render(
+        "{% for m in msgs %}\n  {% if m != 'user' %}{{ raise_exception('bad role: ' ~ m) }}{% endif %}{% "
+        "endfor %}",
+        {{"msgs", {"user", "robot"}}});
+    FAIL();
+  } catch (const TemplateRaisedError& e) {
+    EXPECT_EQ(e.message(), "bad role: robot");
+    EXPECT_EQ(e.line(), 2);
+    EXPECT_NE(std::string(e.what()).find("line 2"), std::string::npos);
+  }
+}
+
+TEST(JinjaSandbox, TypeErrorsAreTemplateErrors) {
+  struct Case {
+    const char* source;
+    const char* kind;
+  };
+  for (const Case& c :
+       {Case{"{{ 'a' + 1 }}", "TypeError"}, Case{"{% for x in none %}{% endfor %}", "TypeError"},
+        Case{"{{ 1 / 0 }}", "ValueError"}, Case{"{{ 'a' < 1 }}", "TypeError"},
+        Case{"{% for a, b in [[1]] %}{% endfor %}", "ValueError"}, Case{"{{ 1() }}", "TypeError"}}) {
+    try {
+      (void)render(c.source);
+      FAIL() << c.source;
+    } catch (const TemplateRuntimeError& e) {
+      EXPECT_EQ(e.kind(), c.kind) << c.source << ": " << e.what();
+      EXPECT_EQ(e.line(), 1);
+      EXPECT_GT(e.column(), 0);
+    }
+  }
+}
+
+TEST(JinjaSandbox, ErrorsAreUserErrors) {
+  // The server maps UserError to HTTP 400.
+  EXPECT_THROW((void)render("{{ missing.x }}"), UserError);
+  EXPECT_THROW(Template t("{% if %}"), UserError);
+}
+
+TEST(JinjaSandbox, OneTemplateRendersFromManyThreads) {
+  const Template t(
+      "{% set ns = namespace(n=0) %}{% for i in xs %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}",
+      testing::test_options());
+  std::vector<std::thread> threads;
+  std::vector<std::string> results(8);
+  for (int k = 0; k < 8; ++k) {
+    threads.emplace_back([&, k] {
+      for (int r = 0; r < 50; ++r) results[k] = t.render(ordered_json{{"xs", {k, k, k}}});
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int k = 0; k < 8; ++k) EXPECT_EQ(results[k], std::to_string(3 * k));
+}
+
+}  // namespace
+}  // namespace ds::jinja
