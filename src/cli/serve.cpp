@@ -15,6 +15,8 @@
 #include "engine/engine.h"
 #include "model/deepseek.h"
 #include "server/api_server.h"
+#include "server/chat_renderer.h"
+#include "tokenizer/prompt.h"
 #include "util/check.h"
 
 namespace ds::cli {
@@ -67,12 +69,6 @@ EngineConfig engine_config(const ServeOptions& o, const DeepseekModel& model) {
              "--kv-cache-gib or lower --max-model-len",
              c.num_gpu_blocks, o.block_size, max_model_len, needed);
   return c;
-}
-
-// The chat template of the model directory. The Jinja ChatTemplate lands in src/tokenizer separately; until
-// then the chat route answers 400 "no chat template" and everything else works.
-server::ChatRenderer make_chat_renderer(const fs::path& /*model_dir*/) {
-  return {};
 }
 
 std::string curl_example(const std::string& base, const std::string& model, bool has_tokenizer,
@@ -161,13 +157,15 @@ int run_serve(ServeOptions o) {
   auto model = DeepseekModel::load(o.model_dir, *backend);
   model->checkpoint().prefetch([](uint64_t, uint64_t) {});
   const fs::path tokenizer_dir = o.tokenizer_dir.empty() ? fs::path(o.model_dir) : fs::path(o.tokenizer_dir);
-  std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+  // The tokenizer and chat template, when the directory has them: text prompts and chat need them.
+  std::optional<PromptEncoder> encoder;
   if (fs::exists(tokenizer_dir / "tokenizer.json")) {
-    tokenizer = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_dir(tokenizer_dir));
+    encoder.emplace(PromptEncoder::from_model_dir(tokenizer_dir));
   } else if (!o.tokenizer_dir.empty()) {
     throw InvalidArgument(fmt::format("--tokenizer: {} has no tokenizer.json", tokenizer_dir.string()));
   }
-  Engine engine(*model, engine_config(o, *model), tokenizer.get());
+  const tokenizer::Tokenizer* tokenizer = encoder ? &encoder->tokenizer() : nullptr;
+  Engine engine(*model, engine_config(o, *model), tokenizer);
 
   server::ApiConfig api;
   api.served_model_names = o.served_model_names;
@@ -183,7 +181,8 @@ int run_serve(ServeOptions o) {
   http.max_connections = o.max_connections;
   http.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.header_timeout_s * 1000));
   http.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.body_timeout_s * 1000));
-  server::ApiServer server(engine, tokenizer.get(), make_chat_renderer(tokenizer_dir), api, http);
+  server::ApiServer server(
+      engine, tokenizer, encoder ? server::make_chat_renderer(*encoder) : server::ChatRenderer(), api, http);
   server.set_api_keys(std::move(keys));
   server.set_access_log(access_log.get());
   engine.start();
@@ -194,7 +193,9 @@ int run_serve(ServeOptions o) {
   std::fprintf(stderr, "deepserve: serving %s as '%s' on the %s, max_model_len %lld, %s\n",
                o.model_dir.c_str(), o.served_model_names.front().c_str(), o.device == "cuda" ? "GPU" : "CPU",
                static_cast<long long>(api.max_model_len),
-               tokenizer ? "with its tokenizer" : "token ids only (no tokenizer.json)");
+               !encoder                       ? "token ids only (no tokenizer.json)"
+               : encoder->has_chat_template() ? "with its tokenizer and chat template"
+                                              : "with its tokenizer (no chat template)");
   std::fprintf(stderr, "deepserve: listening on %s\n", base.c_str());
   std::fprintf(stderr, "try: %s\n",
                curl_example(base, o.served_model_names.front(), tokenizer != nullptr,

@@ -41,8 +41,13 @@ function engineAnswers(requests) {
   rmSync(dir, { recursive: true, force: true });
   const lines = out.trim().split("\n").map((l) => JSON.parse(l));
   for (const l of lines) assert.equal(l.error, undefined, `generate --batch: ${l.error}`);
-  // One list of token-id lists (one per sample) for each request.
-  return lines.map((l) => (l.outputs ? l.outputs.map((o) => o.token_ids) : [l.token_ids]));
+  // One list of token-id lists (one per sample) for each request; the text and prompt ids ride along.
+  return lines.map((l) => {
+    const samples = l.outputs ? l.outputs.map((o) => o.token_ids) : [l.token_ids];
+    samples.texts = l.outputs ? l.outputs.map((o) => o.text) : [l.text];
+    samples.promptIds = l.prompt_ids;
+    return samples;
+  });
 }
 
 // ---- The server. ----
@@ -151,7 +156,7 @@ await check("seed: sampled tokens equal the engine's for the same seed (n = 1 an
   assert.deepEqual(one.choices[0].token_ids, reference[2][0]);
   const two = await client.completions.create({ model: servedName, prompt: promptB, max_tokens: 8, temperature: 1.0,
                                                 seed: 77, n: 2, ignore_eos: true, return_token_ids: true });
-  assert.deepEqual(two.choices.map((c) => c.token_ids), reference[3]);
+  assert.deepEqual(two.choices.map((c) => c.token_ids), [...reference[3]]);
 });
 
 await check("stop: a stop token id ends the answer with finish_reason stop", async () => {
@@ -198,8 +203,11 @@ await check("errors come back as the client's typed errors with param and code",
     assert.equal(e.type, "invalid_request_error");
     return e instanceof OpenAI.BadRequestError;
   });
-  await assert.rejects(client.completions.create({ model: servedName, prompt: Array(300).fill(3), max_tokens: 8 }),
-                       (e) => e.status === 400 && e.code === "context_length_exceeded");
+  const [{ max_model_len: maxModelLen }] = (await client.models.list()).data;
+  await assert.rejects(client.completions.create({ model: servedName, prompt: Array(maxModelLen - 2).fill(3),
+                                                   max_tokens: 8 }),
+                       (e) => e.status === 400 && e.code === "context_length_exceeded" &&
+                              e.message.includes(String(maxModelLen)));
   await assert.rejects(client.completions.create({ model: "no-such-model", prompt: promptA }),
                        (e) => e instanceof OpenAI.NotFoundError && e.code === "model_not_found");
   const stranger = new OpenAI({ baseURL: `${base}/v1`, apiKey: "wrong", maxRetries: 0 });
@@ -236,20 +244,19 @@ await check("a stream the client aborts is aborted in the engine", async () => {
 });
 
 if (hasTokenizer) {
-  await check("text prompt: tokens equal the engine's for the tokenized prompt; streamed text equals the whole", async () => {
-    const tokenized = await (await fetch(`${base}/tokenize`, {
-      method: "POST", headers: { Authorization: `Bearer ${apiKey}`, "Content-Type": "application/json" },
-      body: JSON.stringify({ prompt: "Hello" }) })).json();
-    const [ref] = engineAnswers([{ prompt: tokenized.tokens, max_tokens: 8, ...greedy }]);
+  await check("text prompt: tokens and text equal the engine's (generate --batch with the same text)", async () => {
+    const [ref] = engineAnswers([{ prompt: "Hello", max_tokens: 8, ...greedy }]);
     const r = await client.completions.create({ model: servedName, prompt: "Hello", max_tokens: 8, ...greedy,
                                                 return_token_ids: true });
+    assert.deepEqual(r.choices[0].prompt_token_ids, ref.promptIds);
     assert.deepEqual(r.choices[0].token_ids, ref[0]);
-    assert.equal(r.usage.prompt_tokens, tokenized.count);
+    assert.equal(r.choices[0].text, ref.texts[0]);
+    assert.equal(r.usage.prompt_tokens, ref.promptIds.length);
     const stream = await client.completions.create({ model: servedName, prompt: "Hello", max_tokens: 8, ...greedy,
                                                      stream: true });
     let text = "";
     for await (const chunk of stream) text += chunk.choices.map((c) => c.text).join("");
-    assert.equal(text, r.choices[0].text);
+    assert.equal(text, ref.texts[0]);
   });
   const messages = [{ role: "user", content: "Hello" }];
   const tokenizedReply = await fetch(`${base}/tokenize`, {
@@ -263,10 +270,14 @@ if (hasTokenizer) {
                            (e) => e instanceof OpenAI.BadRequestError && /chat template/.test(e.message));
     });
   } else await check("chat, streamed and not: the same answer as the engine for the templated prompt", async () => {
-    const [ref] = engineAnswers([{ prompt: tokenized.tokens, max_tokens: 8, ...greedy }]);
+    // generate --batch renders the conversation with the model's template itself.
+    const [ref] = engineAnswers([{ messages, max_tokens: 8, ...greedy }]);
+    assert.deepEqual(tokenized.tokens, ref.promptIds);
     const r = await client.chat.completions.create({ model: servedName, messages, max_tokens: 8, ...greedy,
                                                      return_token_ids: true });
+    assert.deepEqual(r.prompt_token_ids, ref.promptIds);
     assert.deepEqual(r.choices[0].token_ids, ref[0]);
+    assert.equal(r.choices[0].message.content, ref.texts[0]);
     assert.equal(r.choices[0].message.role, "assistant");
     assert.equal(r.usage.prompt_tokens, tokenized.count);
     const stream = await client.chat.completions.create({ model: servedName, messages, max_tokens: 8, ...greedy,

@@ -14,6 +14,7 @@
 
 #include "../tokenizer/tiny_tokenizer.h"
 #include "engine/offline.h"
+#include "server/chat_renderer.h"
 
 namespace ds::server::testing {
 
@@ -225,15 +226,20 @@ HarnessOptions::HarnessOptions() {
 
 ServerHarness::ServerHarness(HarnessOptions o) {
   backend_ = std::make_unique<CpuBackend>(1);
-  model_ = DeepseekModel::load(kModelDir, *backend_);
-  if (o.with_tokenizer) {
+  model_ = DeepseekModel::load(o.model_dir, *backend_);
+  ChatRenderer renderer;
+  if (o.with_model_tokenizer) {
+    encoder_.emplace(PromptEncoder::from_model_dir(o.model_dir));
+    renderer = make_chat_renderer(*encoder_);
+  } else if (o.with_tokenizer) {
     tokenizer_ = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_dir(tiny_tokenizer_dir()));
   }
-  engine_ = std::make_unique<Engine>(*model_, o.engine, tokenizer_.get());
-  if (!o.access_log.empty()) access_log_ = std::make_unique<AccessLog>(o.access_log);
-  ChatRenderer renderer;
   if (o.with_chat_template) renderer = &render_test_chat;
-  server_ = std::make_unique<ApiServer>(*engine_, tokenizer_.get(), renderer, o.api, o.http);
+  engine_ = std::make_unique<Engine>(*model_, o.engine, tokenizer());
+  if (o.api.vocab_size == 0) o.api.vocab_size = model_->config().vocab_size;
+  if (o.api.max_model_len == 0) o.api.max_model_len = engine_->config().max_model_len;
+  if (!o.access_log.empty()) access_log_ = std::make_unique<AccessLog>(o.access_log);
+  server_ = std::make_unique<ApiServer>(*engine_, tokenizer(), renderer, o.api, o.http);
   ApiKeys keys;
   for (const auto& k : o.api_keys) keys.add("user-" + k.substr(0, 3), k);
   server_->set_api_keys(std::move(keys));

@@ -16,6 +16,7 @@
 #include "engine/engine.h"
 #include "model/deepseek.h"
 #include "server/api_server.h"
+#include "tokenizer/prompt.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ds::server::testing {
@@ -82,7 +83,10 @@ std::filesystem::path tiny_tokenizer_dir();
 std::string render_test_chat(const ChatRenderInput& input);
 
 struct HarnessOptions {
-  bool with_tokenizer = false;
+  std::string model_dir = kModelDir;
+  // The model directory's own tokenizer and chat template (PromptEncoder), as `deepserve serve` uses them.
+  bool with_model_tokenizer = false;
+  bool with_tokenizer = false;  // the tiny hand-written tokenizer instead
   bool with_chat_template = false;
   ApiConfig api;
   HttpServerConfig http;
@@ -103,7 +107,10 @@ class ServerHarness {
   [[nodiscard]] Engine& engine() { return *engine_; }
   [[nodiscard]] DeepseekModel& model() { return *model_; }
   [[nodiscard]] ApiServer& server() { return *server_; }
-  [[nodiscard]] const tokenizer::Tokenizer* tokenizer() const { return tokenizer_.get(); }
+  [[nodiscard]] const tokenizer::Tokenizer* tokenizer() const {
+    return encoder_ ? &encoder_->tokenizer() : tokenizer_.get();
+  }
+  [[nodiscard]] const PromptEncoder& encoder() const { return *encoder_; }
   // Polls the engine's stats until nothing runs, waits or holds KV blocks; false after the timeout.
   bool wait_engine_idle(std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
@@ -111,6 +118,7 @@ class ServerHarness {
   std::unique_ptr<CpuBackend> backend_;
   std::unique_ptr<DeepseekModel> model_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  std::optional<PromptEncoder> encoder_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<ApiServer> server_;
