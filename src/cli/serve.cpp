@@ -1,6 +1,7 @@
 #include "cli/serve.h"
 
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -142,6 +143,8 @@ int run_serve(ServeOptions o) {
   server::ApiKeys keys;
   for (size_t i = 0; i < o.api_keys.size(); ++i) keys.add(fmt::format("key-{}", i + 1), o.api_keys[i]);
   if (!o.api_key_file.empty()) keys.add_file(o.api_key_file);
+  // Diagnostics go to stderr, so that stdout carries only the access log.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("deepserve"));
   std::unique_ptr<server::AccessLog> access_log;
   if (!o.access_log.empty()) access_log = std::make_unique<server::AccessLog>(o.access_log);
 

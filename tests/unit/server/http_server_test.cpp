@@ -267,6 +267,17 @@ TEST_F(HttpServerTest, ServerSentEventsAreChunkedAndEndWithDone) {
   EXPECT_EQ(r.body, "data: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: [DONE]\n\n");
 }
 
+TEST_F(HttpServerTest, ServerSentEventsToAnHttp10ClientEndWithTheConnection) {
+  start();
+  Connection c(port_);
+  c.send("GET /events HTTP/1.0\r\nHost: x\r\n\r\n");
+  const auto r = c.read_reply();  // no length, no chunks: the body ends when the server closes
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("transfer-encoding"), "");
+  EXPECT_EQ(r.header("connection"), "close");
+  EXPECT_EQ(r.body, "data: {\"n\":1}\n\ndata: {\"n\":2}\n\ndata: [DONE]\n\n");
+}
+
 TEST_F(HttpServerTest, ClientLeavingIsReportedToTheHandler) {
   start();
   {
