@@ -1,0 +1,564 @@
+#include "server/http_session.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <deque>
+#include <random>
+
+#include "util/check.h"
+
+namespace ds::server::detail {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+// A client's X-Request-Id when it is short and plain, else a fresh random one.
+std::string make_request_id(std::string_view given) {
+  const bool usable =
+      !given.empty() && given.size() <= 128 && std::all_of(given.begin(), given.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+      });
+  if (usable) return std::string(given);
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{:016x}", rng());
+}
+
+const char* reason_phrase(int status) {
+  const auto reason = http::obsolete_reason(static_cast<http::status>(status));
+  return reason.empty() ? "Unknown" : reason.data();
+}
+
+class Session;
+
+class ExchangeImpl final : public Exchange {
+ public:
+  ExchangeImpl(std::shared_ptr<Session> session, uint64_t generation, HttpRequest request,
+               std::string request_id, std::string user)
+      : session_(std::move(session)),
+        generation_(generation),
+        request_(std::move(request)),
+        request_id_(std::move(request_id)),
+        user_(std::move(user)) {}
+
+  const HttpRequest& request() const override { return request_; }
+  const std::string& request_id() const override { return request_id_; }
+  const std::string& user() const override { return user_; }
+  void reply(int status, std::string body, std::string content_type, const Headers& headers) override;
+  void start_events() override;
+  void send_event(std::string_view data) override;
+  void end_events() override;
+  bool events_started() const override;
+  void on_disconnect(std::function<void()> callback) override;
+  bool disconnected() const override;
+  void post(std::function<void()> fn) override;
+  void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) override;
+
+ private:
+  std::shared_ptr<Session> session_;
+  uint64_t generation_;
+  HttpRequest request_;
+  std::string request_id_;
+  std::string user_;
+};
+
+class Session final : public std::enable_shared_from_this<Session>, public SessionHandle {
+ public:
+  Session(tcp::socket socket, std::shared_ptr<ServerState> shared, bool limited)
+      : stream_(std::move(socket)), shared_ptr_(std::move(shared)), shared_(*shared_ptr_), limited_(limited) {
+    beast::error_code ec;
+    const auto endpoint = stream_.socket().remote_endpoint(ec);
+    if (!ec) remote_ = fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
+  }
+  ~Session() {
+    end_answering();
+    --shared_.connections;
+  }
+
+  void start() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
+  }
+  // Closes at once (the server is stopping; called with the io threads joined).
+  void close_now() override {
+    on_disconnect_ = nullptr;
+    exchange_.reset();
+    closed_ = true;
+    beast::error_code ec;
+    stream_.socket().close(ec);
+  }
+
+  // ---- The answer to the current request (called through ExchangeImpl, on the strand). ----
+  [[nodiscard]] bool current(uint64_t generation) const { return generation == generation_ && !closed_; }
+  [[nodiscard]] bool answering(uint64_t generation) const { return current(generation) && !reply_complete_; }
+
+  void reply(uint64_t generation, int status, std::string_view body, std::string_view content_type,
+             const Headers& headers) {
+    if (!answering(generation) || events_started_) return;
+    status_ = status;
+    std::string out = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n", status,
+                                  reason_phrase(status), content_type, body.size());
+    append_common_headers(out, headers);
+    out += body;
+    finish_reply(std::move(out));
+  }
+
+  void start_events(uint64_t generation) {
+    if (!answering(generation) || events_started_) return;
+    events_started_ = true;
+    status_ = 200;
+    // HTTP/1.0 has no chunked encoding: the stream then ends with the connection.
+    chunked_ = version_ >= 11;
+    if (!chunked_) keep_alive_ = false;
+    std::string out =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: "
+        "no\r\n";
+    if (chunked_) out += "Transfer-Encoding: chunked\r\n";
+    append_common_headers(out, {});
+    queue(std::move(out));
+  }
+
+  void send_event(uint64_t generation, std::string_view data) {
+    if (!answering(generation) || !events_started_) return;
+    queue(frame(fmt::format("data: {}\n\n", data)));
+  }
+
+  void end_events(uint64_t generation) {
+    if (!answering(generation) || !events_started_) return;
+    std::string out = frame("data: [DONE]\n\n");
+    if (chunked_) out += "0\r\n\r\n";
+    finish_reply(std::move(out));
+  }
+
+  [[nodiscard]] bool events_started(uint64_t generation) const {
+    return current(generation) && events_started_;
+  }
+
+  void set_on_disconnect(uint64_t generation, std::function<void()> callback) {
+    if (!answering(generation)) return;
+    on_disconnect_ = std::move(callback);
+  }
+
+  void set_tokens(uint64_t generation, int64_t prompt_tokens, int64_t completion_tokens) {
+    if (generation != generation_) return;
+    summary_.prompt_tokens = prompt_tokens;
+    summary_.completion_tokens = completion_tokens;
+  }
+
+  void post(std::function<void()> fn) {
+    net::post(stream_.get_executor(), [self = shared_from_this(), fn = std::move(fn)] { fn(); });
+  }
+
+ private:
+  // ---- Reading a request. ----
+  void read_header() {
+    reset_request();
+    header_parser_.emplace();
+    header_parser_->header_limit(shared_.config.max_header_bytes);
+    // The body's size is judged in on_header (413 with the numbers), not by the header parser.
+    header_parser_->body_limit(boost::none);
+    stream_.expires_after(shared_.config.header_timeout);
+    http::async_read_header(
+        stream_, buffer_, *header_parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+  }
+
+  void on_header(beast::error_code ec) {
+    if (closed_) return;
+    if (ec == http::error::header_limit) {
+      return early_reply(
+          431, "request_header_fields_too_large",
+          fmt::format("the request header is larger than {} bytes", shared_.config.max_header_bytes));
+    }
+    if (ec == http::error::end_of_stream || ec == net::error::eof || ec == beast::error::timeout ||
+        ec == net::error::operation_aborted || ec == net::error::connection_reset) {
+      return close();  // idle, slow or gone: nothing to answer
+    }
+    if (ec) return early_reply(400, "bad_request", fmt::format("malformed HTTP request: {}", ec.message()));
+
+    const auto& req = header_parser_->get();
+    started_ = Clock::now();
+    version_ = req.version();
+    keep_alive_ = req.keep_alive();
+    request_.method = std::string(req.method_string());
+    request_.target = std::string(req.target());
+    const size_t q = request_.target.find('?');
+    request_.path = request_.target.substr(0, q);
+    request_.query = q == std::string::npos ? "" : request_.target.substr(q + 1);
+    for (const auto& field : req)
+      request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    request_.remote = remote_;
+    request_id_ = make_request_id(request_.header("x-request-id"));
+    summary_.method = request_.method;
+    const bool body_pending = header_parser_->chunked() || header_parser_->content_length().value_or(0) > 0;
+
+    if (limited_ && request_.path != "/health") {
+      keep_alive_ = false;
+      return early_reply(503, "too_many_connections",
+                         fmt::format("the server has {} connections open (--max-connections {}); retry later",
+                                     shared_.connections.load(), shared_.config.max_connections),
+                         "server_error", 1);
+    }
+    const auto content_length = header_parser_->content_length();
+    if (content_length && *content_length > shared_.config.max_request_bytes) {
+      return early_reply(413, "request_too_large",
+                         fmt::format("the request body has {} bytes; this server accepts at most {} "
+                                     "(--max-request-bytes)",
+                                     *content_length, shared_.config.max_request_bytes));
+    }
+    // The route and the credentials are decided before the body is read.
+    route_ = nullptr;
+    bool path_known = false;
+    for (const auto& r : shared_.routes) {
+      if (r.path != request_.path) continue;
+      path_known = true;
+      if (r.method == request_.method) route_ = &r;
+    }
+    if (route_ == nullptr) {
+      if (body_pending) keep_alive_ = false;
+      if (path_known) {
+        return early_reply(405, "method_not_allowed",
+                           fmt::format("{} is not allowed on {}", request_.method, request_.path));
+      }
+      return early_reply(404, "not_found",
+                         fmt::format("there is no route {} {}", request_.method, request_.path),
+                         "not_found_error");
+    }
+    summary_.route = route_->path;
+    user_ = "anonymous";
+    if (route_->authenticated && shared_.authenticator) {
+      const auto user = shared_.authenticator(request_.header("authorization"));
+      if (!user) {
+        if (body_pending) keep_alive_ = false;
+        return early_reply(401, "invalid_api_key",
+                           "missing or invalid credentials: send the header 'Authorization: Bearer <key>'",
+                           "authentication_error");
+      }
+      user_ = *user;
+    }
+    summary_.user = user_;
+
+    body_parser_.emplace(std::move(*header_parser_));
+    header_parser_.reset();
+    body_parser_->body_limit(shared_.config.max_request_bytes);
+    const auto expect = body_parser_->get()[http::field::expect];
+    if (iequals(expect, "100-continue") && body_pending) {
+      // The client waits for this before it sends the body.
+      stream_.expires_after(shared_.config.write_timeout);
+      auto interim = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
+      net::async_write(stream_, net::buffer(*interim),
+                       [self = shared_from_this(), interim](beast::error_code ec, size_t) {
+                         if (ec) return self->close();
+                         self->read_body();
+                       });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    stream_.expires_after(shared_.config.body_timeout);
+    http::async_read(stream_, buffer_, *body_parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) { self->on_body(ec); });
+  }
+
+  void on_body(beast::error_code ec) {
+    if (closed_) return;
+    if (ec == http::error::body_limit) {
+      keep_alive_ = false;
+      return early_reply(413, "request_too_large",
+                         fmt::format("the request body is larger than {} bytes (--max-request-bytes)",
+                                     shared_.config.max_request_bytes));
+    }
+    // A timeout has closed the socket already (Beast's stream does that): there is no one left to answer.
+    if (ec) return close();
+    stream_.expires_never();
+    request_.body = std::move(body_parser_->get().body());
+    body_parser_.reset();
+    dispatch();
+  }
+
+  void dispatch() {
+    auto exchange = std::make_shared<ExchangeImpl>(shared_from_this(), generation_, std::move(request_),
+                                                   request_id_, user_);
+    exchange_ = exchange;
+    answering_ = true;
+    ++shared_.answering;
+    watch_for_disconnect();
+    try {
+      route_->handler(exchange);
+    } catch (...) {
+      exchange->reply_error(error_reply(std::current_exception()));
+    }
+  }
+
+  // A request refused before its body was read (or without one).
+  void early_reply(int status, std::string code, std::string message,
+                   std::string type = "invalid_request_error",
+                   std::optional<int> retry_after = std::nullopt) {
+    if (status >= 400 && status != 401 && status != 404 && status != 405) keep_alive_ = false;
+    ErrorReply e;
+    e.status = status;
+    e.type = std::move(type);
+    e.message = std::move(message);
+    e.code = std::move(code);
+    e.retry_after_s = retry_after;
+    if (summary_.route.empty()) summary_.route = "unknown";
+    Headers headers;
+    if (retry_after) headers.emplace_back("Retry-After", std::to_string(*retry_after));
+    if (status == 401) headers.emplace_back("WWW-Authenticate", "Bearer");
+    reply(generation_, status, e.body().dump(), "application/json", headers);
+  }
+
+  // ---- Writing. ----
+  void append_common_headers(std::string& out, const Headers& headers) {
+    if (request_id_.empty()) request_id_ = make_request_id({});
+    out += "X-Request-Id: " + request_id_ + "\r\n";
+    for (const auto& [name, value] : headers) out += name + ": " + value + "\r\n";
+    out += keep_alive_ ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
+  }
+
+  [[nodiscard]] std::string frame(std::string_view data) const {
+    if (!chunked_) return std::string(data);
+    return fmt::format("{:x}\r\n{}\r\n", data.size(), data);
+  }
+
+  void finish_reply(std::string out) {
+    reply_complete_ = true;
+    queue(std::move(out));
+  }
+
+  void queue(std::string bytes) {
+    out_.push_back(std::move(bytes));
+    write_next();
+  }
+
+  void write_next() {
+    if (writing_ || out_.empty() || closed_) return;
+    writing_ = true;
+    stream_.expires_after(shared_.config.write_timeout);
+    net::async_write(stream_, net::buffer(out_.front()),
+                     [self = shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
+  }
+
+  void on_write(beast::error_code ec) {
+    writing_ = false;
+    if (closed_) return;
+    if (ec) return client_gone();
+    out_.pop_front();
+    if (!out_.empty()) return write_next();
+    if (reply_complete_) finish_request();
+  }
+
+  void end_answering() {
+    if (!answering_) return;
+    answering_ = false;
+    --shared_.answering;
+  }
+
+  void finish_request() {
+    stop_watching();
+    emit_summary(false);
+    on_disconnect_ = nullptr;
+    exchange_.reset();
+    end_answering();
+    if (keep_alive_) return read_header();
+    graceful_close();
+  }
+
+  // ---- The client leaving while we answer. ----
+  void watch_for_disconnect() {
+    watching_ = true;
+    stream_.socket().async_wait(tcp::socket::wait_read,
+                                [self = shared_from_this(), generation = generation_](beast::error_code ec) {
+                                  self->on_readable(ec, generation);
+                                });
+  }
+
+  void stop_watching() {
+    if (!watching_) return;
+    watching_ = false;
+    beast::error_code ec;
+    stream_.socket().cancel(ec);  // only the wait is pending now
+  }
+
+  void on_readable(beast::error_code ec, uint64_t generation) {
+    if (generation != generation_ || !watching_ || closed_) return;
+    if (ec == net::error::operation_aborted) return;
+    if (ec) return client_gone();
+    char byte = 0;
+    const ssize_t n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return client_gone();  // orderly close
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return watch_for_disconnect();
+      return client_gone();
+    }
+    watching_ = false;  // a pipelined request: it waits in the socket until this answer is done
+  }
+
+  void client_gone() {
+    if (closed_) return;
+    const bool answered = reply_complete_ && out_.empty();
+    if (auto callback = std::move(on_disconnect_); callback && !reply_complete_) callback();
+    on_disconnect_ = nullptr;
+    if (exchange_ != nullptr && !answered) emit_summary(true);
+    exchange_.reset();
+    close();
+  }
+
+  // ---- Closing. ----
+  void close() {
+    end_answering();
+    if (closed_) return;
+    closed_ = true;
+    on_disconnect_ = nullptr;
+    exchange_.reset();
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+  // Half-close, then read and drop what the client still sends for a moment, so that an answer given before
+  // the body was read (413, 431) is not lost to a reset.
+  void graceful_close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(std::chrono::seconds(2));
+    drain_before_close();
+  }
+
+  void drain_before_close() {
+    if (closed_) return;
+    auto scratch = std::make_shared<std::array<char, 16384>>();
+    stream_.async_read_some(net::buffer(*scratch),
+                            [self = shared_from_this(), scratch](beast::error_code ec, size_t) {
+                              if (ec) return self->close();
+                              self->drain_before_close();
+                            });
+  }
+
+  void reset_request() {
+    ++generation_;
+    request_ = HttpRequest{};
+    route_ = nullptr;
+    user_.clear();
+    request_id_.clear();
+    out_.clear();
+    reply_complete_ = false;
+    events_started_ = false;
+    chunked_ = false;
+    status_ = 0;
+    summary_ = ExchangeSummary{};
+    started_ = Clock::now();
+  }
+
+  void emit_summary(bool disconnected) {
+    if (!shared_.hook || summary_emitted_generation_ == generation_) return;
+    summary_emitted_generation_ = generation_;
+    summary_.request_id = request_id_;
+    summary_.remote = remote_;
+    summary_.status = status_;
+    summary_.client_disconnected = disconnected;
+    if (summary_.route.empty()) summary_.route = "unknown";
+    if (summary_.user.empty()) summary_.user = user_.empty() ? "anonymous" : user_;
+    summary_.latency_s = std::chrono::duration<double>(Clock::now() - started_).count();
+    try {
+      shared_.hook(summary_);
+    } catch (const std::exception& e) {
+      spdlog::warn("request completion hook failed: {}", e.what());
+    }
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::shared_ptr<ServerState> shared_ptr_;  // sessions may outlive the server object by a moment
+  ServerState& shared_;
+  bool limited_;
+  std::string remote_;
+  std::optional<http::request_parser<http::empty_body>> header_parser_;
+  std::optional<http::request_parser<http::string_body>> body_parser_;
+
+  // The current request.
+  uint64_t generation_ = 0;
+  uint64_t summary_emitted_generation_ = 0;
+  HttpRequest request_;
+  const RouteEntry* route_ = nullptr;
+  std::string request_id_;
+  std::string user_;
+  unsigned version_ = 11;
+  bool keep_alive_ = true;
+  Clock::time_point started_;
+  std::shared_ptr<ExchangeImpl> exchange_;
+  std::function<void()> on_disconnect_;
+  bool watching_ = false;
+  bool answering_ = false;
+  ExchangeSummary summary_;
+  int status_ = 0;
+
+  // The answer.
+  std::deque<std::string> out_;
+  bool writing_ = false;
+  bool reply_complete_ = false;
+  bool events_started_ = false;
+  bool chunked_ = false;
+  bool closed_ = false;
+};
+
+void ExchangeImpl::reply(int status, std::string body, std::string content_type, const Headers& headers) {
+  session_->reply(generation_, status, body, content_type, headers);
+}
+void ExchangeImpl::start_events() {
+  session_->start_events(generation_);
+}
+void ExchangeImpl::send_event(std::string_view data) {
+  session_->send_event(generation_, data);
+}
+void ExchangeImpl::end_events() {
+  session_->end_events(generation_);
+}
+bool ExchangeImpl::events_started() const {
+  return session_->events_started(generation_);
+}
+void ExchangeImpl::on_disconnect(std::function<void()> callback) {
+  session_->set_on_disconnect(generation_, std::move(callback));
+}
+bool ExchangeImpl::disconnected() const {
+  return !session_->current(generation_);
+}
+void ExchangeImpl::post(std::function<void()> fn) {
+  session_->post(std::move(fn));
+}
+void ExchangeImpl::set_tokens(int64_t prompt_tokens, int64_t completion_tokens) {
+  session_->set_tokens(generation_, prompt_tokens, completion_tokens);
+}
+
+}  // namespace
+
+std::shared_ptr<SessionHandle> start_session(tcp::socket socket, std::shared_ptr<ServerState> state,
+                                             bool limited) {
+  auto session = std::make_shared<Session>(std::move(socket), std::move(state), limited);
+  session->start();
+  return session;
+}
+
+}  // namespace ds::server::detail
