@@ -75,6 +75,7 @@ Engine::Engine(DeepseekModel& model, EngineConfig config, const tokenizer::Token
              model_.config().max_position_embeddings);
   model_.allocate_kv_cache(config_.num_gpu_blocks, config_.block_size);
   model_.allocate_swap_space(config_.num_cpu_blocks);
+  publish_gauges();
 }
 
 Engine::~Engine() { stop(); }
@@ -220,11 +221,7 @@ void Engine::apply_block_moves(const SchedulerOutput& out) {
 bool Engine::step() {
   drain_inbox();
   const SchedulerOutput out = scheduler_.schedule();
-  {
-    std::lock_guard lock(stats_mutex_);
-    stats_.preemptions_recompute = scheduler_.counters().preemptions_recompute;
-    stats_.preemptions_swap = scheduler_.counters().preemptions_swap;
-  }
+  publish_gauges();
   if (out.empty()) return false;
   apply_block_moves(out);
   {
@@ -277,6 +274,7 @@ bool Engine::step() {
     for (const auto& s : out.scheduled)
       if (s.seq->num_computed_tokens <= s.seq->num_prompt_tokens) stats_.computed_prompt_tokens += s.num_new_tokens;
   }
+  publish_gauges();
   return true;
 }
 
@@ -437,21 +435,26 @@ void Engine::stop() {
 
 EngineStats Engine::stats() const {
   std::lock_guard lock(stats_mutex_);
-  EngineStats s = stats_;
-  s.num_running = static_cast<int64_t>(scheduler_.num_running());
-  s.num_waiting = static_cast<int64_t>(scheduler_.num_waiting());
-  s.num_swapped = static_cast<int64_t>(scheduler_.num_swapped());
-  s.kv_cache_usage = blocks_.usage();
-  s.num_free_blocks = blocks_.num_free_blocks();
-  s.prefix_cache_queries = blocks_.stats().prefix_queries;
-  s.prefix_cache_hits = blocks_.stats().prefix_hits;
+  return stats_;
+}
+
+void Engine::publish_gauges() {
   int64_t allocated = 0, used = 0;
   for (const Sequence* seq : scheduler_.live_sequences()) {
     allocated += static_cast<int64_t>(seq->block_table.size()) * config_.block_size;
     used += std::min<int64_t>(seq->num_computed_tokens, static_cast<int64_t>(seq->block_table.size()) * config_.block_size);
   }
-  s.kv_cache_fragmentation = allocated > 0 ? 1.0 - static_cast<double>(used) / static_cast<double>(allocated) : 0.0;
-  return s;
+  std::lock_guard lock(stats_mutex_);
+  stats_.num_running = static_cast<int64_t>(scheduler_.num_running());
+  stats_.num_waiting = static_cast<int64_t>(scheduler_.num_waiting());
+  stats_.num_swapped = static_cast<int64_t>(scheduler_.num_swapped());
+  stats_.kv_cache_usage = blocks_.usage();
+  stats_.num_free_blocks = blocks_.num_free_blocks();
+  stats_.prefix_cache_queries = blocks_.stats().prefix_queries;
+  stats_.prefix_cache_hits = blocks_.stats().prefix_hits;
+  stats_.preemptions_recompute = scheduler_.counters().preemptions_recompute;
+  stats_.preemptions_swap = scheduler_.counters().preemptions_swap;
+  stats_.kv_cache_fragmentation = allocated > 0 ? 1.0 - static_cast<double>(used) / static_cast<double>(allocated) : 0.0;
 }
 
 void Engine::check_invariants() const { blocks_.check_invariants(scheduler_.live_sequences()); }

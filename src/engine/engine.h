@@ -105,6 +105,7 @@ class Engine {
   bool step();
   [[nodiscard]] bool has_work() const;
 
+  // A snapshot taken at the end of the last step (any thread may call it; it never reads the step thread's state).
   [[nodiscard]] EngineStats stats() const;
   [[nodiscard]] const EngineConfig& config() const { return config_; }
   // BlockManager invariants over every live sequence (tests call it after each step).
@@ -135,6 +136,8 @@ class Engine {
   // EOS, stop token ids, length. Stop strings are checked on the text, in process_outputs.
   [[nodiscard]] bool check_stop(Sequence& seq);
   void fail_all(const std::string& error);
+  // Copies the gauges (queues, KV usage, prefix cache, preemptions) into stats_; step thread only.
+  void publish_gauges();
 
   DeepseekModel& model_;
   EngineConfig config_;
