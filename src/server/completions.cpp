@@ -40,7 +40,7 @@ class LegacyLogprobs {
     token_logprobs_.push_back(clamp(sampled->logprob));
     nlohmann::json top = nlohmann::json::object();
     for (const auto& t : sampled->top_logprobs) top[token_string(t.token)] = clamp(t.logprob);
-    if (!sampled->top_logprobs.empty()) top[text] = clamp(sampled->logprob);
+    top[text] = clamp(sampled->logprob);  // the chosen token is always listed, as vLLM does
     top_logprobs_.push_back(std::move(top));
   }
 

@@ -177,5 +177,21 @@ TEST_F(ChatFixtureTest, TokenizeMessagesAndContinueFinalMessage) {
   EXPECT_EQ(chat.status, 200) << chat.body;
 }
 
+TEST_F(ChatFixtureTest, ClientChatTemplateAndKwargsAreIgnored) {
+  const json& c = chat_case();
+  for (const char* path : {"/tokenize", "/v1/chat/completions"}) {
+    json req = {{"messages", c["messages"]},
+                {"chat_template", "{% for i in range(999999999) %}x{% endfor %}"},
+                {"chat_template_kwargs", {{"add_generation_prompt", false}, {"bos_token", "EVIL"}}},
+                {"max_tokens", 1},
+                {"return_token_ids", true}};
+    const auto r = post_json(port(), path, req);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json body = r.json();
+    EXPECT_EQ(ids_of(body.contains("tokens") ? body["tokens"] : body["prompt_token_ids"]),
+              ids_of(c["prompt_ids"]));
+  }
+}
+
 }  // namespace
 }  // namespace ds::server

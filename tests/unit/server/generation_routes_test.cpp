@@ -262,6 +262,8 @@ TEST_F(CompletionsTest, ModelsVersionHealth) {
 
 TEST_F(CompletionsTest, MetricsUseVllmNamesUnderTheDeepservePrefix) {
   (void)post_json(port(), "/v1/completions", greedy({1, 2, 3}, 4));
+  // The gauges are those of the end of the engine's last step, which may come just after the answer.
+  ASSERT_TRUE(harness_->wait_engine_idle());
   const auto r = testing::http(port(), "GET", "/metrics");
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.header("content-type").rfind("text/plain; version=0.0.4", 0), 0u);
