@@ -32,6 +32,28 @@ TEST(TokenizerErrors, NotJson) {
   }
 }
 
+// Found by tests/fuzz/fuzz_tokenizer_json (tests/fuzz/regressions/fuzz_tokenizer_json/number-out-of-range):
+// nlohmann reports a number beyond double's range as out_of_range, not parse_error, and only parse_error
+// was caught, so such a file ended the process through an uncaught exception.
+TEST(TokenizerErrors, NumberOutOfRangeIsNotValidJson) {
+  for (const char* text : {R"({"model": {"vocab": {"a": 431e308}, "merges": []}})", R"({"x": -1e400})"}) {
+    try {
+      (void)Tokenizer::from_json_text(text);
+      FAIL() << "expected an error for " << text;
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find("tokenizer.json is not valid JSON"), std::string::npos)
+          << e.what();
+    }
+  }
+  try {
+    (void)TokenizerConfig::from_json_text(R"({"add_bos_token": 1e999})");
+    FAIL() << "expected an error";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer_config.json is not valid JSON"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(TokenizerErrors, MissingOrMistypedFieldsAreNamed) {
   json tok = testing::tiny_tokenizer();
   tok.erase("model");
