@@ -51,7 +51,7 @@ for target in "${TARGETS[@]}"; do
   # Replay the saved crashing inputs first: each must now pass.
   regressions="tests/fuzz/regressions/$target"
   if [ -d "$regressions" ] && [ -n "$(ls -A "$regressions")" ]; then
-    if ! "$bin" -runs=0 "$regressions"/* >"$BUILD/logs/$target.regressions.log" 2>&1; then
+    if ! "$bin" -runs=0 -timeout=10 -malloc_limit_mb=1024 "$regressions"/* >"$BUILD/logs/$target.regressions.log" 2>&1; then
       echo "$target: FAIL (a saved regression input crashes again; see $BUILD/logs/$target.regressions.log)"
       failed=1
       continue
