@@ -58,8 +58,11 @@ for target in "${TARGETS[@]}"; do
     fi
   fi
 
+  # The regression inputs seed the run too: the neighbourhood of an old bug is a good place to look.
+  extra=()
+  [ -d "$regressions" ] && extra=("$regressions")
   status=0
-  "$bin" "$corpus" "$seeds" "${dict[@]}" -max_total_time="$FUZZ_SECONDS" -max_len="${MAX_LEN[$target]}" \
+  "$bin" "$corpus" "$seeds" "${extra[@]}" "${dict[@]}" -max_total_time="$FUZZ_SECONDS" -max_len="${MAX_LEN[$target]}" \
     -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
     -print_final_stats=1 -artifact_prefix="$artifacts/" >"$log" 2>&1 || status=$?
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{print $2}' | tail -1 || true)
