@@ -178,8 +178,8 @@ TEST(JinjaSandbox, ErrorsAreUserErrors) {
 // Found by edge-case inputs run through tests/fuzz/fuzz_jinja (now tests/fuzz/regressions/fuzz_jinja/):
 // widths and precisions chosen by the template were allocated before any limit was looked at.
 // center/indent/ljust/zfill with a width near 2^63 aborted the process (std::bad_alloc, or ASan's
-// allocation-size check), a width near 10^9 spent minutes building a gigabyte, and a %-format width past
-// INT_MAX threw fmt::format_error, which is not a UserError. All are the limit on one string
+// allocation-size check), a width near 10^9 ran for many seconds building a gigabyte, and a %-format width
+// past INT_MAX threw fmt::format_error, which is not a UserError. All are the limit on one string
 // (max_output_bytes) now, checked first.
 TEST(JinjaSandbox, WidthsAndPrecisionsAreBoundedBeforeAllocating) {
   for (const char* source : {
