@@ -370,8 +370,10 @@ std::string percent_format(const std::string& format, const Value& args, size_t 
       i = close + 1;
     }
     std::string spec = "%";
+    // Python takes a flag any number of times; fmt reads a run of '0's as a width, so each goes in once.
     while (i < format.size() && std::string_view("-+ #0").find(format[i]) != std::string_view::npos) {
-      spec.push_back(format[i++]);
+      if (spec.find(format[i]) == std::string::npos) spec.push_back(format[i]);
+      ++i;
     }
     // Width and precision are read here, not by fmt::sprintf: it throws fmt::format_error past INT_MAX
     // and would build a string of any size below that.

@@ -178,8 +178,8 @@ TEST(JinjaSandbox, ErrorsAreUserErrors) {
 // Found by edge-case inputs run through tests/fuzz/fuzz_jinja (now tests/fuzz/regressions/fuzz_jinja/):
 // widths and precisions chosen by the template were allocated before any limit was looked at.
 // center/indent/ljust/zfill with a width near 2^63 aborted the process (std::bad_alloc, or ASan's
-// allocation-size check), a width near 10^9 spent minutes building a gigabyte, and a %-format width past
-// INT_MAX threw fmt::format_error, which is not a UserError. All are the limit on one string
+// allocation-size check), a width near 10^9 ran for many seconds building a gigabyte, and a %-format width
+// past INT_MAX threw fmt::format_error, which is not a UserError. All are the limit on one string
 // (max_output_bytes) now, checked first.
 TEST(JinjaSandbox, WidthsAndPrecisionsAreBoundedBeforeAllocating) {
   for (const char* source : {
@@ -211,6 +211,11 @@ TEST(JinjaSandbox, WidthsAndPrecisionsAreBoundedBeforeAllocating) {
   EXPECT_EQ(small("{{ '{:>4}'.format(1) }} {{ '{:.3f}'.format(1.0) }} {{ '%5s|%-3d|%.2f' % ('a', 7, 1.0) }}"),
             "   1 1.000     a|7  |1.00");
   EXPECT_EQ(small("[{{ 'ab'.zfill(-9223372036854775807 - 1) }}] [{{ 'ab'.ljust(-5) }}]"), "[ab] [ab]");
+  // Found by the fuzzer from the inputs above (tests/fuzz/regressions/fuzz_jinja/percent-repeated-zero-flag):
+  // fmt::sprintf read the run of '0' flags as a width with too many digits and threw fmt::format_error.
+  // Python takes repeated flags: '%00000000000s' % 'a' == 'a', '%--05d' % 7 == '7    '.
+  EXPECT_EQ(small("[{{ '%00000000000s' % 'a' }}] [{{ '%--05d' % 7 }}] [{{ '%0+05d' % 7 }}]"),
+            "[a] [7    ] [+0007]");
 }
 
 // Found the same way: list + list was neither bounded nor charged, so doubling a list 40 times in a loop ran
