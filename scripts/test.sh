@@ -4,10 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f build/build.ninja ] || cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${DEEPSERVE_CMAKE_ARGS:-} >/dev/null
 cmake --build build
-# Independent JavaScript check of the tokenizer (Tokenizers.js); its test skips itself without node_modules.
+# The JavaScript parts: the Tokenizers.js cross-check of the tokenizer and the official `openai` client against
+# `deepserve serve`. Their ctest entries skip themselves without node_modules.
 if command -v npm >/dev/null; then
-  npm ci --prefix tests/e2e/tokenizer_js --no-audit --no-fund --loglevel=error >/dev/null
+  for dir in tests/e2e/tokenizer_js tests/e2e/openai_client; do
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+  done
 else
-  echo "test: npm not found; the Tokenizers.js cross-check will be skipped"
+  echo "test: npm not found; the Tokenizers.js and openai-client tests will be skipped"
 fi
 ctest --test-dir build --output-on-failure -j "$(nproc)" -LE gpu "$@"

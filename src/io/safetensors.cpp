@@ -42,6 +42,20 @@ std::string supported_dtypes() {
   return names;
 }
 
+// A header array (shape, data_offsets) for an error message, as dump() prints it, except that nested
+// values are elided: json::dump() recurses, and a corrupt header can nest arrays deeply enough to overflow
+// the stack while the error is being written.
+std::string brief(const json& value) {
+  if (!value.is_array()) return value.is_structured() ? std::string(value.type_name()) : value.dump();
+  std::string out = "[";
+  for (size_t i = 0; i < value.size(); ++i) {
+    if (i > 0) out += ',';
+    const json& item = value[i];
+    out += item.is_array() ? "[...]" : item.is_object() ? "{...}" : item.dump();
+  }
+  return out + "]";
+}
+
 class FileDescriptor {
  public:
   explicit FileDescriptor(int fd) : fd_(fd) {}
@@ -86,13 +100,13 @@ TensorView parse_entry(const std::string& where, const json& entry, const std::b
   bool overflow = false;
   for (const json& dim : *shape_it) {
     DS_REQUIRE(dim.is_number_integer(), CheckpointError, "{}: shape {} has a non-integer dimension", where,
-               shape_it->dump());
+               brief(*shape_it));
     // nlohmann keeps non-negative integers as unsigned, negative ones as signed.
     DS_REQUIRE(dim.is_number_unsigned(), CheckpointError, "{}: shape {} has a negative dimension", where,
-               shape_it->dump());
+               brief(*shape_it));
     const uint64_t d = dim.get<uint64_t>();
     DS_REQUIRE(d <= static_cast<uint64_t>(INT64_MAX), CheckpointError,
-               "{}: shape {} has a dimension too large", where, shape_it->dump());
+               "{}: shape {} has a dimension too large", where, brief(*shape_it));
     overflow = overflow || __builtin_mul_overflow(numel, d, &numel);
     shape.push_back(static_cast<int64_t>(d));
   }
@@ -105,7 +119,7 @@ TensorView parse_entry(const std::string& where, const json& entry, const std::b
   DS_REQUIRE(offsets_it->is_array() && offsets_it->size() == 2 && (*offsets_it)[0].is_number_unsigned() &&
                  (*offsets_it)[1].is_number_unsigned(),
              CheckpointError, "{}: 'data_offsets' is {}, expected [begin, end] with non-negative integers",
-             where, offsets_it->dump());
+             where, brief(*offsets_it));
   const uint64_t begin = (*offsets_it)[0].get<uint64_t>();
   const uint64_t end = (*offsets_it)[1].get<uint64_t>();
   DS_REQUIRE(begin <= end, CheckpointError, "{}: data_offsets [{}, {}] has begin after end", where, begin,
@@ -114,9 +128,9 @@ TensorView parse_entry(const std::string& where, const json& entry, const std::b
              "{}: data_offsets [{}, {}] run past the end of the data region ({} bytes; file truncated?)",
              where, begin, end, data_size);
   DS_REQUIRE(!overflow, CheckpointError, "{}: shape {} of {} is too large (its byte count overflows 64 bits)",
-             where, shape_it->dump(), dtype_str);
+             where, brief(*shape_it), dtype_str);
   DS_REQUIRE(nbytes == end - begin, CheckpointError,
-             "{}: shape {} of {} needs {} bytes but data_offsets [{}, {}] hold {}", where, shape_it->dump(),
+             "{}: shape {} of {} needs {} bytes but data_offsets [{}, {}] hold {}", where, brief(*shape_it),
              dtype_str, nbytes, begin, end, end - begin);
 
   range.begin = begin;

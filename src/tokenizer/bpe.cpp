@@ -64,18 +64,23 @@ BpeModel::BpeModel(const json& config, const std::string& path) : cache_(std::ma
   const json& vocab = jf::require(config, "vocab", path);
   jf::expect_object(vocab, vocab_path);
   vocab_.reserve(vocab.size());
-  TokenId max_id = -1;
   for (const auto& [token, id_json] : vocab.items()) {
     if (!id_json.is_number_integer() || id_json.get<int64_t>() < 0 ||
         id_json.get<int64_t>() > std::numeric_limits<TokenId>::max()) {
       jf::fail(jf::child(vocab_path, token), "expected a non-negative integer id");
     }
-    const auto id = static_cast<TokenId>(id_json.get<int64_t>());
-    vocab_.insert_or_assign(token, id);
-    max_id = std::max(max_id, id);
+    vocab_.insert_or_assign(token, static_cast<TokenId>(id_json.get<int64_t>()));
   }
-  id_to_token_.assign(static_cast<size_t>(max_id + 1), nullptr);
-  for (const auto& [token, id] : vocab_) id_to_token_[id] = &token;
+  // Not a table up to the largest id: nothing in the format keeps ids dense, and {"a": 2147483647} would
+  // allocate 16 GiB. Memory stays proportional to the number of entries.
+  id_to_token_.assign(vocab_.size(), nullptr);
+  for (const auto& [token, id] : vocab_) {
+    if (static_cast<size_t>(id) < id_to_token_.size()) {
+      id_to_token_[id] = &token;
+    } else {
+      sparse_id_to_token_[id] = &token;
+    }
+  }
 
   continuing_subword_prefix_ =
       jf::get_optional_string(config, "continuing_subword_prefix", path).value_or("");
@@ -139,8 +144,10 @@ std::optional<TokenId> BpeModel::token_to_id(std::string_view token) const {
 }
 
 const std::string* BpeModel::id_to_token(TokenId id) const {
-  if (id < 0 || static_cast<size_t>(id) >= id_to_token_.size()) return nullptr;
-  return id_to_token_[id];
+  if (id < 0) return nullptr;
+  if (static_cast<size_t>(id) < id_to_token_.size()) return id_to_token_[id];
+  const auto it = sparse_id_to_token_.find(id);
+  return it == sparse_id_to_token_.end() ? nullptr : it->second;
 }
 
 const BpeModel::Merge* BpeModel::find_merge(TokenId left, TokenId right) const {

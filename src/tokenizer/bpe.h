@@ -60,9 +60,12 @@ class BpeModel {
   [[nodiscard]] std::optional<TokenId> char_id(std::string_view ch) const;
 
   Vocab vocab_;
-  std::vector<const std::string*> id_to_token_;  // index: id; points into vocab_ keys
-  std::unordered_map<uint64_t, Merge> merges_;   // key: left id << 32 | right id
-  std::array<TokenId, 512> small_char_ids_{};    // ids of single code points below U+0200, -1 if none
+  // id -> token, pointing into vocab_ keys: a table for ids below the number of entries (all of them in a
+  // vocabulary without gaps), a map for the rest.
+  std::vector<const std::string*> id_to_token_;
+  std::unordered_map<TokenId, const std::string*> sparse_id_to_token_;
+  std::unordered_map<uint64_t, Merge> merges_;  // key: left id << 32 | right id
+  std::array<TokenId, 512> small_char_ids_{};   // ids of single code points below U+0200, -1 if none
 
   std::optional<TokenId> unk_id_;
   std::string continuing_subword_prefix_;

@@ -1,5 +1,6 @@
 #include "tokenizer/post_processor.h"
 
+#include <limits>
 #include <utility>
 
 #include "tokenizer/json_fields.h"
@@ -44,6 +45,13 @@ class SequencePostProcessor final : public PostProcessor {
  private:
   std::vector<std::unique_ptr<PostProcessor>> steps_;
 };
+
+// An id as a JSON value: an integer in [0, INT32_MAX]. Anything else used to be cast to TokenId as is, so
+// 4294967296 became id 0 and -1 went out of encode() as a negative id.
+bool is_token_id(const json& id) {
+  return id.is_number_integer() && id.get<int64_t>() >= 0 &&
+         id.get<int64_t>() <= std::numeric_limits<TokenId>::max();
+}
 
 // One template piece: the sequence ("$A", {"Sequence": {"id": "A"}}) or a special token name.
 struct Piece {
@@ -114,9 +122,7 @@ std::unique_ptr<PostProcessor> make_template(const json& config, const std::stri
     const json& ids = jf::require(*it, "ids", token_path);
     if (!ids.is_array()) jf::fail(jf::child(token_path, "ids"), "expected an array of ids");
     for (const json& id : ids) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0) {
-        jf::fail(jf::child(token_path, "ids"), "expected non-negative integer ids");
-      }
+      if (!is_token_id(id)) jf::fail(jf::child(token_path, "ids"), "expected non-negative integer ids");
       (seen_sequence ? suffix : prefix).push_back(static_cast<TokenId>(id.get<int64_t>()));
     }
   }
@@ -126,8 +132,8 @@ std::unique_ptr<PostProcessor> make_template(const json& config, const std::stri
 
 TokenId parse_token_pair(const json& config, std::string_view key, const std::string& path) {
   const json& pair = jf::require(config, key, path);
-  if (!pair.is_array() || pair.size() != 2 || !pair[1].is_number_integer()) {
-    jf::fail(jf::child(path, key), "expected [\"token\", id]");
+  if (!pair.is_array() || pair.size() != 2 || !is_token_id(pair[1])) {
+    jf::fail(jf::child(path, key), "expected [\"token\", id] with a non-negative integer id");
   }
   return static_cast<TokenId>(pair[1].get<int64_t>());
 }

@@ -35,7 +35,7 @@ std::string read_file(const std::filesystem::path& path) {
 json parse_json(std::string_view text, std::string_view file) {
   try {
     return json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
     throw UserError(fmt::format("{} is not valid JSON: {}", file, e.what()));
   }
 }

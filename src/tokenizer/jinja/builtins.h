@@ -37,10 +37,14 @@ void install_globals(Frame& frame);
 [[nodiscard]] Value binary(BinaryOp op, const Value& a, const Value& b, Interpreter& interp);
 [[nodiscard]] Value negate(const Value& v);
 [[nodiscard]] Value unary_plus(const Value& v);
-// printf-style `format % args` as Python's str.__mod__ does it.
-[[nodiscard]] std::string percent_format(const std::string& format, const Value& args);
-// str.format(*args, **kwargs).
-[[nodiscard]] std::string str_format(const std::string& format, const CallArgs& args);
+// printf-style `format % args` as Python's str.__mod__ does it. A width or precision above max_bytes (the
+// limit on one string) is a LimitError.
+[[nodiscard]] std::string percent_format(const std::string& format, const Value& args, size_t max_bytes);
+// str.format(*args, **kwargs), with the same limit.
+[[nodiscard]] std::string str_format(const std::string& format, const CallArgs& args, size_t max_bytes);
+// int(d) truncating toward zero; a ValueError for NaN and outside int64 (Python's ints would not
+// overflow, ours are 64-bit).
+[[nodiscard]] int64_t float_to_int(double d);
 
 // Binds call arguments to named parameters the way a Python signature does.
 class BoundArgs {

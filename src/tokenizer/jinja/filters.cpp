@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 
@@ -52,6 +53,7 @@ Value f_center(Interpreter& interp, const Value& v, CallArgs& a) {
   const int64_t width = b.has(0) ? b[0].as_int() : 80;
   const auto len = static_cast<int64_t>(pystr::length(s));
   if (width <= len) return Value::string(s);
+  interp.check_string_size(static_cast<uint64_t>(width - len) + s.size());
   const int64_t total = width - len;
   const int64_t left = total / 2 + (total & width & 1);
   return str_value(interp, std::string(static_cast<size_t>(left), ' ') + s +
@@ -116,7 +118,7 @@ Value f_format(Interpreter& interp, const Value& v, CallArgs& a) {
   } else {
     args = Value::tuple(a.args);
   }
-  return str_value(interp, percent_format(to_str(v), args));
+  return str_value(interp, percent_format(to_str(v), args, interp.limits().max_output_bytes));
 }
 
 Value f_indent(Interpreter& interp, const Value& v, CallArgs& a) {
@@ -130,11 +132,16 @@ Value f_indent(Interpreter& interp, const Value& v, CallArgs& a) {
     indention = b[0].as_string();
   } else {
     const int64_t width = b.has(0) ? b[0].as_int() : 4;
+    interp.check_string_size(static_cast<uint64_t>(std::max<int64_t>(width, 0)));
     indention = std::string(static_cast<size_t>(std::max<int64_t>(width, 0)), ' ');
   }
   const bool first = b.has(1) && truthy(b[1]);
   const bool blank = b.has(2) && truthy(b[2]);
-  const std::vector<std::string> lines = pystr::splitlines(to_str(v) + "\n", false);
+  const std::string text = to_str(v);
+  const std::vector<std::string> lines = pystr::splitlines(text + "\n", false);
+  // Each line gets the indentation at most once; checked before building, as it multiplies.
+  const auto indented = static_cast<unsigned __int128>(lines.size()) * (indention.size() + 1) + text.size();
+  interp.check_string_size(static_cast<uint64_t>(std::min<unsigned __int128>(indented, UINT64_MAX)));
   std::string rv;
   if (blank) {
     for (size_t i = 0; i < lines.size(); ++i) {
@@ -159,12 +166,12 @@ Value f_int(Interpreter&, const Value& v, CallArgs& a) {
   if (v.is_float()) {
     const double d = v.as_float();
     if (!std::isfinite(d)) return fallback;
-    return Value::integer(static_cast<int64_t>(d));
+    return Value::integer(float_to_int(d));
   }
   if (v.is_string()) {
     if (auto i = pystr::parse_int(v.as_string(), base)) return Value::integer(*i);
     if (auto d = pystr::parse_float(v.as_string()); d && std::isfinite(*d))
-      return Value::integer(static_cast<int64_t>(*d));
+      return Value::integer(float_to_int(*d));
   }
   return fallback;
 }
@@ -193,8 +200,11 @@ Value f_round(Interpreter&, const Value& v, CallArgs& a) {
   if (method == "common") {
     if (v.is_integral()) return Value::integer(v.as_int());  // round(int, n) stays an int
     if (precision < 0) {
-      // Python: round(x / 10**-n) half-to-even, times 10**-n.
-      const double scale = std::pow(10.0, static_cast<double>(-precision));
+      // Python: round(x / 10**-n) half-to-even, times 10**-n. (-precision as a double: negating
+      // INT64_MIN overflows.)
+      const double scale = std::pow(10.0, -static_cast<double>(precision));
+      // 10**-n past the doubles (n < -308): every double rounds to zero, not to 0 * inf = nan.
+      if (std::isinf(scale)) return Value::number(std::copysign(0.0, v.as_float()));
       return Value::number(std::nearbyint(v.as_float() / scale) * scale);
     }
     // printf rounds the exact binary value half-to-even, as Python's round() does.
@@ -282,8 +292,10 @@ Value f_truncate(Interpreter& interp, const Value& v, CallArgs& a) {
   const std::u32string end = pystr::decode(b.has(2) ? to_str(b[2]) : "...");
   const int64_t leeway = b.has(3) && !b[3].is_none() ? b[3].as_int() : 5;
   const auto len = static_cast<int64_t>(s.size());
-  if (len <= length + leeway) return str_value(interp, pystr::encode(s));
-  const auto keep = static_cast<size_t>(std::max<int64_t>(length - static_cast<int64_t>(end.size()), 0));
+  // In __int128: length and leeway are the template's and may sit at the ends of int64.
+  if (len <= static_cast<__int128>(length) + leeway) return str_value(interp, pystr::encode(s));
+  const auto keep = static_cast<size_t>(
+      std::clamp<__int128>(static_cast<__int128>(length) - static_cast<__int128>(end.size()), 0, len));
   std::u32string result = s.substr(0, keep);
   if (!killwords) {
     const size_t space = result.rfind(U' ');

@@ -37,16 +37,21 @@ Value g_range(CallArgs& a, Interpreter&) {
     if (a.args.size() == 3) step = a.args[2].as_int();
   }
   if (step == 0) detail::throw_value_error("range() arg 3 must not be zero");
-  int64_t count = 0;
-  if (step > 0 && start < stop) count = (stop - start + step - 1) / step;
-  if (step < 0 && start > stop) count = (start - stop - step - 1) / -step;
-  if (count > kMaxRange) {
+  // In unsigned arithmetic: stop - start and -step overflow int64 for arguments near its ends.
+  const auto ustart = static_cast<uint64_t>(start);
+  const auto ustep = static_cast<uint64_t>(step);
+  uint64_t count = 0;
+  if (step > 0 && start < stop) count = (static_cast<uint64_t>(stop) - ustart - 1) / ustep + 1;
+  if (step < 0 && start > stop) count = (ustart - static_cast<uint64_t>(stop) - 1) / (0 - ustep) + 1;
+  if (count > static_cast<uint64_t>(kMaxRange)) {
     detail::throw_limit(
         fmt::format("Range too big. The sandbox blocks ranges larger than MAX_RANGE ({}).", kMaxRange));
   }
   std::vector<Value> out;
   out.reserve(static_cast<size_t>(count));
-  for (int64_t i = 0; i < count; ++i) out.push_back(Value::integer(start + i * step));
+  // start + i * step lies between start and stop, so the wrapped unsigned sum is the int64 value.
+  for (uint64_t i = 0; i < count; ++i)
+    out.push_back(Value::integer(static_cast<int64_t>(ustart + i * ustep)));
   return Value::list(std::move(out));
 }
 

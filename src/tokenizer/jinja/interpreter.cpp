@@ -46,6 +46,16 @@ void Interpreter::charge_string(size_t n) {
   }
 }
 
+void Interpreter::charge_items(size_t n) {
+  charge_string(n * kElementCost);
+}
+
+void Interpreter::check_string_size(uint64_t bytes) const {
+  if (bytes > limits_.max_output_bytes) {
+    detail::throw_limit(fmt::format("string exceeds {} bytes", limits_.max_output_bytes));
+  }
+}
+
 std::vector<Value> Interpreter::items_of(const Value& v) {
   if (v.is_string()) charge_string(v.as_string().size());
   std::vector<Value> items = iterate(v);

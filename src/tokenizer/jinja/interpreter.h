@@ -68,6 +68,11 @@ class Interpreter {
   Value getitem(const Value& obj, const Value& key);
   // Accounts for n bytes of string work (produced or scanned); throws a LimitError fault past the limit.
   void charge_string(size_t n);
+  // Accounts for n list elements built or scanned, at the per-element cost items_of() charges.
+  void charge_items(size_t n);
+  // Throws a LimitError fault when a builtin is about to build one string longer than max_output_bytes;
+  // call it before allocating, with sizes a template chooses (a width, a precision, a repeat count).
+  void check_string_size(uint64_t bytes) const;
   // iterate(v), with its elements charged as work.
   std::vector<Value> items_of(const Value& v);
   [[nodiscard]] const Limits& limits() const { return limits_; }

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "tokenizer/jinja/builtins.h"
 #include "tokenizer/jinja/error.h"
@@ -152,10 +153,12 @@ bool affix_match(const Value& self, CallArgs& args, bool prefix) {
 }
 
 Value pad(const std::string& s, int64_t width, const std::string& fill,
-          int align /* -1 left, 0 center, 1 right */) {
+          int align /* -1 left, 0 center, 1 right */, const Interpreter& interp) {
   const auto len = static_cast<int64_t>(pystr::length(s));
   if (width <= len) return Value::string(s);
   const int64_t total = width - len;
+  interp.check_string_size(static_cast<uint64_t>(std::min<unsigned __int128>(
+      static_cast<unsigned __int128>(total) * fill.size() + s.size(), UINT64_MAX)));
   int64_t left = align < 0 ? 0 : align > 0 ? total : total / 2 + (total & width & 1);
   const int64_t right = total - left;
   std::string out;
@@ -284,27 +287,27 @@ const std::vector<std::pair<std::string_view, Method>>& string_methods() {
        }},
       {"format",
        [](const Value& s, CallArgs& a, Interpreter& interp) {
-         std::string out = str_format(s.as_string(), a);
+         std::string out = str_format(s.as_string(), a, interp.limits().max_output_bytes);
          interp.charge_string(out.size());
          return Value::string(std::move(out));
        }},
       {"center",
-       [](const Value& s, CallArgs& a, Interpreter&) {
+       [](const Value& s, CallArgs& a, Interpreter& interp) {
          BoundArgs b("center", a, {"width", "fillchar"});
-         return pad(s.as_string(), int_arg(b, 0, 0), b.has(1) ? string_arg(b, 1, "center") : " ", 0);
+         return pad(s.as_string(), int_arg(b, 0, 0), b.has(1) ? string_arg(b, 1, "center") : " ", 0, interp);
        }},
       {"ljust",
-       [](const Value& s, CallArgs& a, Interpreter&) {
+       [](const Value& s, CallArgs& a, Interpreter& interp) {
          BoundArgs b("ljust", a, {"width", "fillchar"});
-         return pad(s.as_string(), int_arg(b, 0, 0), b.has(1) ? string_arg(b, 1, "ljust") : " ", -1);
+         return pad(s.as_string(), int_arg(b, 0, 0), b.has(1) ? string_arg(b, 1, "ljust") : " ", -1, interp);
        }},
       {"rjust",
-       [](const Value& s, CallArgs& a, Interpreter&) {
+       [](const Value& s, CallArgs& a, Interpreter& interp) {
          BoundArgs b("rjust", a, {"width", "fillchar"});
-         return pad(s.as_string(), int_arg(b, 0, 0), b.has(1) ? string_arg(b, 1, "rjust") : " ", 1);
+         return pad(s.as_string(), int_arg(b, 0, 0), b.has(1) ? string_arg(b, 1, "rjust") : " ", 1, interp);
        }},
       {"zfill",
-       [](const Value& s, CallArgs& a, Interpreter&) {
+       [](const Value& s, CallArgs& a, Interpreter& interp) {
          BoundArgs b("zfill", a, {"width"});
          std::string str = s.as_string();
          std::string sign;
@@ -312,7 +315,9 @@ const std::vector<std::pair<std::string_view, Method>>& string_methods() {
            sign = str.substr(0, 1);
            str.erase(0, 1);
          }
-         const Value padded = pad(str, int_arg(b, 0, 0) - static_cast<int64_t>(sign.size()), "0", 1);
+         // Widths below 0 pad nothing; clamped first so that subtracting the sign cannot overflow.
+         const int64_t width = std::max<int64_t>(int_arg(b, 0, 0), 0) - static_cast<int64_t>(sign.size());
+         const Value padded = pad(str, width, "0", 1, interp);
          return Value::string(sign + padded.as_string());
        }},
       {"removeprefix",

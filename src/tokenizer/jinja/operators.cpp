@@ -2,8 +2,11 @@
 #include <fmt/format.h>
 #include <fmt/printf.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <limits>
+#include <string>
 
 #include "tokenizer/jinja/builtins.h"
 #include "tokenizer/jinja/error.h"
@@ -20,6 +23,19 @@ namespace {
 // Python ints do not overflow; templates that need more than 64 bits are not chat templates.
 void check_overflow(bool overflow) {
   if (overflow) detail::throw_value_error("integer result out of range");
+}
+
+// A width or precision in a format spec. Above max_bytes it could only ask for a string past the limit on
+// one string, and above INT_MAX fmt::sprintf cannot take it: both are a LimitError, found while reading
+// the digits so that a long run of them cannot overflow.
+size_t read_spec_number(const std::string& spec, size_t& i, size_t max_bytes) {
+  const size_t cap = std::min<size_t>(max_bytes, std::numeric_limits<int>::max());
+  size_t n = 0;
+  while (i < spec.size() && std::isdigit(static_cast<unsigned char>(spec[i]))) {
+    n = n * 10 + static_cast<size_t>(spec[i++] - '0');
+    if (n > cap) detail::throw_limit(fmt::format("string exceeds {} bytes", max_bytes));
+  }
+  return n;
 }
 
 Value repeat(const Value& seq, int64_t times, Interpreter& interp) {
@@ -42,6 +58,7 @@ Value repeat(const Value& seq, int64_t times, Interpreter& interp) {
   if (total > static_cast<uint64_t>(interp.limits().max_loop_iterations)) {
     detail::throw_limit(fmt::format("list repetition exceeds {} items", interp.limits().max_loop_iterations));
   }
+  interp.charge_items(static_cast<size_t>(total));
   std::vector<Value> out;
   out.reserve(static_cast<size_t>(total));
   for (int64_t i = 0; i < times; ++i) out.insert(out.end(), items.begin(), items.end());
@@ -55,7 +72,7 @@ double floor_mod(double a, double b) {
 }
 
 // Python's format(value, spec): [[fill]align][sign][#][0][width][,|_][.precision][type].
-std::string format_spec(const Value& value, const std::string& spec) {
+std::string format_spec(const Value& value, const std::string& spec, size_t max_bytes) {
   if (spec.empty()) return to_str(value);
   size_t i = 0;
   std::string fill = " ";
@@ -77,17 +94,13 @@ std::string format_spec(const Value& value, const std::string& spec) {
     if (align == 0) fill = "0", align = '=';
     ++i;
   }
-  size_t width = 0;
-  while (i < spec.size() && std::isdigit(static_cast<unsigned char>(spec[i])))
-    width = width * 10 + static_cast<size_t>(spec[i++] - '0');
+  const size_t width = read_spec_number(spec, i, max_bytes);
   char grouping = 0;
   if (i < spec.size() && (spec[i] == ',' || spec[i] == '_')) grouping = spec[i++];
   int precision = -1;
   if (i < spec.size() && spec[i] == '.') {
     ++i;
-    precision = 0;
-    while (i < spec.size() && std::isdigit(static_cast<unsigned char>(spec[i])))
-      precision = precision * 10 + (spec[i++] - '0');
+    precision = static_cast<int>(read_spec_number(spec, i, max_bytes));
   }
   char type = i < spec.size() ? spec[i++] : 0;
   if (i != spec.size()) detail::throw_value_error("Invalid format specifier");
@@ -195,6 +208,13 @@ Value binary(BinaryOp op, const Value& a, const Value& b, Interpreter& interp) {
         return Value::string(a.as_string() + b.as_string());
       }
       if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
+        // Bounded and charged as list repetition is: doubling a list in a loop is 2^n work.
+        const size_t n = a.items().size() + b.items().size();
+        if (n > static_cast<uint64_t>(interp.limits().max_loop_iterations)) {
+          detail::throw_limit(
+              fmt::format("list concatenation exceeds {} items", interp.limits().max_loop_iterations));
+        }
+        interp.charge_items(n);
         std::vector<Value> out = a.items();
         out.insert(out.end(), b.items().begin(), b.items().end());
         return a.is_tuple() ? Value::tuple(std::move(out)) : Value::list(std::move(out));
@@ -250,7 +270,7 @@ Value binary(BinaryOp op, const Value& a, const Value& b, Interpreter& interp) {
     }
     case BinaryOp::kMod: {
       if (a.is_string()) {
-        std::string s = percent_format(a.as_string(), b);
+        std::string s = percent_format(a.as_string(), b, interp.limits().max_output_bytes);
         interp.charge_string(s.size());
         return Value::string(std::move(s));
       }
@@ -304,6 +324,15 @@ Value negate(const Value& v) {
   detail::throw_type_error(fmt::format("bad operand type for unary -: '{}'", type_name(v)));
 }
 
+int64_t float_to_int(double d) {
+  if (std::isnan(d)) detail::throw_value_error("cannot convert float NaN to integer");
+  // +-2^63 are exact doubles; every double in [-2^63, 2^63) truncates to an int64.
+  if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) {
+    detail::throw_value_error("integer result out of range");
+  }
+  return static_cast<int64_t>(d);
+}
+
 Value unary_plus(const Value& v) {
   fail_if_undefined(v);
   if (v.is_integral()) return Value::integer(v.as_int());
@@ -311,7 +340,7 @@ Value unary_plus(const Value& v) {
   detail::throw_type_error(fmt::format("bad operand type for unary +: '{}'", type_name(v)));
 }
 
-std::string percent_format(const std::string& format, const Value& args) {
+std::string percent_format(const std::string& format, const Value& args, size_t max_bytes) {
   // A tuple supplies positional values; a dict supplies %(name)s values; anything else is one value.
   // Python treats a non-tuple, non-str argument with __getitem__ (dict, list, Undefined) as a mapping:
   // it may go unused. Any other single argument must be consumed.
@@ -341,11 +370,18 @@ std::string percent_format(const std::string& format, const Value& args) {
       i = close + 1;
     }
     std::string spec = "%";
+    // Python takes a flag any number of times; fmt reads a run of '0's as a width, so each goes in once.
     while (i < format.size() && std::string_view("-+ #0").find(format[i]) != std::string_view::npos) {
-      spec.push_back(format[i++]);
+      if (spec.find(format[i]) == std::string::npos) spec.push_back(format[i]);
+      ++i;
     }
-    while (i < format.size() && ((format[i] >= '0' && format[i] <= '9') || format[i] == '.')) {
-      spec.push_back(format[i++]);
+    // Width and precision are read here, not by fmt::sprintf: it throws fmt::format_error past INT_MAX
+    // and would build a string of any size below that.
+    const size_t width = read_spec_number(format, i, max_bytes);
+    if (width > 0) spec += std::to_string(width);
+    if (i < format.size() && format[i] == '.') {
+      ++i;
+      spec += "." + std::to_string(read_spec_number(format, i, max_bytes));
     }
     if (i >= format.size()) detail::throw_value_error("incomplete format");
     const char conv = format[i];
@@ -381,7 +417,7 @@ std::string percent_format(const std::string& format, const Value& args) {
           detail::throw_type_error(
               fmt::format("%{} format: a real number is required, not {}", conv, type_name(*value)));
         }
-        const auto n = value->is_float() ? static_cast<int64_t>(value->as_float()) : value->as_int();
+        const int64_t n = value->is_float() ? float_to_int(value->as_float()) : value->as_int();
         if (conv == 'c') {
           pystr::append_utf8(out, static_cast<char32_t>(n));
           break;
@@ -413,7 +449,7 @@ std::string percent_format(const std::string& format, const Value& args) {
   return out;
 }
 
-std::string str_format(const std::string& format, const CallArgs& args) {
+std::string str_format(const std::string& format, const CallArgs& args, size_t max_bytes) {
   std::string out;
   size_t auto_index = 0;
   for (size_t i = 0; i < format.size(); ++i) {
@@ -457,7 +493,7 @@ std::string str_format(const std::string& format, const CallArgs& args) {
       if (value == nullptr)
         detail::throw_fault(detail::Fault::Kind::kValue, fmt::format("KeyError: '{}'", field));
     }
-    out += format_spec(*value, spec);
+    out += format_spec(*value, spec, max_bytes);
     i = close;
   }
   return out;

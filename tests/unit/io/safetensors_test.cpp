@@ -247,6 +247,24 @@ TEST(SafetensorsFileErrors, ShapeWithNonIntegerDim) {
   expect_contains(open_error(tmp / "bad.safetensors"), {"bad.safetensors", "tensor 'w'", "non-integer"});
 }
 
+// Found by a deeply nested header run through tests/fuzz/fuzz_safetensors
+// (tests/fuzz/regressions/fuzz_safetensors/deep-*): the error message printed the shape or data_offsets
+// with json::dump(), which recurses, so a header of 2 MB of '[' overflowed the stack instead of giving a
+// CheckpointError. Nested values are elided in messages now.
+TEST(SafetensorsFileErrors, DeeplyNestedShapeOrOffsets) {
+  TempDir tmp;
+  const size_t depth = 1'000'000;
+  const std::string nested = std::string(depth, '[') + std::string(depth, ']');
+  write_safetensors_file(tmp / "shape.safetensors", R"({"w": {"dtype": "F32", "shape": [2, )" + nested +
+                                                        R"(], "data_offsets": [0, 0]}})");
+  expect_contains(open_error(tmp / "shape.safetensors"),
+                  {"shape.safetensors", "tensor 'w'", "shape [2,[...]] has a non-integer dimension"});
+  write_safetensors_file(tmp / "offsets.safetensors",
+                         R"({"w": {"dtype": "F32", "shape": [], "data_offsets": )" + nested + "}}");
+  expect_contains(open_error(tmp / "offsets.safetensors"),
+                  {"offsets.safetensors", "tensor 'w'", "'data_offsets' is [[...]], expected [begin, end]"});
+}
+
 TEST(SafetensorsFileErrors, NegativeDim) {
   TempDir tmp;
   SafetensorsBuilder b = one_tensor();

@@ -102,7 +102,7 @@ TEST_F(ChatFixtureTest, ChatStreamedEqualsNonStreamed) {
   std::string content;
   for (const auto& e : events)
     if (e.is_object() && !e["choices"].empty()) content += e["choices"][0]["delta"].value("content", "");
-  EXPECT_EQ(content, whole["choices"][0]["message"]["content"]);
+  EXPECT_EQ(content, whole["choices"][0]["message"]["content"].get<std::string>());
   EXPECT_EQ(events[events.size() - 2]["usage"], whole["usage"]);
 }
 

@@ -379,7 +379,7 @@ TEST_F(TextRoutesTest, ChatStreamedAsOpenAiDoes) {
   req.erase("stream");
   req.erase("stream_options");
   const json whole = post_json(port(), "/v1/chat/completions", req).json();
-  EXPECT_EQ(content, whole["choices"][0]["message"]["content"]);
+  EXPECT_EQ(content, whole["choices"][0]["message"]["content"].get<std::string>());
 }
 
 TEST_F(TextRoutesTest, ChatLogprobs) {

@@ -168,6 +168,24 @@ TEST(TokenizerVocabulary, LookupsAndSizes) {
   EXPECT_FALSE(tok.is_special_token('a'));
 }
 
+// Seen while writing tests/fuzz/fuzz_tokenizer_json and reproduced through it
+// (tests/fuzz/regressions/fuzz_tokenizer_json/vocab-id-*): the id -> token table was sized by the largest
+// id, so id 2147483647 overflowed `max_id + 1` (undefined behaviour; a std::length_error here) and id
+// 300000000 allocated 2.4 GB for a 60-byte file. Ids far apart are legal in the format and load as HF
+// loads them.
+TEST(TokenizerVocabulary, IdsFarApartNeedNoTableUpToTheLargest) {
+  const nlohmann::json json = {
+      {"model",
+       {{"vocab", {{"a", 0}, {"b", 2147483647}, {"c", 300000000}}}, {"merges", nlohmann::json::array()}}}};
+  const Tokenizer tok = Tokenizer::from_json_text(json.dump());
+  EXPECT_EQ(tok.encode("abc", false), (Ids{0, 2147483647, 300000000}));
+  EXPECT_EQ(tok.id_to_token(2147483647), "b");
+  EXPECT_EQ(tok.id_to_token(300000000), "c");
+  EXPECT_EQ(tok.id_to_token(1), std::nullopt);
+  EXPECT_EQ(tok.decode(Ids{300000000, 0, 5, 2147483647}), "c a b");  // no decoder: joined by spaces
+  EXPECT_EQ(tok.vocab_size(), 2147483648u);
+}
+
 TEST(TokenizerEncode, ConcurrentCallsAgreeWithSerialOnes) {
   // encode shares the BPE cache and per-thread PCRE2 state between threads.
   const Tokenizer tok = tiny();

@@ -175,6 +175,100 @@ TEST(JinjaSandbox, ErrorsAreUserErrors) {
   EXPECT_THROW(Template t("{% if %}"), UserError);
 }
 
+// Found by edge-case inputs run through tests/fuzz/fuzz_jinja (now tests/fuzz/regressions/fuzz_jinja/):
+// widths and precisions chosen by the template were allocated before any limit was looked at.
+// center/indent/ljust/zfill with a width near 2^63 aborted the process (std::bad_alloc, or ASan's
+// allocation-size check), a width near 10^9 ran for many seconds building a gigabyte, and a %-format width
+// past INT_MAX threw fmt::format_error, which is not a UserError. All are the limit on one string
+// (max_output_bytes) now, checked first.
+TEST(JinjaSandbox, WidthsAndPrecisionsAreBoundedBeforeAllocating) {
+  for (const char* source : {
+           "{{ 'x'|center(9223372036854775807) }}",
+           "{{ 'x'|indent(999999999) }}",
+           "{{ 'x\ny'|indent(9223372036854775807) }}",
+           "{{ ('x\n' * 100)|indent(100) }}",  // 100 lines of 101 bytes: the product is over the limit
+           "{{ 'a'.ljust(9223372036854775807) }}",
+           "{{ 'a'.rjust(5000) }}",
+           "{{ 'a'.center(5000, 'xy') }}",
+           "{{ 'a'.zfill(99999999999) }}",
+           "{{ '{:>9999999999}'.format(1) }}",
+           "{{ '{:99999999999999999999999}'.format(1) }}",
+           "{{ '{:.999999999f}'.format(1.0) }}",
+           "{{ '{:.99999999999f}'.format(1.0) }}",  // used to overflow an int while reading the digits
+           "{{ '%999999999s' % 'a' }}",
+           "{{ '%99999999999s' % 'a' }}",  // used to escape as fmt::format_error
+           "{{ '%.999999999f' % 1.0 }}",
+           "{{ '%5000d'|format(1) }}",
+       }) {
+    expect_limit(source, "string exceeds 4096 bytes");
+  }
+  // Below the limit they work as before.
+  const auto small = [](const char* source) {
+    return render(source, ordered_json::object(), small_limits());
+  };
+  EXPECT_EQ(small("[{{ 'x'|center(5) }}] {{ 'a'.rjust(3, '-') }} {{ '-5'.zfill(4) }} {{ 'a\nb'|indent(2) }}"),
+            "[  x  ] --a -005 a\n  b");
+  EXPECT_EQ(small("{{ '{:>4}'.format(1) }} {{ '{:.3f}'.format(1.0) }} {{ '%5s|%-3d|%.2f' % ('a', 7, 1.0) }}"),
+            "   1 1.000     a|7  |1.00");
+  EXPECT_EQ(small("[{{ 'ab'.zfill(-9223372036854775807 - 1) }}] [{{ 'ab'.ljust(-5) }}]"), "[ab] [ab]");
+  // Found by the fuzzer from the inputs above (tests/fuzz/regressions/fuzz_jinja/percent-repeated-zero-flag):
+  // fmt::sprintf read the run of '0' flags as a width with too many digits and threw fmt::format_error.
+  // Python takes repeated flags: '%00000000000s' % 'a' == 'a', '%--05d' % 7 == '7    '.
+  EXPECT_EQ(small("[{{ '%00000000000s' % 'a' }}] [{{ '%--05d' % 7 }}] [{{ '%0+05d' % 7 }}]"),
+            "[a] [7    ] [+0007]");
+}
+
+// Found the same way: list + list was neither bounded nor charged, so doubling a list 40 times in a loop ran
+// for as long as memory lasted. It is bounded in items as list repetition is, and both are charged as work,
+// so building a list one element at a time is not quadratic without bound.
+TEST(JinjaSandbox, ListConcatenationIsBounded) {
+  expect_limit(
+      "{% set ns = namespace(x=[1]) %}{% for i in range(40) %}{% set ns.x = ns.x + ns.x %}{% endfor %}",
+      "list concatenation exceeds 1000 items");
+  expect_limit(
+      "{% set ns = namespace(x=[]) %}{% for i in range(900) %}{% set ns.x = ns.x + [i] %}{% endfor %}",
+      "bytes of strings");
+  expect_limit("{% for i in range(100) %}{% set x = [0] * 1000 %}{% endfor %}", "bytes of strings");
+  EXPECT_EQ(render("{{ [1, 2] + [3] }} {{ (1,) + (2,) }}", ordered_json::object(), small_limits()),
+            "[1, 2, 3] (1, 2)");
+}
+
+// Found the same way, by UBSan: arguments at the ends of int64 overflowed signed arithmetic inside builtins
+// (range's length, truncate's length + leeway, round's -precision) or were converted from doubles outside
+// int64 (|int, '%d' %). Results that fit are exact now; the others are errors, as 64-bit ints document
+// (template.h).
+TEST(JinjaSandbox, IntegerEdgesDoNotOverflow) {
+  EXPECT_EQ(render("{{ range(9223372036854775806, 9223372036854775807)|list }}"), "[9223372036854775806]");
+  EXPECT_EQ(render("{{ range(0, -9223372036854775807, -9223372036854775807 - 1)|list }}"), "[0]");
+  // Python: list(range(-2**63, 2**63 - 1, 2**63 - 1)).
+  EXPECT_EQ(render("{{ range(-9223372036854775807 - 1, 9223372036854775807, 9223372036854775807)|list }}"),
+            "[-9223372036854775808, -1, 9223372036854775806]");
+  expect_limit("{{ range(-9223372036854775807, 9223372036854775807) }}", "Range too big");
+
+  EXPECT_EQ(render("{{ 1e18|int }} {{ '2.7'|int }} {{ '%d' % 2.7 }} {{ (0.0 - 1e18)|int }}"),
+            "1000000000000000000 2 2 -1000000000000000000");
+  for (const char* source :
+       {"{{ 1e300|int }}", "{{ '1e300'|int }}", "{{ 9.3e18|int }}", "{{ '%d' % 1e300 }}"}) {
+    try {
+      (void)render(source);
+      FAIL() << source;
+    } catch (const TemplateRuntimeError& e) {
+      EXPECT_EQ(e.kind(), "ValueError") << source << ": " << e.what();
+      EXPECT_NE(e.message().find("integer result out of range"), std::string::npos) << e.what();
+    }
+  }
+
+  // Python: round(1.5, -2**63) == 0.0 and round(-1.5, -400) == -0.0; the scale 10**400 is inf here.
+  EXPECT_EQ(
+      render(
+          "{{ 1.5|round(-9223372036854775807 - 1) }} {{ (0.0 - 1.5)|round(-400) }} {{ 1250.0|round(-2) }}"),
+      "0.0 -0.0 1200.0");
+  // jinja2 asserts length >= len(end) here; what is left of the text after the cut is nothing.
+  EXPECT_EQ(render("{{ 'abcdef'|truncate(-9223372036854775807 - 1) }}|"
+                   "{{ 'abcdef'|truncate(3, leeway=-9223372036854775807 - 1) }}"),
+            "...|...");
+}
+
 TEST(JinjaSandbox, OneTemplateRendersFromManyThreads) {
   const Template t(
       "{% set ns = namespace(n=0) %}{% for i in xs %}{% set ns.n = ns.n + i %}{% endfor %}{{ ns.n }}",

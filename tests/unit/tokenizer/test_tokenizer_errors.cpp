@@ -32,6 +32,28 @@ TEST(TokenizerErrors, NotJson) {
   }
 }
 
+// Found by tests/fuzz/fuzz_tokenizer_json (tests/fuzz/regressions/fuzz_tokenizer_json/number-out-of-range):
+// nlohmann reports a number beyond double's range as out_of_range, not parse_error, and only parse_error
+// was caught, so such a file ended the process through an uncaught exception.
+TEST(TokenizerErrors, NumberOutOfRangeIsNotValidJson) {
+  for (const char* text : {R"({"model": {"vocab": {"a": 431e308}, "merges": []}})", R"({"x": -1e400})"}) {
+    try {
+      (void)Tokenizer::from_json_text(text);
+      FAIL() << "expected an error for " << text;
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find("tokenizer.json is not valid JSON"), std::string::npos)
+          << e.what();
+    }
+  }
+  try {
+    (void)TokenizerConfig::from_json_text(R"({"add_bos_token": 1e999})");
+    FAIL() << "expected an error";
+  } catch (const UserError& e) {
+    EXPECT_NE(std::string(e.what()).find("tokenizer_config.json is not valid JSON"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(TokenizerErrors, MissingOrMistypedFieldsAreNamed) {
   json tok = testing::tiny_tokenizer();
   tok.erase("model");
@@ -122,6 +144,34 @@ TEST(TokenizerErrors, UnsupportedComponents) {
   tok = testing::tiny_tokenizer();
   tok["model"]["dropout"] = 0.1;
   EXPECT_NE(load_error(tok).find("model.dropout"), std::string::npos);
+}
+
+// Found by tests/fuzz/fuzz_tokenizer_json (tests/fuzz/regressions/fuzz_tokenizer_json/bert-cls-id-negative
+// is the crashing input): post-processor ids were cast to TokenId unchecked, so encode() returned -1 for
+// a BertProcessing cls of -1, and a TemplateProcessing id of 2^32 silently became id 0.
+TEST(TokenizerErrors, PostProcessorIdsOutsideTokenIdRange) {
+  json tok = testing::tiny_tokenizer();
+  tok["post_processor"] = {{"type", "BertProcessing"}, {"cls", {"[CLS]", -1}}, {"sep", {"[SEP]", 263}}};
+  EXPECT_NE(
+      load_error(tok).find("post_processor.cls: expected [\"token\", id] with a non-negative integer id"),
+      std::string::npos)
+      << load_error(tok);
+
+  tok["post_processor"]["cls"] = {"[CLS]", 2147483648};
+  EXPECT_NE(load_error(tok).find("post_processor.cls: expected"), std::string::npos) << load_error(tok);
+
+  tok = testing::tiny_tokenizer();
+  tok["post_processor"]["special_tokens"].begin().value()["ids"] = json::array({4294967296});
+  EXPECT_NE(load_error(tok).find("ids: expected non-negative integer ids"), std::string::npos)
+      << load_error(tok);
+
+  // In range, both still load and add what they list.
+  tok = testing::tiny_tokenizer();
+  tok["post_processor"] = {
+      {"type", "BertProcessing"}, {"cls", {"[CLS]", testing::TinyIds::kBos}}, {"sep", {"[SEP]", 263}}};
+  const Tokenizer loaded = Tokenizer::from_json_text(tok.dump());
+  EXPECT_EQ(loaded.encode("a", true),
+            (std::vector<TokenId>{testing::TinyIds::kBos, 'a', testing::TinyIds::kEos}));
 }
 
 class TokenizerDirTest : public ::testing::Test {
