@@ -118,5 +118,58 @@ TEST_F(ChatModel, StopStringSplitAcrossTokensCutsTheText) {
   EXPECT_EQ(run(engine, r).text, full.substr(0, at + stop.size()));
 }
 
+// deepseek_v3_tiny_scripted (tools/fixtures/make_scripted_fixture.py): weights built so that greedy decoding
+// writes a fixed script, a reasoning block and a tool call after the chat's generation prompt, a short answer
+// after a tool result. The ids and texts are HF's; the server's reasoning and tool-call tests stand on this.
+TEST(ScriptedModel, ChatTurnsRenderAndDecodeAsHuggingFace) {
+  const std::string dir = std::string(DS_FIXTURES_DIR) + "/deepseek_v3_tiny_scripted";
+  std::ifstream in(dir + "/expected.json");
+  const auto expected = nlohmann::json::parse(in);
+  CpuBackend backend(2);
+  auto model = DeepseekModel::load(dir, backend);
+  const PromptEncoder encoder = PromptEncoder::from_model_dir(dir);
+  EngineConfig config;
+  config.num_gpu_blocks = 64;
+  Engine engine(*model, config, &encoder.tokenizer());
+  ASSERT_EQ(expected["cases"].size(), 2u);
+  for (const auto& c : expected["cases"]) {
+    ChatTemplateInputs inputs;
+    inputs.messages = nlohmann::ordered_json::parse(c["messages"].dump());
+    inputs.tools = nlohmann::ordered_json::parse(c["tools"].dump());
+    inputs.add_generation_prompt = true;
+    EXPECT_EQ(encoder.render_chat(inputs), c["rendered"].get<std::string>()) << c["name"];
+    const auto prompt = encoder.encode_chat(inputs);
+    EXPECT_EQ(prompt, c["prompt_ids"].get<std::vector<int32_t>>()) << c["name"];
+
+    EngineRequest r;
+    r.prompt_ids = prompt;
+    r.params.temperature = 0;
+    r.params.max_tokens = 32;
+    auto stream = engine.submit(std::move(r));
+    while (engine.has_work()) (void)engine.step();
+    std::vector<int32_t> tokens;
+    std::string text;
+    RequestDelta d;
+    FinishReason finish = FinishReason::kNone;
+    while (stream->try_next(d)) {
+      tokens.insert(tokens.end(), d.token_ids.begin(), d.token_ids.end());
+      text += d.text;
+      if (d.finish_reason != FinishReason::kNone) finish = d.finish_reason;
+    }
+    // The end-of-sentence token ends the output and is not part of it.
+    std::vector<int32_t> want = c["token_ids"].get<std::vector<int32_t>>();
+    ASSERT_EQ(want.back(), 1);
+    EXPECT_EQ(tokens, want) << c["name"];
+    EXPECT_EQ(text, c["text"].get<std::string>()) << c["name"];
+    EXPECT_EQ(finish, FinishReason::kStop) << c["name"];
+  }
+  // The first turn, decoded with its special tokens (HF): the reasoning block, then content, then the call.
+  EXPECT_EQ(expected["cases"][0]["text_with_special"].get<std::string>(),
+            "<think>\nThe user wants the weather in Paris, so I call get_weather.\n</think>\n\nLet me check the "
+            "weather.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
+            "{\"city\": \"Paris\", \"unit\": \"celsius\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>"
+            "<｜end▁of▁sentence｜>");
+}
+
 }  // namespace
 }  // namespace ds
