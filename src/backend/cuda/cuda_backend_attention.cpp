@@ -75,43 +75,56 @@ void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const For
     }
   }
   // A piece costs its key blocks plus about two blocks' worth for loading Q and writing out; each CTA gets an
-  // equal share of the total, pieces of at least kMinPiece blocks where the tile has them.
+  // equal share (quota) of the total, pieces of at least kMinPiece blocks where the tile has them. Cutting
+  // adds overhead, so the quota grows until the pieces fit one wave of one CTA per SM.
   constexpr int64_t kOverhead = 2, kMinPiece = 4;
   int64_t total = 0;
   for (const cuda::MlaTile& t : tiles) total += (t.kv_len + kMlaBlockKeys - 1) / kMlaBlockKeys + kOverhead;
   const int64_t target_ctas = std::max(ctx.sm_count, 1);
-  const int64_t quota = std::max((total + target_ctas - 1) / target_ctas, kOverhead + kMinPiece);
   std::vector<cuda::MlaSegment> segments;
-  std::vector<int32_t> cta_begin = {0}, split_tiles;
-  int32_t num_parts = 0;
-  int64_t left = quota;
-  for (size_t ti = 0; ti < tiles.size(); ++ti) {
-    cuda::MlaTile& tile = tiles[ti];
-    const int32_t nb = (tile.kv_len + kMlaBlockKeys - 1) / kMlaBlockKeys;
-    const size_t first = segments.size();
-    for (int32_t kb = 0; kb < nb;) {
-      const int64_t avail = left - kOverhead;
-      const bool cta_empty = static_cast<int64_t>(segments.size()) == cta_begin.back();
-      if (!cta_empty && avail < std::min<int64_t>(kMinPiece, nb - kb)) {
-        cta_begin.push_back(static_cast<int32_t>(segments.size()));
-        left = quota;
-        continue;
+  std::vector<int32_t> cta_begin;
+  auto deal = [&](int64_t quota) {
+    segments.clear();
+    cta_begin.assign(1, 0);
+    int64_t left = quota;
+    for (size_t ti = 0; ti < tiles.size(); ++ti) {
+      const int32_t nb = (tiles[ti].kv_len + kMlaBlockKeys - 1) / kMlaBlockKeys;
+      for (int32_t kb = 0; kb < nb;) {
+        const int64_t avail = left - kOverhead;
+        const bool cta_empty = static_cast<int64_t>(segments.size()) == cta_begin.back();
+        if (!cta_empty && avail < std::min<int64_t>(kMinPiece, nb - kb)) {
+          cta_begin.push_back(static_cast<int32_t>(segments.size()));
+          left = quota;
+          continue;
+        }
+        int32_t take = static_cast<int32_t>(std::min<int64_t>(nb - kb, std::max<int64_t>(avail, 1)));
+        if (nb - kb - take < kMinPiece / 2) take = nb - kb;  // no sliver of a piece left for the next CTA
+        segments.push_back(cuda::MlaSegment{static_cast<int32_t>(ti), kb, kb + take, -1});
+        left -= take + kOverhead;
+        kb += take;
       }
-      int32_t take = static_cast<int32_t>(std::min<int64_t>(nb - kb, std::max<int64_t>(avail, 1)));
-      if (nb - kb - take < kMinPiece / 2) take = nb - kb;  // no sliver of a piece left for the next CTA
-      segments.push_back(cuda::MlaSegment{static_cast<int32_t>(ti), kb, kb + take, -1});
-      left -= take + kOverhead;
-      kb += take;
     }
-    tile.num_pieces = static_cast<int32_t>(segments.size() - first);
+    if (static_cast<int64_t>(segments.size()) > cta_begin.back())
+      cta_begin.push_back(static_cast<int32_t>(segments.size()));
+    return static_cast<int64_t>(cta_begin.size()) - 1;
+  };
+  int64_t quota = std::max((total + target_ctas - 1) / target_ctas, kOverhead + kMinPiece);
+  while (deal(quota) > target_ctas) quota += std::max<int64_t>(1, quota / 32);
+  // Tiles cut into several pieces get a partial slot per piece (pieces of a tile are consecutive).
+  std::vector<int32_t> split_tiles;
+  int32_t num_parts = 0;
+  for (size_t i = 0; i < segments.size();) {
+    size_t j = i;
+    while (j < segments.size() && segments[j].tile == segments[i].tile) ++j;
+    cuda::MlaTile& tile = tiles[static_cast<size_t>(segments[i].tile)];
+    tile.num_pieces = static_cast<int32_t>(j - i);
     if (tile.num_pieces > 1) {
       tile.part_base = num_parts;
-      for (size_t i = first; i < segments.size(); ++i) segments[i].part = num_parts++;
-      split_tiles.push_back(static_cast<int32_t>(ti));
+      for (size_t k = i; k < j; ++k) segments[k].part = num_parts++;
+      split_tiles.push_back(segments[i].tile);
     }
+    i = j;
   }
-  if (static_cast<int64_t>(segments.size()) > cta_begin.back())
-    cta_begin.push_back(static_cast<int32_t>(segments.size()));
 
   // Everything the kernels read, in one upload: tiles, segments, CTA offsets, split tiles, positions, table.
   static_assert(sizeof(cuda::MlaTile) == 8 * sizeof(int32_t) && sizeof(cuda::MlaSegment) == 4 * sizeof(int32_t));
