@@ -24,7 +24,7 @@ finish() {
   exit "${1:-0}"
 }
 
-say "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader); $(git rev-parse --short HEAD 2>/dev/null)"
+say "$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader); commit $(cat .bench-commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null)"
 extra=()
 if ! pkg-config --exists libpcre2-8 2>/dev/null && [ -f .gpu-deps/pcre2/lib/libpcre2-8.a ]; then
   extra+=("-DPCRE2_ROOT=$(pwd)/.gpu-deps/pcre2")
