@@ -161,46 +161,56 @@ TEST_F(MlaTest, TensorCorePathMatchesTheCpuReference) {
 }
 
 // The same batch twice through the tensor-core path gives the same bits (no race between the warps that
-// share rows, or between the pieces of a split tile), and the legacy kernel agrees with it.
+// share rows, or between the pieces of a split tile), and the legacy kernel agrees with it: 128 heads with a
+// decode and a two-token chunk (64-row tiles), and 16 heads in pure decode (16-row tiles spread over 8 warps).
 TEST_F(MlaTest, TensorCorePathIsDeterministicAndAgreesWithTheLegacyKernel) {
   Rng rng(22);
-  const MlaShape s{"128 heads", 128, 128, 64, 128, 512, 64, DType::kBF16};
-  auto kv_b = make_weight(rng, s.heads * (s.nope + s.v), s.lora, s.kv_b_dtype,
-                          1.0f / std::sqrt(static_cast<float>(s.lora)), "kv_b_proj");
-  prepare(*kv_b);
   CudaBackend legacy{CudaBackendOptions{0, /*sync_each_op=*/true, /*legacy_mla=*/true}};
-  // kv_b's device copy (prepared by gpu_ above) serves both backends: one device, one process.
-  const int64_t t = 3, qk = s.nope + s.rope, slots = 64 * s.block_size;
-  ForwardBatch batch;
-  batch.max_blocks_per_seq = 20;
-  batch.query_start_loc = {0, 1, 3};
-  batch.token_ids = {0, 0, 0};
-  batch.positions = {1200, 5, 6};
-  batch.seq_lens = {1201, 7};
-  for (int32_t b = 0; b < 20; ++b) batch.block_table.push_back(63 - b);
-  for (int32_t b = 0; b < 20; ++b) batch.block_table.push_back(b == 0 ? 40 : 0);
-  batch.slot_mapping = {int64_t{63 - 1200 / 64} * 64 + 1200 % 64, 40 * 64 + 5, 40 * 64 + 6};
-  const std::vector<float> cache_v = rng.normal(slots * (s.lora + s.rope)), q_v = rng.normal(t * s.heads * qk);
-  std::vector<std::vector<float>> results;
-  for (CudaBackend* b : {&gpu_, &gpu_, &legacy}) {
-    Tensor cache = b->empty({slots, s.lora + s.rope}), q = b->empty({t, s.heads * qk}), out = b->empty({t, s.heads * s.v});
-    b->copy_from_host(cache_v, cache);
-    b->copy_from_host(q_v, q);
-    MlaAttentionParams p;
-    p.q = &q, p.kv_cache = &cache, p.out = &out, p.kv_b_proj = &kv_b->weight;
-    p.num_heads = s.heads, p.qk_nope_head_dim = s.nope, p.qk_rope_head_dim = s.rope, p.v_head_dim = s.v;
-    p.kv_lora_rank = s.lora, p.block_size = s.block_size;
-    p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(qk));
-    b->mla_attention(p, batch);
-    results.push_back(host(*b, out));
+  for (const int64_t heads : {128, 16}) {
+    const MlaShape s{"det", heads, 128, 64, 128, 512, 64, DType::kBF16};
+    auto kv_b = make_weight(rng, s.heads * (s.nope + s.v), s.lora, s.kv_b_dtype,
+                            1.0f / std::sqrt(static_cast<float>(s.lora)), "kv_b_proj");
+    prepare(*kv_b);
+    // kv_b's device copy (prepared by gpu_ above) serves both backends: one device, one process.
+    const int64_t qk = s.nope + s.rope, slots = 64 * s.block_size;
+    ForwardBatch batch;
+    batch.max_blocks_per_seq = 20;
+    if (heads == 128) {
+      batch.query_start_loc = {0, 1, 3};
+      batch.positions = {1200, 5, 6};
+    } else {
+      batch.query_start_loc = {0, 1, 2};
+      batch.positions = {1200, 6};
+    }
+    batch.token_ids.assign(batch.positions.size(), 0);
+    batch.seq_lens = {1201, 7};
+    for (int32_t b = 0; b < 20; ++b) batch.block_table.push_back(63 - b);
+    for (int32_t b = 0; b < 20; ++b) batch.block_table.push_back(b == 0 ? 40 : 0);
+    const int64_t t = batch.num_tokens();
+    const std::vector<float> cache_v = rng.normal(slots * (s.lora + s.rope)), q_v = rng.normal(t * s.heads * qk);
+    std::vector<std::vector<float>> results;
+    for (CudaBackend* b : {&gpu_, &gpu_, &legacy}) {
+      Tensor cache = b->empty({slots, s.lora + s.rope}), q = b->empty({t, s.heads * qk}),
+             out = b->empty({t, s.heads * s.v});
+      b->copy_from_host(cache_v, cache);
+      b->copy_from_host(q_v, q);
+      MlaAttentionParams p;
+      p.q = &q, p.kv_cache = &cache, p.out = &out, p.kv_b_proj = &kv_b->weight;
+      p.num_heads = s.heads, p.qk_nope_head_dim = s.nope, p.qk_rope_head_dim = s.rope, p.v_head_dim = s.v;
+      p.kv_lora_rank = s.lora, p.block_size = s.block_size;
+      p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(qk));
+      b->mla_attention(p, batch);
+      results.push_back(host(*b, out));
+    }
+    EXPECT_EQ(results[0], results[1]) << heads << " heads";
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < results[0].size(); ++i) {
+      EXPECT_TRUE(std::isfinite(results[0][i]));
+      diff += (double(results[0][i]) - results[2][i]) * (double(results[0][i]) - results[2][i]);
+      norm += double(results[2][i]) * results[2][i];
+    }
+    EXPECT_LT(std::sqrt(diff / norm), kChainTol) << heads << " heads";
   }
-  EXPECT_EQ(results[0], results[1]);
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < results[0].size(); ++i) {
-    diff += (double(results[0][i]) - results[2][i]) * (double(results[0][i]) - results[2][i]);
-    norm += double(results[2][i]) * results[2][i];
-  }
-  EXPECT_LT(std::sqrt(diff / norm), kChainTol);
 }
 
 }  // namespace

@@ -166,6 +166,7 @@ void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const For
   k.segments = reinterpret_cast<const cuda::MlaSegment*>(m + segs_at);
   k.cta_seg_begin = m + cta_at;
   k.num_ctas = static_cast<int32_t>(cta_begin.size()) - 1;
+  for (const cuda::MlaTile& t : tiles) k.max_tile_rows = std::max(k.max_tile_rows, t.ntok * t.nheads);
   k.split_tiles = m + split_at;
   k.num_split_tiles = static_cast<int32_t>(split_tiles.size());
   k.part_o = partials;

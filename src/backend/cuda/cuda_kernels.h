@@ -103,6 +103,7 @@ struct MlaDecodeParams {
   const MlaSegment* segments = nullptr;
   const int32_t* cta_seg_begin = nullptr;   // [num_ctas + 1]: CTA c runs segments [begin[c], begin[c + 1])
   int32_t num_ctas = 0;
+  int32_t max_tile_rows = 0;                // the largest ntok * nheads of any tile (picks the warp layout)
   const int32_t* split_tiles = nullptr;     // [num_split_tiles]: tiles with num_pieces > 1
   int32_t num_split_tiles = 0;
   float* part_o = nullptr;                  // [pieces, 64, 512] unnormalized

@@ -9,11 +9,12 @@
 // a tile cut into several pieces writes fp32 partials (unnormalized output, running max and sum per row) that
 // the combine kernel merges.
 //
-// One CTA = 8 warps. Warps w and w + 4 own the same 16 rows: for S = Q K^T each computes half of the 576
-// dimensions for all 32 keys and they add their halves through shared memory (both then hold the whole S and
-// run the same online softmax, in fp32, base 2); for O += P V each keeps half of the 512 output columns in
-// registers (16 rows x 256 columns = 128 fp32 per thread), P going from the S accumulators straight into the
-// A operand. mma.sync m16n8k16 bf16 with fp32 accumulation; keys arrive by 16-byte cp.async, 3 stages deep,
+// One CTA = 8 warps over kGroups groups of 16 rows (4: 64-row tiles; 1: tiles of at most 16 rows, as in decode
+// with 16 heads, where 6 of 8 warps would otherwise idle). The W = 8 / kGroups warps of a group (w, w + kGroups,
+// ...) share its rows: for S = Q K^T each computes 1/W of the 576 dimensions for all 32 keys and they add
+// their parts through shared memory in a fixed order (all then hold the same S and run the same online
+// softmax, in fp32, base 2); for O += P V each keeps 1/W of the 512 output columns in registers (16 rows x 256
+// columns = 128 fp32 per thread at W = 2), P going from the S accumulators straight into the A operand. mma.sync m16n8k16 bf16 with fp32 accumulation; keys arrive by 16-byte cp.async, 3 stages deep,
 // rows padded by 16 bytes so ldmatrix is free of bank conflicts. Rows past the tile and keys past the context
 // are zero-filled and masked, so garbage in unused cache slots never reaches the arithmetic.
 #include <cuda_bf16.h>
@@ -32,8 +33,7 @@ constexpr int kThreads = 256;
 constexpr int kStride = kDim + 8;          // bf16 elements per shared row: +16 bytes against bank conflicts
 constexpr int kChunks = kDim * 2 / 16;     // 72 16-byte chunks per row
 constexpr int kLatChunks = kLat * 2 / 16;  // 64 of them latent
-constexpr int kHalfDims = kDim / 2;        // 288 dimensions of S per warp
-constexpr int kHalfCols = kLat / 2;        // 256 output columns per warp
+constexpr int kKSteps = kDim / 16;         // 36 k-steps of 16 dimensions in S
 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -75,19 +75,25 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// Synchronizes the two warps (64 threads) that share rows; ids 1..4 (0 is __syncthreads).
-__device__ __forceinline__ void pair_barrier(int pair) {
-  asm volatile("bar.sync %0, 64;\n" ::"r"(pair + 1));
+// Synchronizes the warps that share a row group; ids 1..4 (0 is __syncthreads).
+template <int kWarpsPerGroup>
+__device__ __forceinline__ void group_barrier(int group) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(group + 1), "n"(kWarpsPerGroup * 32));
 }
 
+template <int kGroups>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams p) {
+  constexpr int kW = kThreads / 32 / kGroups;  // warps per row group
+  constexpr int kCols = kLat / kW;             // output columns per warp
+  constexpr int kTiles = kCols / 8;            // n-tiles of O per warp
   extern __shared__ __align__(16) unsigned char smem_raw[];
   auto* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kRows][kStride]: q_latent | q_rope
   __nv_bfloat16* sk = sq + kRows * kStride;                 // [kStages][kKeys][kStride]: latent | rope key
   auto* sx = reinterpret_cast<float4*>(sk + kStages * kKeys * kStride);  // [8 warps][4][32 lanes]
 
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
-  const int pair = warp % 4, half = warp / 4;
+  const int pair = warp % kGroups, half = warp / kGroups;  // row group; part of it
+  const int ks_begin = half * kKSteps / kW, ks_end = (half + 1) * kKSteps / kW;
   const int g = lane / 4, t4 = lane % 4;
   const int seg_end = p.cta_seg_begin[blockIdx.x + 1];
 
@@ -137,9 +143,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     if (nblk > 1) load_block(seg.kb0 + 1, 1);
     cp_async_commit();
 
-    float o[kHalfCols / 8][4];
+    float o[kTiles][4];
 #pragma unroll
-    for (int n = 0; n < kHalfCols / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int n = 0; n < kTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
     float m_run[2] = {-CUDART_INF_F, -CUDART_INF_F}, l_run[2] = {0.0f, 0.0f};
 
     for (int i = 0; i < nblk; ++i) {
@@ -150,13 +156,15 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
       if (!warp_active) continue;
       const __nv_bfloat16* kbuf = sk + (i % kStages) * kKeys * kStride;
 
-      // This warp's half of S = Q K^T: 16 rows x 32 keys over dimensions [half * 288, + 288).
+      // This warp's part of S = Q K^T: 16 rows x 32 keys over k-steps [ks_begin, ks_end).
       float s[4][4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
 #pragma unroll 6
-      for (int ks = 0; ks < kHalfDims / 16; ++ks) {
-        const int d0 = half * kHalfDims + ks * 16;
+      for (int step = 0; step < (kKSteps + kW - 1) / kW; ++step) {
+        const int ks = ks_begin + step;
+        if (kKSteps % kW != 0 && ks >= ks_end) break;  // uneven shares (W = 8: 4 or 5 k-steps)
+        const int d0 = ks * 16;
         uint32_t a[4];
         ldmatrix_x4(a, sq + (pair * 16 + lane % 16) * kStride + d0 + (lane / 16) * 8);
 #pragma unroll
@@ -167,15 +175,20 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
           mma_bf16(s[j + 1], a, b[2], b[3]);
         }
       }
-      // Add the other warp's half (conflict-free: lane-contiguous float4s).
+      // Sum the group's parts in one order in every warp, so all hold identical S (conflict-free:
+      // lane-contiguous float4s).
 #pragma unroll
       for (int j = 0; j < 4; ++j) sx[(warp * 4 + j) * 32 + lane] = make_float4(s[j][0], s[j][1], s[j][2], s[j][3]);
-      pair_barrier(pair);
-      const int other = (warp + 4) % 8;
+      group_barrier<kW>(pair);
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const float4 x = sx[(other * 4 + j) * 32 + lane];
-        s[j][0] += x.x, s[j][1] += x.y, s[j][2] += x.z, s[j][3] += x.w;
+        float4 sum = sx[(pair * 4 + j) * 32 + lane];
+#pragma unroll
+        for (int w = 1; w < kW; ++w) {
+          const float4 x = sx[((pair + w * kGroups) * 4 + j) * 32 + lane];
+          sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
+        }
+        s[j][0] = sum.x, s[j][1] = sum.y, s[j][2] = sum.z, s[j][3] = sum.w;
       }
 
       // Causal mask, scale (log2 domain) and the online softmax of rows g (ri 0) and g + 8 (ri 1).
@@ -207,19 +220,19 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
         l_run[ri] = l_run[ri] * alpha + sum;  // this thread's columns; the quad is summed at the end
         m_run[ri] = m_new;
 #pragma unroll
-        for (int n = 0; n < kHalfCols / 8; ++n) o[n][2 * ri] *= alpha, o[n][2 * ri + 1] *= alpha;
+        for (int n = 0; n < kTiles; ++n) o[n][2 * ri] *= alpha, o[n][2 * ri + 1] *= alpha;
       }
 
-      // O += P V over this warp's 256 columns; P's accumulators are the A operand as they stand.
+      // O += P V over this warp's columns; P's accumulators are the A operand as they stand.
 #pragma unroll
       for (int kk = 0; kk < 2; ++kk) {
         const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
                                 pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                 pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
         const __nv_bfloat16* vrow = kbuf + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kStride +
-                                    half * kHalfCols + (lane / 16) * 8;
+                                    half * kCols + (lane / 16) * 8;
 #pragma unroll
-        for (int n = 0; n < kHalfCols / 8; n += 2) {
+        for (int n = 0; n < kTiles; n += 2) {
           uint32_t b[4];
           ldmatrix_x4_trans(b, vrow + n * 8);
           mma_bf16(o[n], pa, b[0], b[1]);
@@ -238,20 +251,20 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     for (int ri = 0; ri < 2; ++ri) {
       if (row_pos[ri] < 0) continue;
       const int r = pair * 16 + g + 8 * ri;
-      const int col0 = half * kHalfCols + 2 * t4;
+      const int col0 = half * kCols + 2 * t4;
       if (seg.part < 0) {
         const int64_t tok = tile.tok0 + r / tile.nheads, head = tile.head0 + r % tile.nheads;
         __nv_bfloat16* dst = p.o_latent + (tok * p.num_heads + head) * kLat + col0;
         const float inv = 1.0f / l_run[ri];
 #pragma unroll
-        for (int n = 0; n < kHalfCols / 8; ++n)
+        for (int n = 0; n < kTiles; ++n)
           *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) =
               __floats2bfloat162_rn(o[n][2 * ri] * inv, o[n][2 * ri + 1] * inv);
       } else {
         const int64_t prow = int64_t{seg.part} * kRows + r;
         float* dst = p.part_o + prow * kLat + col0;
 #pragma unroll
-        for (int n = 0; n < kHalfCols / 8; ++n)
+        for (int n = 0; n < kTiles; ++n)
           *reinterpret_cast<float2*>(dst + n * 8) = make_float2(o[n][2 * ri], o[n][2 * ri + 1]);
         if (half == 0 && t4 == 0) {
           p.part_ml[prow * 2] = m_run[ri];
@@ -301,10 +314,12 @@ size_t mla_decode_smem_bytes() {
 void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream) {
   if (p.num_ctas == 0) return;
   static_assert(kLat / 4 == 128, "the combine kernel's 128 threads cover 4 columns each");
-  const cudaError_t attr = cudaFuncSetAttribute(mla_decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(kSmemBytes));
+  // Tiles of at most 16 rows (decode at <= 16 heads) spread each row group over all 8 warps.
+  auto* kernel = p.max_tile_rows <= 16 ? mla_decode_kernel<1> : mla_decode_kernel<4>;
+  const cudaError_t attr =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes));
   if (attr != cudaSuccess) return;  // left as the last error; the caller's launch check reports it
-  mla_decode_kernel<<<static_cast<unsigned>(p.num_ctas), kThreads, kSmemBytes, stream>>>(p);
+  kernel<<<static_cast<unsigned>(p.num_ctas), kThreads, kSmemBytes, stream>>>(p);
   if (p.num_split_tiles > 0)
     mla_combine_kernel<<<dim3(static_cast<unsigned>(p.num_split_tiles), kRows), 128, 0, stream>>>(p);
 }
