@@ -54,7 +54,8 @@ class MlaTest : public OpTest {
     for (const SeqSpec& q : seqs) {
       const int32_t len = q.cached + q.new_tokens;
       std::vector<int32_t> table(static_cast<size_t>(max_blocks), 0);
-      for (int32_t b = 0; b < (len + s.block_size - 1) / s.block_size; ++b) table[b] = free_blocks.at(next_block++);
+      for (int32_t b = 0; b < (len + s.block_size - 1) / s.block_size; ++b)
+        table[b] = free_blocks.at(next_block++);
       for (int32_t i = 0; i < q.new_tokens; ++i) {
         const int32_t pos = q.cached + i;
         batch.token_ids.push_back(0);
@@ -127,8 +128,8 @@ TEST_F(MlaTest, MatchesTheCpuReference) {
 
 // The tensor-core path (latent 512 + rope 64) at DeepSeek's head counts (16: V2-Lite; 128: V3) and both block
 // sizes: decode at batch 1..32 with contexts that are and are not multiples of the block size and of the
-// kernel's 32-key steps (split over the context into pieces, then combined), prefill with and without a cached
-// prefix, and mixed batches of decode and prefill tokens.
+// kernel's 32-key steps (split over the context into pieces, then combined), prefill with and without a
+// cached prefix, and mixed batches of decode and prefill tokens.
 TEST_F(MlaTest, TensorCorePathMatchesTheCpuReference) {
   Rng rng(21);
   const std::vector<MlaShape> shapes = {
@@ -138,12 +139,12 @@ TEST_F(MlaTest, TensorCorePathMatchesTheCpuReference) {
       {"128 heads (V3) fp8, page 16", 128, 128, 64, 128, 512, 16, DType::kF8E4M3},
   };
   std::vector<std::vector<SeqSpec>> batches = {
-      {{0, 1}},                                          // decode at context 1
-      {{1023, 1}},                                       // batch 1, context 1024 (split into pieces)
-      {{1500, 1}, {16, 1}, {63, 1}, {64, 1}, {31, 1}},   // ragged contexts
-      {{0, 77}},                                         // prefill (4 tokens per tile at 16 heads)
-      {{130, 45}, {0, 3}},                               // chunked prefill after a cached prefix + a prompt
-      {{300, 1}, {0, 20}, {50, 1}, {64, 10}, {7, 1}},    // mixed decode and prefill
+      {{0, 1}},                                         // decode at context 1
+      {{1023, 1}},                                      // batch 1, context 1024 (split into pieces)
+      {{1500, 1}, {16, 1}, {63, 1}, {64, 1}, {31, 1}},  // ragged contexts
+      {{0, 77}},                                        // prefill (4 tokens per tile at 16 heads)
+      {{130, 45}, {0, 3}},                              // chunked prefill after a cached prefix + a prompt
+      {{300, 1}, {0, 20}, {50, 1}, {64, 10}, {7, 1}},   // mixed decode and prefill
   };
   std::vector<SeqSpec> batch32;  // batch 32, contexts 200..510
   for (int32_t i = 0; i < 32; ++i) batch32.push_back({200 + 10 * i, 1});
@@ -162,7 +163,8 @@ TEST_F(MlaTest, TensorCorePathMatchesTheCpuReference) {
 
 // The same batch twice through the tensor-core path gives the same bits (no race between the warps that
 // share rows, or between the pieces of a split tile), and the legacy kernel agrees with it: 128 heads with a
-// decode and a two-token chunk (64-row tiles), and 16 heads in pure decode (16-row tiles spread over 8 warps).
+// decode and a two-token chunk (64-row tiles), and 16 heads in pure decode (16-row tiles spread over 8
+// warps).
 TEST_F(MlaTest, TensorCorePathIsDeterministicAndAgreesWithTheLegacyKernel) {
   Rng rng(22);
   CudaBackend legacy{CudaBackendOptions{0, /*sync_each_op=*/true, /*legacy_mla=*/true}};
@@ -187,7 +189,8 @@ TEST_F(MlaTest, TensorCorePathIsDeterministicAndAgreesWithTheLegacyKernel) {
     for (int32_t b = 0; b < 20; ++b) batch.block_table.push_back(63 - b);
     for (int32_t b = 0; b < 20; ++b) batch.block_table.push_back(b == 0 ? 40 : 0);
     const int64_t t = batch.num_tokens();
-    const std::vector<float> cache_v = rng.normal(slots * (s.lora + s.rope)), q_v = rng.normal(t * s.heads * qk);
+    const std::vector<float> cache_v = rng.normal(slots * (s.lora + s.rope)),
+                             q_v = rng.normal(t * s.heads * qk);
     std::vector<std::vector<float>> results;
     for (CudaBackend* b : {&gpu_, &gpu_, &legacy}) {
       Tensor cache = b->empty({slots, s.lora + s.rope}), q = b->empty({t, s.heads * qk}),

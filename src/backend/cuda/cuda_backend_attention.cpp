@@ -44,8 +44,8 @@ void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const For
     w_bf16 = buf;
   }
 
-  // q_latent[t, h, :] = W_UK_h^T q_nope[t, h, :]: per head, column-major D [512, T] = A [512, nope] B [nope, T],
-  // A = rows [h * (nope + v), + nope) of kv_b_proj read column-major, B = the query's nope columns.
+  // q_latent[t, h, :] = W_UK_h^T q_nope[t, h, :]: per head, column-major D [512, T] = A [512, nope] B [nope,
+  // T], A = rows [h * (nope + v), + nope) of kv_b_proj read column-major, B = the query's nope columns.
   const size_t latent_bytes = static_cast<size_t>(num_tokens * heads * kMlaLatent) * 2;
   void* q_latent = ctx.mla_q.get(ctx.stream, latent_bytes);
   cuda::BatchedGemm uk;
@@ -64,10 +64,12 @@ void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const For
     for (int32_t t = q0; t < q1; t += static_cast<int32_t>(tokens_per_tile)) {
       const int32_t ntok = std::min(static_cast<int32_t>(tokens_per_tile), q1 - t);
       int32_t kv_len = 0;
-      for (int32_t i = t; i < t + ntok; ++i) kv_len = std::max(kv_len, batch.positions[static_cast<size_t>(i)] + 1);
+      for (int32_t i = t; i < t + ntok; ++i)
+        kv_len = std::max(kv_len, batch.positions[static_cast<size_t>(i)] + 1);
       for (int64_t h0 = 0; h0 < heads; h0 += kMlaTileRows) {
         cuda::MlaTile tile;
-        tile.seq = static_cast<int32_t>(s), tile.tok0 = t, tile.ntok = ntok, tile.head0 = static_cast<int32_t>(h0);
+        tile.seq = static_cast<int32_t>(s), tile.tok0 = t, tile.ntok = ntok,
+        tile.head0 = static_cast<int32_t>(h0);
         tile.nheads = static_cast<int32_t>(std::min<int64_t>(kMlaTileRows, heads - h0));
         tile.kv_len = kv_len;
         tiles.push_back(tile);
@@ -127,7 +129,8 @@ void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const For
   }
 
   // Everything the kernels read, in one upload: tiles, segments, CTA offsets, split tiles, positions, table.
-  static_assert(sizeof(cuda::MlaTile) == 8 * sizeof(int32_t) && sizeof(cuda::MlaSegment) == 4 * sizeof(int32_t));
+  static_assert(sizeof(cuda::MlaTile) == 8 * sizeof(int32_t) &&
+                sizeof(cuda::MlaSegment) == 4 * sizeof(int32_t));
   std::vector<int32_t> meta;
   auto append = [&meta](const void* data, size_t bytes) {
     const size_t at = meta.size();

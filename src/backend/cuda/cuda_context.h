@@ -6,8 +6,8 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
-#include <cstdint>
 #include <array>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <span>
@@ -20,8 +20,8 @@
 namespace ds::cuda {
 
 struct GemmPlan;
-// gemm_bf16_batched's plans by (m, n, k, batch, trans_a, lda, stride_a, ldb, stride_b, d dtype, ldd, stride_d,
-// alignments of a, b, d).
+// gemm_bf16_batched's plans by (m, n, k, batch, trans_a, lda, stride_a, ldb, stride_b, d dtype, ldd,
+// stride_d, alignments of a, b, d).
 using BatchedPlanKey = std::array<int64_t, 15>;
 
 // A device buffer that grows on demand and is reused op after op; stream order makes the reuse safe.

@@ -101,8 +101,8 @@ void set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t stride) {
   const auto count = static_cast<int32_t>(batch);
   DS_CUBLAS_CHECK(
       cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
-  DS_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
-                                                   sizeof(stride)));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                   &stride, sizeof(stride)));
 }
 
 std::unique_ptr<GemmPlan> make_batched_plan(const CudaContext& ctx, const BatchedGemm& g, int align_a,
@@ -119,9 +119,8 @@ std::unique_ptr<GemmPlan> make_batched_plan(const CudaContext& ctx, const Batche
   DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->w_layout, CUDA_R_16BF, g.trans_a ? u(g.k) : u(g.m),
                                              g.trans_a ? u(g.m) : u(g.k), g.lda));
   DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->x_layout, CUDA_R_16BF, u(g.k), u(g.n), g.ldb));
-  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->out_layout,
-                                             g.d_dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF, u(g.m),
-                                             u(g.n), g.ldd));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(
+      &plan->out_layout, g.d_dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF, u(g.m), u(g.n), g.ldd));
   set_batch(plan->w_layout, g.batch, g.stride_a);
   set_batch(plan->x_layout, g.batch, g.stride_b);
   set_batch(plan->out_layout, g.batch, g.stride_d);
@@ -158,18 +157,19 @@ void gemm_bf16_batched(CudaContext& ctx, const BatchedGemm& g) {
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
   DS_CHECK(g.k > 0, "batched GEMM with an empty inner dimension");
   const int align_a = alignment_of(g.a), align_b = alignment_of(g.b), align_d = alignment_of(g.d);
-  const BatchedPlanKey key = {g.m,      g.n,        g.k,   g.batch,    g.trans_a ? 1 : 0,
-                              g.lda,    g.stride_a, g.ldb, g.stride_b, static_cast<int64_t>(g.d_dtype),
-                              g.ldd,    g.stride_d, align_a, align_b,  align_d};
+  const BatchedPlanKey key = {g.m,   g.n,        g.k,     g.batch,    g.trans_a ? 1 : 0,
+                              g.lda, g.stride_a, g.ldb,   g.stride_b, static_cast<int64_t>(g.d_dtype),
+                              g.ldd, g.stride_d, align_a, align_b,    align_d};
   auto it = ctx.batched_plans.find(key);
   if (it == ctx.batched_plans.end())
     it = ctx.batched_plans.emplace(key, make_batched_plan(ctx, g, align_a, align_b, align_d)).first;
   const GemmPlan& plan = *it->second;
-  DS_CHECK(plan.supported, "cuBLASLt has no batched bf16 GEMM for m {} n {} k {} batch {} (alignments {} {} {})",
-           g.m, g.n, g.k, g.batch, align_a, align_b, align_d);
+  DS_CHECK(plan.supported,
+           "cuBLASLt has no batched bf16 GEMM for m {} n {} k {} batch {} (alignments {} {} {})", g.m, g.n,
+           g.k, g.batch, align_a, align_b, align_d);
   const float alpha = 1.0f, beta = 0.0f;
-  DS_CUBLAS_CHECK(cublasLtMatmul(ctx.lt, plan.desc, &alpha, g.a, plan.w_layout, g.b, plan.x_layout, &beta, g.d,
-                                 plan.out_layout, g.d, plan.out_layout, &plan.algo, ctx.workspace,
+  DS_CUBLAS_CHECK(cublasLtMatmul(ctx.lt, plan.desc, &alpha, g.a, plan.w_layout, g.b, plan.x_layout, &beta,
+                                 g.d, plan.out_layout, g.d, plan.out_layout, &plan.algo, ctx.workspace,
                                  ctx.workspace_bytes, ctx.stream));
 }
 

@@ -73,7 +73,8 @@ struct MlaKernelParams {
 void launch_mla_attention(const MlaKernelParams& p, cudaStream_t stream);
 
 // Weight-absorbed MLA on tensor cores for latent 512 + rope 64 (cuda_mla.cu): the attention between the
-// absorption GEMMs. q_latent = q_nope through W_UK per head, computed before; o_latent goes through W_UV after.
+// absorption GEMMs. q_latent = q_nope through W_UK per head, computed before; o_latent goes through W_UV
+// after.
 constexpr int kMlaLatent = 512, kMlaRope = 64;
 constexpr int kMlaTileRows = 64;   // query rows (token, head) per tile
 constexpr int kMlaBlockKeys = 32;  // keys per step of the kernel; pieces are whole steps
@@ -90,25 +91,25 @@ struct MlaSegment {
 };
 struct MlaDecodeParams {
   const __nv_bfloat16* q_latent = nullptr;  // [num_tokens, num_heads, 512]
-  const __nv_bfloat16* q = nullptr;         // the query: rope part at q[t * q_ld + h * q_head_stride + offset]
+  const __nv_bfloat16* q = nullptr;  // the query: rope part at q[t * q_ld + h * q_head_stride + offset]
   int64_t q_ld = 0, q_head_stride = 0, q_rope_offset = 0;
   const __nv_bfloat16* kv_cache = nullptr;  // [num_slots, kv_ld]: latent 512 | rope 64
   int64_t kv_ld = 0;
-  const int32_t* positions = nullptr;       // [num_tokens]; a token sees keys 0..position
-  const int32_t* block_table = nullptr;     // [num_seqs, max_blocks_per_seq]
+  const int32_t* positions = nullptr;    // [num_tokens]; a token sees keys 0..position
+  const int32_t* block_table = nullptr;  // [num_seqs, max_blocks_per_seq]
   int32_t max_blocks_per_seq = 0, block_size = 0;
   int64_t num_heads = 0;
-  float scale_log2 = 0.0f;                  // softmax scale * log2(e)
+  float scale_log2 = 0.0f;  // softmax scale * log2(e)
   const MlaTile* tiles = nullptr;
   const MlaSegment* segments = nullptr;
-  const int32_t* cta_seg_begin = nullptr;   // [num_ctas + 1]: CTA c runs segments [begin[c], begin[c + 1])
+  const int32_t* cta_seg_begin = nullptr;  // [num_ctas + 1]: CTA c runs segments [begin[c], begin[c + 1])
   int32_t num_ctas = 0;
-  int32_t max_tile_rows = 0;                // the largest ntok * nheads of any tile (picks the warp layout)
-  const int32_t* split_tiles = nullptr;     // [num_split_tiles]: tiles with num_pieces > 1
+  int32_t max_tile_rows = 0;             // the largest ntok * nheads of any tile (picks the warp layout)
+  const int32_t* split_tiles = nullptr;  // [num_split_tiles]: tiles with num_pieces > 1
   int32_t num_split_tiles = 0;
-  float* part_o = nullptr;                  // [pieces, 64, 512] unnormalized
-  float* part_ml = nullptr;                 // [pieces, 64, 2]: running max (log2 domain), sum
-  __nv_bfloat16* o_latent = nullptr;        // [num_tokens, num_heads, 512], normalized
+  float* part_o = nullptr;            // [pieces, 64, 512] unnormalized
+  float* part_ml = nullptr;           // [pieces, 64, 2]: running max (log2 domain), sum
+  __nv_bfloat16* o_latent = nullptr;  // [num_tokens, num_heads, 512], normalized
 };
 void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream);
 size_t mla_decode_smem_bytes();

@@ -1,22 +1,24 @@
 // Weight-absorbed MLA over the paged 576-wide latent cache on tensor cores (the FlashMLA idea; no code of
-// FlashMLA's is used). The absorption GEMMs (q_nope through W_UK before, the latent output through W_UV after)
-// run outside, as cuBLASLt batched GEMMs; this file holds the attention itself and the split-KV combine.
+// FlashMLA's is used). The absorption GEMMs (q_nope through W_UK before, the latent output through W_UV
+// after) run outside, as cuBLASLt batched GEMMs; this file holds the attention itself and the split-KV
+// combine.
 //
-// A tile is 64 query rows of one sequence: (token, head) pairs, row r = token (r / nheads), head (r % nheads),
-// so a decode tile is one token x 64 heads and a prefill tile is 64 / heads consecutive tokens x all heads (4
-// tokens at 16 heads). The host cuts every tile's key range into pieces of whole 32-key blocks and deals
-// pieces to one CTA per SM in equal shares (a CTA may take the end of one tile and the start of the next);
-// a tile cut into several pieces writes fp32 partials (unnormalized output, running max and sum per row) that
-// the combine kernel merges.
+// A tile is 64 query rows of one sequence: (token, head) pairs, row r = token (r / nheads), head (r %
+// nheads), so a decode tile is one token x 64 heads and a prefill tile is 64 / heads consecutive tokens x all
+// heads (4 tokens at 16 heads). The host cuts every tile's key range into pieces of whole 32-key blocks and
+// deals pieces to one CTA per SM in equal shares (a CTA may take the end of one tile and the start of the
+// next); a tile cut into several pieces writes fp32 partials (unnormalized output, running max and sum per
+// row) that the combine kernel merges.
 //
-// One CTA = 8 warps over kGroups groups of 16 rows (4: 64-row tiles; 1: tiles of at most 16 rows, as in decode
-// with 16 heads, where 6 of 8 warps would otherwise idle). The W = 8 / kGroups warps of a group (w, w + kGroups,
-// ...) share its rows: for S = Q K^T each computes 1/W of the 576 dimensions for all 32 keys and they add
-// their parts through shared memory in a fixed order (all then hold the same S and run the same online
-// softmax, in fp32, base 2); for O += P V each keeps 1/W of the 512 output columns in registers (16 rows x 256
-// columns = 128 fp32 per thread at W = 2), P going from the S accumulators straight into the A operand. mma.sync m16n8k16 bf16 with fp32 accumulation; keys arrive by 16-byte cp.async, 3 stages deep,
-// rows padded by 16 bytes so ldmatrix is free of bank conflicts. Rows past the tile and keys past the context
-// are zero-filled and masked, so garbage in unused cache slots never reaches the arithmetic.
+// One CTA = 8 warps over kGroups groups of 16 rows (4: 64-row tiles; 1: tiles of at most 16 rows, as in
+// decode with 16 heads, where 6 of 8 warps would otherwise idle). The W = 8 / kGroups warps of a group (w,
+// w + kGroups, ...) share its rows: for S = Q K^T each computes 1/W of the 576 dimensions for all 32 keys
+// and they add their parts through shared memory in a fixed order (all then hold the same S and run the same
+// online softmax, in fp32, base 2); for O += P V each keeps 1/W of the 512 output columns in registers (16
+// rows x 256 columns = 128 fp32 per thread at W = 2), P going from the S accumulators straight into the A
+// operand. mma.sync m16n8k16 bf16 with fp32 accumulation; keys arrive by 16-byte cp.async, 3 stages deep,
+// rows padded by 16 bytes so ldmatrix is free of bank conflicts. Rows past the tile and keys past the
+// context are zero-filled and masked, so garbage in unused cache slots never reaches the arithmetic.
 #include <cuda_bf16.h>
 #include <math_constants.h>
 
@@ -26,8 +28,8 @@ namespace ds::cuda {
 namespace {
 
 constexpr int kLat = kMlaLatent, kDim = kMlaLatent + kMlaRope;  // 512 + 64
-constexpr int kRows = kMlaTileRows;                              // 64
-constexpr int kKeys = kMlaBlockKeys;                             // 32
+constexpr int kRows = kMlaTileRows;                             // 64
+constexpr int kKeys = kMlaBlockKeys;                            // 32
 constexpr int kStages = 3;
 constexpr int kThreads = 256;
 constexpr int kStride = kDim + 8;          // bf16 elements per shared row: +16 bytes against bank conflicts
@@ -88,7 +90,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
   constexpr int kTiles = kCols / 8;            // n-tiles of O per warp
   extern __shared__ __align__(16) unsigned char smem_raw[];
   auto* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kRows][kStride]: q_latent | q_rope
-  __nv_bfloat16* sk = sq + kRows * kStride;                 // [kStages][kKeys][kStride]: latent | rope key
+  __nv_bfloat16* sk = sq + kRows * kStride;               // [kStages][kKeys][kStride]: latent | rope key
   auto* sx = reinterpret_cast<float4*>(sk + kStages * kKeys * kStride);  // [8 warps][4][32 lanes]
 
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
@@ -115,9 +117,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
       const bool valid = r < rows;
       const int64_t tok = tile.tok0 + (valid ? r / tile.nheads : 0);
       const int64_t head = tile.head0 + (valid ? r % tile.nheads : 0);
-      const __nv_bfloat16* src =
-          ch < kLatChunks ? p.q_latent + (tok * p.num_heads + head) * kLat + ch * 8
-                          : p.q + tok * p.q_ld + head * p.q_head_stride + p.q_rope_offset + (ch - kLatChunks) * 8;
+      const __nv_bfloat16* src = ch < kLatChunks ? p.q_latent + (tok * p.num_heads + head) * kLat + ch * 8
+                                                 : p.q + tok * p.q_ld + head * p.q_head_stride +
+                                                       p.q_rope_offset + (ch - kLatChunks) * 8;
       cp_async16(sq + r * kStride + ch * 8, src, valid);
     }
     auto load_block = [&](int kb, int stage) {
@@ -178,7 +180,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
       // Sum the group's parts in one order in every warp, so all hold identical S (conflict-free:
       // lane-contiguous float4s).
 #pragma unroll
-      for (int j = 0; j < 4; ++j) sx[(warp * 4 + j) * 32 + lane] = make_float4(s[j][0], s[j][1], s[j][2], s[j][3]);
+      for (int j = 0; j < 4; ++j)
+        sx[(warp * 4 + j) * 32 + lane] = make_float4(s[j][0], s[j][1], s[j][2], s[j][3]);
       group_barrier<kW>(pair);
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
@@ -229,8 +232,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
         const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
                                 pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                 pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-        const __nv_bfloat16* vrow = kbuf + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kStride +
-                                    half * kCols + (lane / 16) * 8;
+        const __nv_bfloat16* vrow =
+            kbuf + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kStride + half * kCols + (lane / 16) * 8;
 #pragma unroll
         for (int n = 0; n < kTiles; n += 2) {
           uint32_t b[4];
