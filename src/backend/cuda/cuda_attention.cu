@@ -5,9 +5,9 @@
 //   out_h       = W_UV_h (sum_j softmax_j c_j)
 // One thread block per (token, head); keys are visited in chunks with an online softmax (running max and
 // denominator, the accumulator rescaled when the max grows), so any context length fits in shared memory.
-// All arithmetic is fp32; only the output is rounded to its dtype. A first, correct version: the
-// FlashMLA-style kernel (many heads per block, tensor cores, split-K over the context) replaces it in the
-// performance step.
+// All arithmetic is fp32; only the output is rounded to its dtype. The first, correct version: DeepSeek's
+// shapes (latent 512 + rope 64) take the tensor-core kernel in cuda_mla.cu; this one serves every other shape
+// (the tiny fixture models) and DEEPSERVE_MLA=legacy.
 #include <math_constants.h>
 
 #include "backend/cuda/cuda_common.cuh"

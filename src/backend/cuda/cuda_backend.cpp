@@ -22,6 +22,8 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
   const char* env = std::getenv("DEEPSERVE_CUDA_SYNC");
   const bool sync = options.sync_each_op || (env != nullptr && std::strcmp(env, "0") != 0 && *env != '\0');
   ctx_ = std::make_shared<cuda::CudaContext>(options.device, sync);
+  const char* mla = std::getenv("DEEPSERVE_MLA");
+  legacy_mla_ = options.legacy_mla || (mla != nullptr && std::strcmp(mla, "legacy") == 0);
 }
 
 CudaBackend::~CudaBackend() {

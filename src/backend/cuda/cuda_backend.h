@@ -26,6 +26,10 @@ struct CudaBackendOptions {
   int device = 0;
   // Wait for every op and check it (slow; names the op that faulted). DEEPSERVE_CUDA_SYNC=1 turns it on too.
   bool sync_each_op = false;
+  // MLA attention through the first kernel (one thread block per (token, head), fp32 on CUDA cores) instead
+  // of the tensor-core kernel, for every shape; DEEPSERVE_MLA=legacy turns it on too. Shapes other than
+  // latent 512 + rope 64 always take it.
+  bool legacy_mla = false;
 };
 
 class CudaBackend final : public Backend {
@@ -80,6 +84,7 @@ class CudaBackend final : public Backend {
 
   // Shared with every tensor's deleter, so that tensors outliving the backend still free on a live stream.
   std::shared_ptr<cuda::CudaContext> ctx_;
+  bool legacy_mla_ = false;
   std::vector<void*> weight_allocations_;  // cudaMalloc'ed by prepare_weight, freed by the destructor
   uint64_t weight_bytes_ = 0;
 };

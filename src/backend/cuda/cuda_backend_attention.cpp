@@ -1,12 +1,196 @@
-// CudaBackend::mla_attention: checks the batch against the cache on the host (so the kernel cannot read
-// outside it), uploads the per-token metadata and launches the weight-absorbed MLA kernel.
+// CudaBackend::mla_attention: checks the batch against the cache on the host (so no kernel can read outside
+// it), then runs one of two weight-absorbed paths:
+// - latent 512 + rope 64 (DeepSeek-V2/V3), bf16 cache: q_nope through W_UK as one cuBLASLt GEMM batched over
+//   heads, the tensor-core attention over the paged latent cache (cuda_mla.cu; decode, prefill and chunked
+//   prefill tokens alike, in 64-row tiles of one sequence, split over the context so every SM has work), and
+//   the latent output through W_UV as a second batched GEMM;
+// - any other shape (the tiny fixtures) or DEEPSERVE_MLA=legacy: the first kernel, one thread block per
+//   (token, head), fp32 throughout (cuda_attention.cu).
+#include <algorithm>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_gemm.h"
 #include "util/check.h"
 
 namespace ds {
+namespace {
+
+// The tensor-core path: see the file comment. Shapes and the batch are checked by the caller.
+void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const ForwardBatch& batch) {
+  using cuda::kMlaBlockKeys;
+  using cuda::kMlaLatent;
+  using cuda::kMlaTileRows;
+  const int64_t heads = p.num_heads, nope = p.qk_nope_head_dim, vdim = p.v_head_dim, lora = p.kv_lora_rank;
+  const int64_t num_tokens = batch.num_tokens();
+  if (num_tokens == 0) return;
+
+  // The query and kv_b_proj in bf16, as the GEMMs and the kernel take them.
+  cuda::MatrixRef q = cuda::matrix(*p.q);
+  if (q.dtype != DType::kBF16) {
+    void* buf = ctx.input_bf16.get(ctx.stream, static_cast<size_t>(q.rows * q.cols) * 2);
+    cuda::launch_convert(q, cuda::MatrixRef{buf, DType::kBF16, q.rows, q.cols, q.cols}, ctx.stream);
+    DS_CUDA_CHECK_LAUNCH();
+    q = cuda::MatrixRef{buf, DType::kBF16, q.rows, q.cols, q.cols};
+  }
+  const cuda::DeviceWeight w = cuda::device_weight(*p.kv_b_proj);
+  const void* w_bf16 = w.data;
+  if (w.dtype != DType::kBF16 || w.scale_inv != nullptr) {
+    // FP8 kv_b_proj (V3): expanded to bf16 for the two GEMMs, as linear() does (fp8 * scale rounded to bf16).
+    void* buf = ctx.weight_bf16.get(ctx.stream, static_cast<size_t>(w.rows * w.cols) * 2);
+    cuda::launch_weight_to_bf16(w, buf, ctx.stream);
+    DS_CUDA_CHECK_LAUNCH();
+    w_bf16 = buf;
+  }
+
+  // q_latent[t, h, :] = W_UK_h^T q_nope[t, h, :]: per head, column-major D [512, T] = A [512, nope] B [nope,
+  // T], A = rows [h * (nope + v), + nope) of kv_b_proj read column-major, B = the query's nope columns.
+  const size_t latent_bytes = static_cast<size_t>(num_tokens * heads * kMlaLatent) * 2;
+  void* q_latent = ctx.mla_q.get(ctx.stream, latent_bytes);
+  cuda::BatchedGemm uk;
+  uk.m = kMlaLatent, uk.n = num_tokens, uk.k = nope, uk.batch = heads, uk.trans_a = false;
+  uk.a = w_bf16, uk.lda = lora, uk.stride_a = (nope + vdim) * lora;
+  uk.b = q.data, uk.ldb = q.ld, uk.stride_b = nope + p.qk_rope_head_dim;
+  uk.d = q_latent, uk.d_dtype = DType::kBF16, uk.ldd = heads * kMlaLatent, uk.stride_d = kMlaLatent;
+  cuda::gemm_bf16_batched(ctx, uk);
+
+  // Tiles of 64 (token, head) rows of one sequence; every tile's key blocks dealt to one CTA per SM.
+  std::vector<cuda::MlaTile> tiles;
+  const int64_t tokens_per_tile = heads <= kMlaTileRows ? kMlaTileRows / heads : 1;
+  for (int64_t s = 0; s < batch.num_seqs(); ++s) {
+    const int32_t q0 = batch.query_start_loc[static_cast<size_t>(s)],
+                  q1 = batch.query_start_loc[static_cast<size_t>(s) + 1];
+    for (int32_t t = q0; t < q1; t += static_cast<int32_t>(tokens_per_tile)) {
+      const int32_t ntok = std::min(static_cast<int32_t>(tokens_per_tile), q1 - t);
+      int32_t kv_len = 0;
+      for (int32_t i = t; i < t + ntok; ++i)
+        kv_len = std::max(kv_len, batch.positions[static_cast<size_t>(i)] + 1);
+      for (int64_t h0 = 0; h0 < heads; h0 += kMlaTileRows) {
+        cuda::MlaTile tile;
+        tile.seq = static_cast<int32_t>(s), tile.tok0 = t, tile.ntok = ntok,
+        tile.head0 = static_cast<int32_t>(h0);
+        tile.nheads = static_cast<int32_t>(std::min<int64_t>(kMlaTileRows, heads - h0));
+        tile.kv_len = kv_len;
+        tiles.push_back(tile);
+      }
+    }
+  }
+  // A piece costs its key blocks plus about two blocks' worth for loading Q and writing out; each CTA gets an
+  // equal share (quota) of the total, pieces of at least kMinPiece blocks where the tile has them. Cutting
+  // adds overhead, so the quota grows until the pieces fit one wave of one CTA per SM.
+  constexpr int64_t kOverhead = 2, kMinPiece = 4;
+  int64_t total = 0;
+  for (const cuda::MlaTile& t : tiles) total += (t.kv_len + kMlaBlockKeys - 1) / kMlaBlockKeys + kOverhead;
+  const int64_t target_ctas = std::max(ctx.sm_count, 1);
+  std::vector<cuda::MlaSegment> segments;
+  std::vector<int32_t> cta_begin;
+  auto deal = [&](int64_t quota) {
+    segments.clear();
+    cta_begin.assign(1, 0);
+    int64_t left = quota;
+    for (size_t ti = 0; ti < tiles.size(); ++ti) {
+      const int32_t nb = (tiles[ti].kv_len + kMlaBlockKeys - 1) / kMlaBlockKeys;
+      for (int32_t kb = 0; kb < nb;) {
+        const int64_t avail = left - kOverhead;
+        const bool cta_empty = static_cast<int64_t>(segments.size()) == cta_begin.back();
+        if (!cta_empty && avail < std::min<int64_t>(kMinPiece, nb - kb)) {
+          cta_begin.push_back(static_cast<int32_t>(segments.size()));
+          left = quota;
+          continue;
+        }
+        int32_t take = static_cast<int32_t>(std::min<int64_t>(nb - kb, std::max<int64_t>(avail, 1)));
+        if (nb - kb - take < kMinPiece / 2) take = nb - kb;  // no sliver of a piece left for the next CTA
+        segments.push_back(cuda::MlaSegment{static_cast<int32_t>(ti), kb, kb + take, -1});
+        left -= take + kOverhead;
+        kb += take;
+      }
+    }
+    if (static_cast<int64_t>(segments.size()) > cta_begin.back())
+      cta_begin.push_back(static_cast<int32_t>(segments.size()));
+    return static_cast<int64_t>(cta_begin.size()) - 1;
+  };
+  int64_t quota = std::max((total + target_ctas - 1) / target_ctas, kOverhead + kMinPiece);
+  while (deal(quota) > target_ctas) quota += std::max<int64_t>(1, quota / 32);
+  // Tiles cut into several pieces get a partial slot per piece (pieces of a tile are consecutive).
+  std::vector<int32_t> split_tiles;
+  int32_t num_parts = 0;
+  for (size_t i = 0; i < segments.size();) {
+    size_t j = i;
+    while (j < segments.size() && segments[j].tile == segments[i].tile) ++j;
+    cuda::MlaTile& tile = tiles[static_cast<size_t>(segments[i].tile)];
+    tile.num_pieces = static_cast<int32_t>(j - i);
+    if (tile.num_pieces > 1) {
+      tile.part_base = num_parts;
+      for (size_t k = i; k < j; ++k) segments[k].part = num_parts++;
+      split_tiles.push_back(segments[i].tile);
+    }
+    i = j;
+  }
+
+  // Everything the kernels read, in one upload: tiles, segments, CTA offsets, split tiles, positions, table.
+  static_assert(sizeof(cuda::MlaTile) == 8 * sizeof(int32_t) &&
+                sizeof(cuda::MlaSegment) == 4 * sizeof(int32_t));
+  std::vector<int32_t> meta;
+  auto append = [&meta](const void* data, size_t bytes) {
+    const size_t at = meta.size();
+    const auto* words = static_cast<const int32_t*>(data);  // the structs are int32 fields only
+    meta.insert(meta.end(), words, words + bytes / sizeof(int32_t));
+    return at;
+  };
+  const size_t tiles_at = append(tiles.data(), tiles.size() * sizeof(cuda::MlaTile));
+  const size_t segs_at = append(segments.data(), segments.size() * sizeof(cuda::MlaSegment));
+  const size_t cta_at = append(cta_begin.data(), cta_begin.size() * sizeof(int32_t));
+  const size_t split_at = append(split_tiles.data(), split_tiles.size() * sizeof(int32_t));
+  const size_t pos_at = append(batch.positions.data(), batch.positions.size() * sizeof(int32_t));
+  const size_t table_at = append(batch.block_table.data(), batch.block_table.size() * sizeof(int32_t));
+  const cuda::DeviceBuffer d_meta = cuda::upload(ctx, std::span<const int32_t>(meta));
+  const int32_t* m = d_meta.as<int32_t>();
+
+  void* o_latent = ctx.mla_o.get(ctx.stream, latent_bytes);
+  const size_t part_o_bytes = static_cast<size_t>(num_parts) * kMlaTileRows * kMlaLatent * sizeof(float);
+  const size_t part_bytes = part_o_bytes + static_cast<size_t>(num_parts) * kMlaTileRows * 2 * sizeof(float);
+  auto* partials = static_cast<float*>(num_parts > 0 ? ctx.mla_partial.get(ctx.stream, part_bytes) : nullptr);
+
+  cuda::MlaDecodeParams k;
+  k.q_latent = static_cast<const __nv_bfloat16*>(q_latent);
+  k.q = static_cast<const __nv_bfloat16*>(q.data);
+  k.q_ld = q.ld, k.q_head_stride = nope + p.qk_rope_head_dim, k.q_rope_offset = nope;
+  const cuda::MatrixRef cache = cuda::matrix(*p.kv_cache);
+  k.kv_cache = static_cast<const __nv_bfloat16*>(cache.data);
+  k.kv_ld = cache.ld;
+  k.positions = m + pos_at;
+  k.block_table = m + table_at;
+  k.max_blocks_per_seq = batch.max_blocks_per_seq;
+  k.block_size = p.block_size;
+  k.num_heads = heads;
+  k.scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  k.tiles = reinterpret_cast<const cuda::MlaTile*>(m + tiles_at);
+  k.segments = reinterpret_cast<const cuda::MlaSegment*>(m + segs_at);
+  k.cta_seg_begin = m + cta_at;
+  k.num_ctas = static_cast<int32_t>(cta_begin.size()) - 1;
+  for (const cuda::MlaTile& t : tiles) k.max_tile_rows = std::max(k.max_tile_rows, t.ntok * t.nheads);
+  k.split_tiles = m + split_at;
+  k.num_split_tiles = static_cast<int32_t>(split_tiles.size());
+  k.part_o = partials;
+  k.part_ml = partials == nullptr ? nullptr : partials + part_o_bytes / sizeof(float);
+  k.o_latent = static_cast<__nv_bfloat16*>(o_latent);
+  cuda::launch_mla_decode(k, ctx.stream);
+  DS_CUDA_CHECK_LAUNCH();
+
+  // out[t, h, :] = W_UV_h o_latent[t, h, :]: per head, column-major D [v, T] = A^T [v, 512] B [512, T], A =
+  // rows [h * (nope + v) + nope, + v) of kv_b_proj read column-major as [512, v].
+  const cuda::MatrixRef out = cuda::matrix(*p.out);
+  cuda::BatchedGemm uv;
+  uv.m = vdim, uv.n = num_tokens, uv.k = kMlaLatent, uv.batch = heads, uv.trans_a = true;
+  uv.a = static_cast<const std::byte*>(w_bf16) + static_cast<size_t>(nope * lora) * 2;
+  uv.lda = lora, uv.stride_a = (nope + vdim) * lora;
+  uv.b = o_latent, uv.ldb = heads * kMlaLatent, uv.stride_b = kMlaLatent;
+  uv.d = out.data, uv.d_dtype = out.dtype, uv.ldd = out.ld, uv.stride_d = vdim;
+  cuda::gemm_bf16_batched(ctx, uv);
+}
+
+}  // namespace
 
 void CudaBackend::mla_attention(const MlaAttentionParams& p, const ForwardBatch& batch) {
   const int64_t heads = p.num_heads, nope = p.qk_nope_head_dim, rope = p.qk_rope_head_dim,
@@ -39,6 +223,14 @@ void CudaBackend::mla_attention(const MlaAttentionParams& p, const ForwardBatch&
       DS_CHECK(block >= 0 && block < num_blocks, "seq {}: block {} outside the cache ({} blocks)", s, block,
                num_blocks);
     }
+  }
+  // The tensor-core path needs DeepSeek's latent 512 + rope 64, a bf16 cache and 16-byte aligned query rows.
+  const bool fast = !legacy_mla_ && lora == cuda::kMlaLatent && rope == cuda::kMlaRope &&
+                    p.kv_cache->dtype == DType::kBF16 && nope % 8 == 0 && (nope + rope) % 8 == 0;
+  if (fast) {
+    mla_absorbed(*ctx_, p, batch);
+    ctx_->after_op("mla_attention");
+    return;
   }
   const cuda::DeviceBuffer d_positions = cuda::upload(*ctx_, std::span<const int32_t>(batch.positions));
   const cuda::DeviceBuffer d_seq = cuda::upload(*ctx_, std::span<const int32_t>(seq_of_token));

@@ -54,6 +54,7 @@ CudaContext::CudaContext(int device_index, bool sync) : device(device_index), sy
              found == cudaSuccess ? "none found" : cudaGetErrorString(found));
   DS_REQUIRE(device >= 0 && device < count, UserError, "CUDA device {} requested, {} present", device, count);
   DS_CUDA_CHECK(cudaSetDevice(device));
+  DS_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
   DS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   // Keep freed stream-ordered memory in the pool instead of returning it to the driver at every sync.
   cudaMemPool_t pool = nullptr;
@@ -68,8 +69,12 @@ CudaContext::CudaContext(int device_index, bool sync) : device(device_index), sy
 CudaContext::~CudaContext() {
   report_in_destructor(cudaStreamSynchronize(stream), "~CudaContext (pending work)");
   gemm_plans.clear();
+  batched_plans.clear();
   input_bf16.release(stream);
   weight_bf16.release(stream);
+  mla_q.release(stream);
+  mla_o.release(stream);
+  mla_partial.release(stream);
   report_in_destructor(cudaStreamSynchronize(stream), "~CudaContext (scratch)");
   report_in_destructor(cudaFree(workspace), "~CudaContext (workspace)");
   if (lt != nullptr) cublasLtDestroy(lt);

@@ -6,6 +6,7 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -19,6 +20,9 @@
 namespace ds::cuda {
 
 struct GemmPlan;
+// gemm_bf16_batched's plans by (m, n, k, batch, trans_a, lda, stride_a, ldb, stride_b, d dtype, ldd,
+// stride_d, alignments of a, b, d).
+using BatchedPlanKey = std::array<int64_t, 15>;
 
 // A device buffer that grows on demand and is reused op after op; stream order makes the reuse safe.
 class Scratch {
@@ -48,10 +52,15 @@ struct CudaContext {
   size_t workspace_bytes = 0;
   Scratch input_bf16;   // activations converted to bf16 for a GEMM
   Scratch weight_bf16;  // non-bf16 weights (FP8 + scales, f16, f32) dequantized to bf16 for a GEMM
+  Scratch mla_q;        // mla_attention: q_latent [tokens, heads, 512] bf16 (and the query in bf16)
+  Scratch mla_o;        // mla_attention: o_latent [tokens, heads, 512] bf16
+  Scratch mla_partial;  // mla_attention: split-KV partials, fp32
   // GEMM plans by (t, n, k, ldx, ldw, ldo, out dtype, pointer alignments).
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>,
            std::unique_ptr<GemmPlan>>
       gemm_plans;
+  std::map<BatchedPlanKey, std::unique_ptr<GemmPlan>> batched_plans;
+  int sm_count = 0;
 };
 
 // A stream-ordered device allocation: cudaMallocAsync on creation, cudaFreeAsync on destruction, so it may go

@@ -95,6 +95,84 @@ void gemm_bf16(CudaContext& ctx, const void* x, int64_t ldx, const void* w, int6
                                  ctx.workspace, ctx.workspace_bytes, ctx.stream));
 }
 
+namespace {
+
+void set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t stride) {
+  const auto count = static_cast<int32_t>(batch);
+  DS_CUBLAS_CHECK(
+      cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                   &stride, sizeof(stride)));
+}
+
+std::unique_ptr<GemmPlan> make_batched_plan(const CudaContext& ctx, const BatchedGemm& g, int align_a,
+                                            int align_b, int align_d) {
+  auto plan = std::make_unique<GemmPlan>();
+  DS_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t trans_a = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
+  DS_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
+  DS_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(v); };
+  // w_layout holds A, x_layout B, out_layout D (the names of the plain GEMM's operands).
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->w_layout, CUDA_R_16BF, g.trans_a ? u(g.k) : u(g.m),
+                                             g.trans_a ? u(g.m) : u(g.k), g.lda));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->x_layout, CUDA_R_16BF, u(g.k), u(g.n), g.ldb));
+  DS_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(
+      &plan->out_layout, g.d_dtype == DType::kF32 ? CUDA_R_32F : CUDA_R_16BF, u(g.m), u(g.n), g.ldd));
+  set_batch(plan->w_layout, g.batch, g.stride_a);
+  set_batch(plan->x_layout, g.batch, g.stride_b);
+  set_batch(plan->out_layout, g.batch, g.stride_d);
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  DS_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t workspace = ctx.workspace_bytes;
+  const auto a_a = static_cast<uint32_t>(align_a), a_b = static_cast<uint32_t>(align_b),
+             a_d = static_cast<uint32_t>(align_d);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                       sizeof(workspace));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a_a, sizeof(a_a));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &a_b, sizeof(a_b));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &a_d, sizeof(a_d));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &a_d, sizeof(a_d));
+  cublasLtMatmulHeuristicResult_t result{};
+  int returned = 0;
+  const cublasStatus_t status =
+      cublasLtMatmulAlgoGetHeuristic(ctx.lt, plan->desc, plan->w_layout, plan->x_layout, plan->out_layout,
+                                     plan->out_layout, pref, 1, &result, &returned);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (status == CUBLAS_STATUS_SUCCESS && returned > 0) {
+    plan->algo = result.algo;
+    plan->supported = true;
+  } else if (status != CUBLAS_STATUS_NOT_SUPPORTED) {
+    DS_CUBLAS_CHECK(status);
+  }
+  return plan;
+}
+
+}  // namespace
+
+void gemm_bf16_batched(CudaContext& ctx, const BatchedGemm& g) {
+  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
+  DS_CHECK(g.k > 0, "batched GEMM with an empty inner dimension");
+  const int align_a = alignment_of(g.a), align_b = alignment_of(g.b), align_d = alignment_of(g.d);
+  const BatchedPlanKey key = {g.m,   g.n,        g.k,     g.batch,    g.trans_a ? 1 : 0,
+                              g.lda, g.stride_a, g.ldb,   g.stride_b, static_cast<int64_t>(g.d_dtype),
+                              g.ldd, g.stride_d, align_a, align_b,    align_d};
+  auto it = ctx.batched_plans.find(key);
+  if (it == ctx.batched_plans.end())
+    it = ctx.batched_plans.emplace(key, make_batched_plan(ctx, g, align_a, align_b, align_d)).first;
+  const GemmPlan& plan = *it->second;
+  DS_CHECK(plan.supported,
+           "cuBLASLt has no batched bf16 GEMM for m {} n {} k {} batch {} (alignments {} {} {})", g.m, g.n,
+           g.k, g.batch, align_a, align_b, align_d);
+  const float alpha = 1.0f, beta = 0.0f;
+  DS_CUBLAS_CHECK(cublasLtMatmul(ctx.lt, plan.desc, &alpha, g.a, plan.w_layout, g.b, plan.x_layout, &beta,
+                                 g.d, plan.out_layout, g.d, plan.out_layout, &plan.algo, ctx.workspace,
+                                 ctx.workspace_bytes, ctx.stream));
+}
+
 void linear_into(CudaContext& ctx, MatrixRef x, const Weight& w, MatrixRef out) {
   DS_CHECK(x.cols == w.cols && out.cols == w.rows && out.rows == x.rows,
            "linear {}: x [{}, {}] @ w [{}, {}]^T -> out [{}, {}]", w.name(), x.rows, x.cols, w.rows, w.cols,

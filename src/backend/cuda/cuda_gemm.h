@@ -24,4 +24,21 @@ struct GemmPlan {
 void gemm_bf16(CudaContext& ctx, const void* x, int64_t ldx, const void* w, int64_t ldw, int64_t k,
                MatrixRef out);
 
+// A strided-batched bf16 GEMM in cuBLASLt's column-major terms: for i < batch,
+//   D_i [m, n] = op(A_i) [m, k] @ B_i [k, n],   A_i = a + i * stride_a (op(A) = A^T when trans_a, A stored
+//   [k, m]), B_i = b + i * stride_b, D_i = d + i * stride_d; leading dimensions and strides in elements.
+// fp32 accumulation, D in F32 or BF16. Throws if cuBLASLt has no algorithm for it (odd alignments).
+struct BatchedGemm {
+  int64_t m = 0, n = 0, k = 0, batch = 0;
+  bool trans_a = false;
+  const void* a = nullptr;
+  int64_t lda = 0, stride_a = 0;
+  const void* b = nullptr;
+  int64_t ldb = 0, stride_b = 0;
+  void* d = nullptr;
+  DType d_dtype = DType::kBF16;
+  int64_t ldd = 0, stride_d = 0;
+};
+void gemm_bf16_batched(CudaContext& ctx, const BatchedGemm& g);
+
 }  // namespace ds::cuda

@@ -3,6 +3,7 @@
 // Every launcher enqueues on `stream` and returns at once; the caller checks cudaGetLastError().
 #pragma once
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -70,6 +71,48 @@ struct MlaKernelParams {
   float softmax_scale = 0.0f;
 };
 void launch_mla_attention(const MlaKernelParams& p, cudaStream_t stream);
+
+// Weight-absorbed MLA on tensor cores for latent 512 + rope 64 (cuda_mla.cu): the attention between the
+// absorption GEMMs. q_latent = q_nope through W_UK per head, computed before; o_latent goes through W_UV
+// after.
+constexpr int kMlaLatent = 512, kMlaRope = 64;
+constexpr int kMlaTileRows = 64;   // query rows (token, head) per tile
+constexpr int kMlaBlockKeys = 32;  // keys per step of the kernel; pieces are whole steps
+// 64 rows of one sequence: ntok consecutive tokens from tok0, heads [head0, + nheads); ntok * nheads <= 64.
+struct MlaTile {
+  int32_t seq = 0, tok0 = 0, ntok = 0, head0 = 0, nheads = 0;
+  int32_t kv_len = 0;      // keys [0, kv_len) may be read: the tile's largest position + 1
+  int32_t num_pieces = 0;  // > 1: the pieces wrote partials [part_base, + num_pieces) for the combine
+  int32_t part_base = 0;
+};
+// Key blocks [kb0, kb1) of a tile (keys kb * kMlaBlockKeys ...); part -1: the whole tile, normalized output.
+struct MlaSegment {
+  int32_t tile = 0, kb0 = 0, kb1 = 0, part = -1;
+};
+struct MlaDecodeParams {
+  const __nv_bfloat16* q_latent = nullptr;  // [num_tokens, num_heads, 512]
+  const __nv_bfloat16* q = nullptr;  // the query: rope part at q[t * q_ld + h * q_head_stride + offset]
+  int64_t q_ld = 0, q_head_stride = 0, q_rope_offset = 0;
+  const __nv_bfloat16* kv_cache = nullptr;  // [num_slots, kv_ld]: latent 512 | rope 64
+  int64_t kv_ld = 0;
+  const int32_t* positions = nullptr;    // [num_tokens]; a token sees keys 0..position
+  const int32_t* block_table = nullptr;  // [num_seqs, max_blocks_per_seq]
+  int32_t max_blocks_per_seq = 0, block_size = 0;
+  int64_t num_heads = 0;
+  float scale_log2 = 0.0f;  // softmax scale * log2(e)
+  const MlaTile* tiles = nullptr;
+  const MlaSegment* segments = nullptr;
+  const int32_t* cta_seg_begin = nullptr;  // [num_ctas + 1]: CTA c runs segments [begin[c], begin[c + 1])
+  int32_t num_ctas = 0;
+  int32_t max_tile_rows = 0;             // the largest ntok * nheads of any tile (picks the warp layout)
+  const int32_t* split_tiles = nullptr;  // [num_split_tiles]: tiles with num_pieces > 1
+  int32_t num_split_tiles = 0;
+  float* part_o = nullptr;            // [pieces, 64, 512] unnormalized
+  float* part_ml = nullptr;           // [pieces, 64, 2]: running max (log2 domain), sum
+  __nv_bfloat16* o_latent = nullptr;  // [num_tokens, num_heads, 512], normalized
+};
+void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream);
+size_t mla_decode_smem_bytes();
 
 // The MoE router after the gate GEMM, one token per thread (the same steps, in the same order, as the CPU).
 enum class GateMethod : int { kGreedy = 0, kGroupLimitedGreedy = 1, kNoauxTc = 2 };

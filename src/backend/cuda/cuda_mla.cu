@@ -1,0 +1,330 @@
+// Weight-absorbed MLA over the paged 576-wide latent cache on tensor cores (the FlashMLA idea; no code of
+// FlashMLA's is used). The absorption GEMMs (q_nope through W_UK before, the latent output through W_UV
+// after) run outside, as cuBLASLt batched GEMMs; this file holds the attention itself and the split-KV
+// combine.
+//
+// A tile is 64 query rows of one sequence: (token, head) pairs, row r = token (r / nheads), head (r %
+// nheads), so a decode tile is one token x 64 heads and a prefill tile is 64 / heads consecutive tokens x all
+// heads (4 tokens at 16 heads). The host cuts every tile's key range into pieces of whole 32-key blocks and
+// deals pieces to one CTA per SM in equal shares (a CTA may take the end of one tile and the start of the
+// next); a tile cut into several pieces writes fp32 partials (unnormalized output, running max and sum per
+// row) that the combine kernel merges.
+//
+// One CTA = 8 warps over kGroups groups of 16 rows (4: 64-row tiles; 1: tiles of at most 16 rows, as in
+// decode with 16 heads, where 6 of 8 warps would otherwise idle). The W = 8 / kGroups warps of a group (w,
+// w + kGroups, ...) share its rows: for S = Q K^T each computes 1/W of the 576 dimensions for all 32 keys
+// and they add their parts through shared memory in a fixed order (all then hold the same S and run the same
+// online softmax, in fp32, base 2); for O += P V each keeps 1/W of the 512 output columns in registers (16
+// rows x 256 columns = 128 fp32 per thread at W = 2), P going from the S accumulators straight into the A
+// operand. mma.sync m16n8k16 bf16 with fp32 accumulation; keys arrive by 16-byte cp.async, 3 stages deep,
+// rows padded by 16 bytes so ldmatrix is free of bank conflicts. Rows past the tile and keys past the
+// context are zero-filled and masked, so garbage in unused cache slots never reaches the arithmetic.
+#include <cuda_bf16.h>
+#include <math_constants.h>
+
+#include "backend/cuda/cuda_common.cuh"
+
+namespace ds::cuda {
+namespace {
+
+constexpr int kLat = kMlaLatent, kDim = kMlaLatent + kMlaRope;  // 512 + 64
+constexpr int kRows = kMlaTileRows;                             // 64
+constexpr int kKeys = kMlaBlockKeys;                            // 32
+constexpr int kStages = 3;
+constexpr int kThreads = 256;
+constexpr int kStride = kDim + 8;          // bf16 elements per shared row: +16 bytes against bank conflicts
+constexpr int kChunks = kDim * 2 / 16;     // 72 16-byte chunks per row
+constexpr int kLatChunks = kLat * 2 / 16;  // 64 of them latent
+constexpr int kKSteps = kDim / 16;         // 36 k-steps of 16 dimensions in S
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  const int src_bytes = valid ? 16 : 0;  // 0: the 16 bytes are zero-filled, nothing is read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// c += a (16x16, row) * b (16x8, col), bf16 in, fp32 accumulate.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Synchronizes the warps that share a row group; ids 1..4 (0 is __syncthreads).
+template <int kWarpsPerGroup>
+__device__ __forceinline__ void group_barrier(int group) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(group + 1), "n"(kWarpsPerGroup * 32));
+}
+
+template <int kGroups>
+__global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams p) {
+  constexpr int kW = kThreads / 32 / kGroups;  // warps per row group
+  constexpr int kCols = kLat / kW;             // output columns per warp
+  constexpr int kTiles = kCols / 8;            // n-tiles of O per warp
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  auto* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kRows][kStride]: q_latent | q_rope
+  __nv_bfloat16* sk = sq + kRows * kStride;               // [kStages][kKeys][kStride]: latent | rope key
+  auto* sx = reinterpret_cast<float4*>(sk + kStages * kKeys * kStride);  // [8 warps][4][32 lanes]
+
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int pair = warp % kGroups, half = warp / kGroups;  // row group; part of it
+  const int ks_begin = half * kKSteps / kW, ks_end = (half + 1) * kKSteps / kW;
+  const int g = lane / 4, t4 = lane % 4;
+  const int seg_end = p.cta_seg_begin[blockIdx.x + 1];
+
+  for (int si = p.cta_seg_begin[blockIdx.x]; si < seg_end; ++si) {
+    const MlaSegment seg = p.segments[si];
+    const MlaTile tile = p.tiles[seg.tile];
+    const int rows = tile.ntok * tile.nheads;
+    const bool warp_active = pair * 16 < rows;
+    int row_pos[2];  // this thread's rows g and g + 8 of the warp's 16: the key limit, -1 for no row
+#pragma unroll
+    for (int ri = 0; ri < 2; ++ri) {
+      const int r = pair * 16 + g + 8 * ri;
+      row_pos[ri] = r < rows ? p.positions[tile.tok0 + r / tile.nheads] : -1;
+    }
+    __syncthreads();  // the previous segment is done with sq and sk
+
+    for (int c = tid; c < kRows * kChunks; c += kThreads) {
+      const int r = c / kChunks, ch = c % kChunks;
+      const bool valid = r < rows;
+      const int64_t tok = tile.tok0 + (valid ? r / tile.nheads : 0);
+      const int64_t head = tile.head0 + (valid ? r % tile.nheads : 0);
+      const __nv_bfloat16* src = ch < kLatChunks ? p.q_latent + (tok * p.num_heads + head) * kLat + ch * 8
+                                                 : p.q + tok * p.q_ld + head * p.q_head_stride +
+                                                       p.q_rope_offset + (ch - kLatChunks) * 8;
+      cp_async16(sq + r * kStride + ch * 8, src, valid);
+    }
+    auto load_block = [&](int kb, int stage) {
+      const int r = tid / 8;  // 8 threads per key row, 9 chunks each
+      const int key = kb * kKeys + r;
+      const bool valid = key < tile.kv_len;
+      int64_t slot = 0;
+      if (valid)
+        slot = int64_t{p.block_table[int64_t{tile.seq} * p.max_blocks_per_seq + key / p.block_size]} *
+                   p.block_size +
+               key % p.block_size;
+      const __nv_bfloat16* src = p.kv_cache + slot * p.kv_ld;
+      __nv_bfloat16* dst = sk + (stage * kKeys + r) * kStride;
+#pragma unroll
+      for (int m = 0; m < kChunks / 8; ++m) {
+        const int ch = tid % 8 + 8 * m;
+        cp_async16(dst + ch * 8, src + ch * 8, valid);
+      }
+    };
+    const int nblk = seg.kb1 - seg.kb0;
+    load_block(seg.kb0, 0);
+    cp_async_commit();  // group: Q and block 0
+    if (nblk > 1) load_block(seg.kb0 + 1, 1);
+    cp_async_commit();
+
+    float o[kTiles][4];
+#pragma unroll
+    for (int n = 0; n < kTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m_run[2] = {-CUDART_INF_F, -CUDART_INF_F}, l_run[2] = {0.0f, 0.0f};
+
+    for (int i = 0; i < nblk; ++i) {
+      cp_async_wait<kStages - 2>();  // this thread's copies of block i (and Q) have landed
+      __syncthreads();               // everyone's have; and block i - 1's buffer is free again
+      if (i + 2 < nblk) load_block(seg.kb0 + i + 2, (i + 2) % kStages);
+      cp_async_commit();
+      if (!warp_active) continue;
+      const __nv_bfloat16* kbuf = sk + (i % kStages) * kKeys * kStride;
+
+      // This warp's part of S = Q K^T: 16 rows x 32 keys over k-steps [ks_begin, ks_end).
+      float s[4][4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll 6
+      for (int step = 0; step < (kKSteps + kW - 1) / kW; ++step) {
+        const int ks = ks_begin + step;
+        if (kKSteps % kW != 0 && ks >= ks_end) break;  // uneven shares (W = 8: 4 or 5 k-steps)
+        const int d0 = ks * 16;
+        uint32_t a[4];
+        ldmatrix_x4(a, sq + (pair * 16 + lane % 16) * kStride + d0 + (lane / 16) * 8);
+#pragma unroll
+        for (int j = 0; j < 4; j += 2) {
+          uint32_t b[4];
+          ldmatrix_x4(b, kbuf + (j * 8 + (lane / 16) * 8 + lane % 8) * kStride + d0 + ((lane / 8) % 2) * 8);
+          mma_bf16(s[j], a, b[0], b[1]);
+          mma_bf16(s[j + 1], a, b[2], b[3]);
+        }
+      }
+      // Sum the group's parts in one order in every warp, so all hold identical S (conflict-free:
+      // lane-contiguous float4s).
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        sx[(warp * 4 + j) * 32 + lane] = make_float4(s[j][0], s[j][1], s[j][2], s[j][3]);
+      group_barrier<kW>(pair);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float4 sum = sx[(pair * 4 + j) * 32 + lane];
+#pragma unroll
+        for (int w = 1; w < kW; ++w) {
+          const float4 x = sx[((pair + w * kGroups) * 4 + j) * 32 + lane];
+          sum.x += x.x, sum.y += x.y, sum.z += x.z, sum.w += x.w;
+        }
+        s[j][0] = sum.x, s[j][1] = sum.y, s[j][2] = sum.z, s[j][3] = sum.w;
+      }
+
+      // Causal mask, scale (log2 domain) and the online softmax of rows g (ri 0) and g + 8 (ri 1).
+      const int key0 = (seg.kb0 + i) * kKeys;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = key0 + j * 8 + 2 * t4 + (e & 1);
+          s[j][e] = key <= row_pos[e / 2] ? s[j][e] * p.scale_log2 : -CUDART_INF_F;
+        }
+#pragma unroll
+      for (int ri = 0; ri < 2; ++ri) {
+        float mx = -CUDART_INF_F;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[ri], mx);
+        const float m_use = m_new == -CUDART_INF_F ? 0.0f : m_new;  // no key yet: keep everything at 0
+        const float alpha = exp2f(m_run[ri] - m_use);
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          s[j][2 * ri] = exp2f(s[j][2 * ri] - m_use);
+          s[j][2 * ri + 1] = exp2f(s[j][2 * ri + 1] - m_use);
+          sum += s[j][2 * ri] + s[j][2 * ri + 1];
+        }
+        l_run[ri] = l_run[ri] * alpha + sum;  // this thread's columns; the quad is summed at the end
+        m_run[ri] = m_new;
+#pragma unroll
+        for (int n = 0; n < kTiles; ++n) o[n][2 * ri] *= alpha, o[n][2 * ri + 1] *= alpha;
+      }
+
+      // O += P V over this warp's columns; P's accumulators are the A operand as they stand.
+#pragma unroll
+      for (int kk = 0; kk < 2; ++kk) {
+        const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+        const __nv_bfloat16* vrow =
+            kbuf + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kStride + half * kCols + (lane / 16) * 8;
+#pragma unroll
+        for (int n = 0; n < kTiles; n += 2) {
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, vrow + n * 8);
+          mma_bf16(o[n], pa, b[0], b[1]);
+          mma_bf16(o[n + 1], pa, b[2], b[3]);
+        }
+      }
+    }
+
+    if (!warp_active) continue;
+#pragma unroll
+    for (int ri = 0; ri < 2; ++ri) {
+      l_run[ri] += __shfl_xor_sync(0xffffffffu, l_run[ri], 1);
+      l_run[ri] += __shfl_xor_sync(0xffffffffu, l_run[ri], 2);
+    }
+#pragma unroll
+    for (int ri = 0; ri < 2; ++ri) {
+      if (row_pos[ri] < 0) continue;
+      const int r = pair * 16 + g + 8 * ri;
+      const int col0 = half * kCols + 2 * t4;
+      if (seg.part < 0) {
+        const int64_t tok = tile.tok0 + r / tile.nheads, head = tile.head0 + r % tile.nheads;
+        __nv_bfloat16* dst = p.o_latent + (tok * p.num_heads + head) * kLat + col0;
+        const float inv = 1.0f / l_run[ri];
+#pragma unroll
+        for (int n = 0; n < kTiles; ++n)
+          *reinterpret_cast<__nv_bfloat162*>(dst + n * 8) =
+              __floats2bfloat162_rn(o[n][2 * ri] * inv, o[n][2 * ri + 1] * inv);
+      } else {
+        const int64_t prow = int64_t{seg.part} * kRows + r;
+        float* dst = p.part_o + prow * kLat + col0;
+#pragma unroll
+        for (int n = 0; n < kTiles; ++n)
+          *reinterpret_cast<float2*>(dst + n * 8) = make_float2(o[n][2 * ri], o[n][2 * ri + 1]);
+        if (half == 0 && t4 == 0) {
+          p.part_ml[prow * 2] = m_run[ri];
+          p.part_ml[prow * 2 + 1] = l_run[ri];
+        }
+      }
+    }
+  }
+}
+
+// One block per (split tile, row): out = sum_i 2^(m_i - M) o_i / sum_i 2^(m_i - M) l_i.
+__global__ void __launch_bounds__(128) mla_combine_kernel(MlaDecodeParams p) {
+  const MlaTile tile = p.tiles[p.split_tiles[blockIdx.x]];
+  const int r = static_cast<int>(blockIdx.y);
+  if (r >= tile.ntok * tile.nheads) return;
+  float m_max = -CUDART_INF_F;
+  for (int i = 0; i < tile.num_pieces; ++i)
+    m_max = fmaxf(m_max, p.part_ml[(int64_t{tile.part_base + i} * kRows + r) * 2]);
+  float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float denom = 0.0f;
+  const int col = static_cast<int>(threadIdx.x) * 4;
+  for (int i = 0; i < tile.num_pieces; ++i) {
+    const int64_t prow = int64_t{tile.part_base + i} * kRows + r;
+    const float m = p.part_ml[prow * 2];
+    if (m == -CUDART_INF_F) continue;  // no key of this piece is visible to the row
+    const float w = exp2f(m - m_max);
+    denom += w * p.part_ml[prow * 2 + 1];
+    const float4 x = *reinterpret_cast<const float4*>(p.part_o + prow * kLat + col);
+    acc.x += w * x.x, acc.y += w * x.y, acc.z += w * x.z, acc.w += w * x.w;
+  }
+  const float inv = 1.0f / denom;
+  const int64_t tok = tile.tok0 + r / tile.nheads, head = tile.head0 + r % tile.nheads;
+  __nv_bfloat16* dst = p.o_latent + (tok * p.num_heads + head) * kLat + col;
+  reinterpret_cast<__nv_bfloat162*>(dst)[0] = __floats2bfloat162_rn(acc.x * inv, acc.y * inv);
+  reinterpret_cast<__nv_bfloat162*>(dst)[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
+}
+
+constexpr size_t kSmemBytes =
+    size_t{kRows + kStages * kKeys} * kStride * sizeof(__nv_bfloat16) + size_t{8 * 4 * 32} * sizeof(float4);
+
+}  // namespace
+
+size_t mla_decode_smem_bytes() {
+  return kSmemBytes;
+}
+
+void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream) {
+  if (p.num_ctas == 0) return;
+  static_assert(kLat / 4 == 128, "the combine kernel's 128 threads cover 4 columns each");
+  // Tiles of at most 16 rows (decode at <= 16 heads) spread each row group over all 8 warps.
+  auto* kernel = p.max_tile_rows <= 16 ? mla_decode_kernel<1> : mla_decode_kernel<4>;
+  const cudaError_t attr =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes));
+  if (attr != cudaSuccess) return;  // left as the last error; the caller's launch check reports it
+  kernel<<<static_cast<unsigned>(p.num_ctas), kThreads, kSmemBytes, stream>>>(p);
+  if (p.num_split_tiles > 0)
+    mla_combine_kernel<<<dim3(static_cast<unsigned>(p.num_split_tiles), kRows), 128, 0, stream>>>(p);
+}
+
+}  // namespace ds::cuda
