@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_gemm.h"
 #include "util/check.h"
 
 namespace ds {
@@ -22,6 +23,7 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
   const char* env = std::getenv("DEEPSERVE_CUDA_SYNC");
   const bool sync = options.sync_each_op || (env != nullptr && std::strcmp(env, "0") != 0 && *env != '\0');
   ctx_ = std::make_shared<cuda::CudaContext>(options.device, sync);
+  ctx_->fp8_gemm = options.fp8_gemm && cuda::fp8_gemm_enabled();
 }
 
 CudaBackend::~CudaBackend() {

@@ -26,6 +26,10 @@ struct CudaBackendOptions {
   int device = 0;
   // Wait for every op and check it (slow; names the op that faulted). DEEPSERVE_CUDA_SYNC=1 turns it on too.
   bool sync_each_op = false;
+  // FP8 weights with 128x128 block scales run on FP8 tensor cores with activations quantized per 1x128
+  // (DeepSeek-V3's scheme); false expands them to bf16 for each GEMM instead (HF's numerics, slower).
+  // DS_FP8_GEMM=0 turns it off too.
+  bool fp8_gemm = true;
 };
 
 class CudaBackend final : public Backend {

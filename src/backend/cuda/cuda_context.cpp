@@ -70,6 +70,8 @@ CudaContext::~CudaContext() {
   gemm_plans.clear();
   input_bf16.release(stream);
   weight_bf16.release(stream);
+  input_fp8.release(stream);
+  input_fp8_scales.release(stream);
   report_in_destructor(cudaStreamSynchronize(stream), "~CudaContext (scratch)");
   report_in_destructor(cudaFree(workspace), "~CudaContext (workspace)");
   if (lt != nullptr) cublasLtDestroy(lt);

@@ -42,12 +42,14 @@ struct CudaContext {
 
   int device = 0;
   bool sync_each_op = false;
+  bool fp8_gemm = true;  // CudaBackendOptions::fp8_gemm
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
   Scratch input_bf16;   // activations converted to bf16 for a GEMM
   Scratch weight_bf16;  // non-bf16 weights (FP8 + scales, f16, f32) dequantized to bf16 for a GEMM
+  Scratch input_fp8, input_fp8_scales;  // activations quantized to e4m3 per 1x128 for an FP8 GEMM
   // GEMM plans by (t, n, k, ldx, ldw, ldo, out dtype, pointer alignments).
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>,
            std::unique_ptr<GemmPlan>>
