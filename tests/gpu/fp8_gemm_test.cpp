@@ -4,7 +4,9 @@
 // Accuracy: quantizing an activation to e4m3 moves it by at most 2^-4 of its magnitude (3 mantissa bits;
 // 2^-10 of the group's scale for the smallest values). Over a dot product of independent errors that is a
 // normalized output error of about 2-3% against the bf16 GEMM HF runs: kFp8ActTol below. Given the quantized
-// activations themselves, the GEMM is exact up to fp32 summation order: kExactGivenQuantized.
+// activations themselves, the GEMM should be exact up to summation order, but Hopper's FP8 tensor cores
+// accumulate with fewer bits than fp32 (DeepSeek-V3 report, section 3.3.2): measured 1.7e-4 on an H200, held
+// to kExactGivenQuantized.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -19,7 +21,7 @@
 namespace ds::testing {
 namespace {
 
-constexpr double kExactGivenQuantized = 1e-4;
+constexpr double kExactGivenQuantized = 1e-3;
 constexpr double kFp8ActTol = 4e-2;
 
 template <class T>
@@ -78,7 +80,7 @@ TEST(Fp8Quantize, EveryValueWithinE4m3RoundingOfItsGroupScale) {
   for (bool row_contiguous : {true, false}) {
     Device<uint8_t> q(x.size());
     Device<float> s(static_cast<size_t>(t * groups));
-    cuda::launch_quantize_fp8_1x128(cuda::MatrixRef{xd.p, DType::kBF16, t, k, k}, q.p, s.p, row_contiguous,
+    cuda::launch_quantize_fp8_1x128(cuda::MatrixRef{xd.p, DType::kBF16, t, k, k}, q.p, s.p, row_contiguous, t,
                                     ctx.stream);
     ASSERT_EQ(cudaStreamSynchronize(ctx.stream), cudaSuccess);
     const auto qh = q.get(x.size());
@@ -108,7 +110,7 @@ TEST(Fp8Gemm, ScaleLayoutsMatchTheHostGemmOfTheSameQuantizedValues) {
   struct Shape {
     int64_t t, n, k;
   };
-  for (const Shape sh : {Shape{48, 384, 512}, Shape{1, 256, 1024}, Shape{7, 576, 256}, Shape{16, 1536, 7168}}) {
+  for (const Shape sh : {Shape{48, 384, 512}, Shape{64, 256, 1024}, Shape{16, 1536, 7168}}) {
     const int64_t t = sh.t, n = sh.n, k = sh.k, groups = k / 128, nb = (n + 127) / 128;
     auto w = make_weight(rng, n, k, DType::kF8E4M3, 1.0f / std::sqrt(static_cast<float>(k)));
     // Weight scales that differ by powers of two from block to block.
@@ -133,7 +135,7 @@ TEST(Fp8Gemm, ScaleLayoutsMatchTheHostGemmOfTheSameQuantizedValues) {
     for (bool row_contiguous : {true, false}) {
       Device<uint8_t> q(x.size());
       Device<float> s(static_cast<size_t>(t * groups));
-      cuda::launch_quantize_fp8_1x128(cuda::MatrixRef{xd.p, DType::kBF16, t, k, k}, q.p, s.p, row_contiguous,
+      cuda::launch_quantize_fp8_1x128(cuda::MatrixRef{xd.p, DType::kBF16, t, k, k}, q.p, s.p, row_contiguous, t,
                                       ctx.stream);
       ASSERT_EQ(cudaStreamSynchronize(ctx.stream), cudaSuccess);
       const auto qh = q.get(x.size());
@@ -166,11 +168,8 @@ TEST(Fp8Gemm, ScaleLayoutsMatchTheHostGemmOfTheSameQuantizedValues) {
         const bool ran = cuda::gemm_fp8_block_scaled(ctx, q.p, s.p, wq.p,
                                                      transposed ? ws_transposed.p : ws_as_stored.p, k, out_ref);
         ASSERT_EQ(cudaStreamSynchronize(ctx.stream), cudaSuccess);
-        if (!ran) {
-          std::printf("FP8 GEMM [%lld, %lld] @ [%lld, %lld]^T: cuBLASLt has no block-scaled algorithm\n",
-                      (long long)t, (long long)k, (long long)n, (long long)k);
-          continue;
-        }
+        ASSERT_TRUE(ran) << "cuBLASLt has no block-scaled FP8 algorithm for [" << t << ", " << k << "] @ [" << n
+                         << ", " << k << "]^T";
         const auto got_f = out.get(static_cast<size_t>(t * n));
         const std::vector<double> got(got_f.begin(), got_f.end());
         const double e = normalized(got, ref), e_unquantized = normalized(got, exact);
@@ -189,16 +188,16 @@ TEST(Fp8Gemm, ScaleLayoutsMatchTheHostGemmOfTheSameQuantizedValues) {
   }
 }
 
-// Through the backend: CudaBackend::linear with FP8 weights takes the FP8 path when K is a multiple of 128
-// and stays within kFp8ActTol of the CPU reference (which dequantizes the weight exactly); fp8_gemm = false
-// keeps the bf16 path's accuracy.
+// Through the backend: CudaBackend::linear with FP8 weights takes the FP8 path when K and N are multiples of
+// 128 (any row count: decode's few rows are padded to 16) and stays within kFp8ActTol of the CPU reference
+// (which dequantizes the weight exactly); elsewhere, and with fp8_gemm = false, the bf16 path's accuracy.
 TEST(Fp8Gemm, BackendLinearWithAndWithoutTheFp8Path) {
   Rng rng(23);
   CpuBackend cpu(0);
   for (bool fp8 : {true, false}) {
     CudaBackend gpu(CudaBackendOptions{0, true, fp8});
-    for (const auto& [t, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 576, 7168}, {9, 320, 128},
-                                 {64, 2048, 512}, {5, 256, 192}}) {
+    for (const auto& [t, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1536, 7168}, {9, 384, 128},
+                                  {64, 2048, 512}, {5, 576, 256}, {5, 256, 192}}) {
       auto w = make_weight(rng, n, k, DType::kF8E4M3, 1.0f / std::sqrt(static_cast<float>(k)));
       gpu.prepare_weight(w->weight);
       const auto x = rng.normal(t * k);
@@ -212,7 +211,7 @@ TEST(Fp8Gemm, BackendLinearWithAndWithoutTheFp8Path) {
       cpu.copy_to_host(c, ch);
       gpu.copy_to_host(g, gh);
       const double e = normalized(std::vector<double>(gh.begin(), gh.end()), std::vector<double>(ch.begin(), ch.end()));
-      const bool fp8_path = fp8 && k % 128 == 0;
+      const bool fp8_path = fp8 && k % 128 == 0 && n % 128 == 0;
       std::printf("linear [%lld, %lld] @ FP8 [%lld, %lld]^T, %s: normalized error vs CPU %.2e\n", (long long)t,
                   (long long)k, (long long)n, (long long)k, fp8_path ? "FP8 GEMM" : "bf16 GEMM", e);
       EXPECT_LT(e, fp8_path ? kFp8ActTol : kBf16Tol);

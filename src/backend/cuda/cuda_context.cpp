@@ -72,6 +72,7 @@ CudaContext::~CudaContext() {
   weight_bf16.release(stream);
   input_fp8.release(stream);
   input_fp8_scales.release(stream);
+  output_fp8_padded.release(stream);
   report_in_destructor(cudaStreamSynchronize(stream), "~CudaContext (scratch)");
   report_in_destructor(cudaFree(workspace), "~CudaContext (workspace)");
   if (lt != nullptr) cublasLtDestroy(lt);

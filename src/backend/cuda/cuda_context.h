@@ -50,6 +50,7 @@ struct CudaContext {
   Scratch input_bf16;   // activations converted to bf16 for a GEMM
   Scratch weight_bf16;  // non-bf16 weights (FP8 + scales, f16, f32) dequantized to bf16 for a GEMM
   Scratch input_fp8, input_fp8_scales;  // activations quantized to e4m3 per 1x128 for an FP8 GEMM
+  Scratch output_fp8_padded;            // an FP8 GEMM's output with its rows padded to a multiple of 16
   // GEMM plans by (t, n, k, ldx, ldw, ldo, out dtype, pointer alignments).
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>,
            std::unique_ptr<GemmPlan>>

@@ -13,7 +13,7 @@ constexpr float kE4m3Max = 448.0f;
 
 // One warp per (row, 128-column group): 4 consecutive elements per lane.
 __global__ void quantize_fp8_1x128_kernel(MatrixRef x, uint8_t* q, float* scales, bool scales_row_contiguous,
-                                          int64_t groups) {
+                                          int64_t scale_rows, int64_t groups) {
   const int64_t item = int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / 32;
   if (item >= x.rows * groups) return;
   const int lane = threadIdx.x % 32;
@@ -35,18 +35,18 @@ __global__ void quantize_fp8_1x128_kernel(MatrixRef x, uint8_t* q, float* scales
     packed |= static_cast<uint32_t>(b) << (8 * i);
   }
   *reinterpret_cast<uint32_t*>(q + r * x.cols + c0) = packed;
-  if (lane == 0) scales[scales_row_contiguous ? g * x.rows + r : r * groups + g] = scale;
+  if (lane == 0) scales[scales_row_contiguous ? g * scale_rows + r : r * groups + g] = scale;
 }
 
 }  // namespace
 
 void launch_quantize_fp8_1x128(MatrixRef x, void* q, float* scales, bool scales_row_contiguous,
-                               cudaStream_t stream) {
+                               int64_t scale_rows, cudaStream_t stream) {
   if (x.rows == 0 || x.cols == 0) return;
   const int64_t groups = x.cols / kGroup;
   const int64_t items = x.rows * groups;
   quantize_fp8_1x128_kernel<<<blocks_for(items, kWarpsPerBlock), kWarpsPerBlock * 32, 0, stream>>>(
-      x, static_cast<uint8_t*>(q), scales, scales_row_contiguous, groups);
+      x, static_cast<uint8_t*>(q), scales, scales_row_contiguous, scale_rows, groups);
 }
 
 }  // namespace ds::cuda
