@@ -42,6 +42,9 @@ class CudaBackend final : public Backend {
   // Copies the weight to device memory as stored (FP8 stays FP8; block scales become fp32). The copy lives
   // until the backend is destroyed.
   void prepare_weight(Weight& w) override;
+  [[nodiscard]] DType activation_dtype() const override { return DType::kBF16; }
+  [[nodiscard]] std::optional<DeviceMemoryInfo> device_memory() override;
+  void reset_memory_peak() override;
   [[nodiscard]] Tensor empty(std::vector<int64_t> shape) override;
   [[nodiscard]] Tensor empty_f32(std::vector<int64_t> shape) override;
   // Pinned host memory in the compute dtype (BF16), for the KV swap pool.
