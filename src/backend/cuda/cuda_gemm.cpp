@@ -143,9 +143,9 @@ void linear_into(CudaContext& ctx, MatrixRef x, const Weight& w, MatrixRef out) 
   // GEMM on FP8 tensor cores (DeepSeek-V3's own inference scheme). Activations lose precision to e4m3 (3
   // mantissa bits): the output's normalized error against the bf16 GEMM is about 2.5% (fp8_gemm_test).
   // cuBLASLt (CUDA 13, Hopper) offers no algorithm for a row count that is not a multiple of 16, so the rows
-  // are padded with zeros (decode batches); N must be a multiple of 128 (results were wrong otherwise).
+  // are padded with zeros (decode batches). K and N must be multiples of 256: see gemm_fp8_block_scaled.
   if (dw.dtype == DType::kF8E4M3 && dw.scale_inv != nullptr && dw.block_rows == 128 && dw.block_cols == 128 &&
-      w.cols % 128 == 0 && w.rows % 128 == 0 && ctx.fp8_gemm && linear_fp8(ctx, x, dw, out))
+      w.cols % 256 == 0 && w.rows % 256 == 0 && ctx.fp8_gemm && linear_fp8(ctx, x, dw, out))
     return;
   const void* w_bf16 = dw.data;
   if (dw.dtype != DType::kBF16 || dw.scale_inv != nullptr) {

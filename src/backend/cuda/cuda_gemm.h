@@ -34,7 +34,8 @@ inline constexpr bool kFp8ActScalesRowContiguous = true;
 
 // out[T, N] = (xq * x_scales)[T, K] @ (wq * w_scales)[N, K]^T on FP8 tensor cores, fp32 accumulation: xq e4m3
 // [T, K] (row stride K) with 1x128 scales (launch_quantize_fp8_1x128), wq e4m3 [N, K] with 128x128 scales.
-// K must be a multiple of 128; cuBLASLt needs T a multiple of 16 and (for correct results) N a multiple of 128.
+// K must be a multiple of 128; cuBLASLt needs T a multiple of 16, and K and N multiples of 256 for correct
+// results (false otherwise).
 // Returns false, doing nothing, when cuBLASLt has no algorithm for the shape.
 [[nodiscard]] bool gemm_fp8_block_scaled(CudaContext& ctx, const void* xq, const float* x_scales, const void* wq,
                                          const float* w_scales, int64_t k, MatrixRef out);
