@@ -58,6 +58,7 @@ class ProfilingBackend final : public Backend {
 
   void prepare_weight(Weight& w) override { inner_.prepare_weight(w); }
   [[nodiscard]] Tensor empty(std::vector<int64_t> shape) override { return inner_.empty(std::move(shape)); }
+  [[nodiscard]] DType activation_dtype() const override { return inner_.activation_dtype(); }
   [[nodiscard]] Tensor empty_f32(std::vector<int64_t> shape) override {
     return inner_.empty_f32(std::move(shape));
   }

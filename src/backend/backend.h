@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -82,6 +83,15 @@ struct MlpWeights {
   Weight down_proj;  // [hidden, intermediate]
 };
 
+// Device memory as a GPU backend sees it (Backend::device_memory).
+struct DeviceMemoryInfo {
+  int64_t free_bytes = 0, total_bytes = 0;  // the driver's view: every process and allocation on the device
+  int64_t weight_bytes = 0;                 // what prepare_weight uploaded
+  // The high-water mark of the backend's stream-ordered allocations (activations, workspaces, the KV cache)
+  // since reset_memory_peak.
+  int64_t peak_pool_bytes = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -95,6 +105,12 @@ class Backend {
 
   // An uninitialized activation tensor in the backend's compute dtype (CPU: F32, CUDA: BF16).
   [[nodiscard]] virtual Tensor empty(std::vector<int64_t> shape) = 0;
+  // The dtype of empty()'s tensors, which the KV cache uses too.
+  [[nodiscard]] virtual DType activation_dtype() const { return DType::kF32; }
+  // A GPU's memory; nullopt where there is no device (CPU).
+  [[nodiscard]] virtual std::optional<DeviceMemoryInfo> device_memory() { return std::nullopt; }
+  // Waits for the device, returns cached free memory to the driver and starts a new peak_pool_bytes.
+  virtual void reset_memory_peak() {}
   // An uninitialized activation tensor held in F32 on every backend: for the residual stream (and the branch
   // outputs added to it) and the logits, where bf16 rounding would add up over the layers or reach the
   // log-probs directly.

@@ -13,6 +13,7 @@
 #include "backend/cuda/cuda_backend.h"
 #endif
 #include "engine/engine.h"
+#include "engine/memory_plan.h"
 #include "engine/request_params.h"
 #include "model/deepseek.h"
 #include "tokenizer/prompt.h"
@@ -71,17 +72,25 @@ std::unique_ptr<Backend> make_backend(const GenerateOptions& o) {
   return std::make_unique<CpuBackend>(o.threads);
 }
 
-EngineConfig engine_config(const GenerateOptions& o, const DeepseekModel& model, int64_t min_tokens_needed) {
+EngineConfig engine_config(const GenerateOptions& o, DeepseekModel& model, int64_t min_tokens_needed) {
   EngineConfig c;
   c.block_size = o.block_size;
   c.scheduler.max_num_seqs = o.max_num_seqs;
   c.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
-  const int64_t budget_blocks =
-      static_cast<int64_t>(o.kv_cache_gib * (1LL << 30)) / model.kv_block_bytes(o.block_size);
   const int64_t needed_blocks = (min_tokens_needed + o.block_size - 1) / o.block_size;
+  if (o.kv_cache_gib == 0 && model.backend().device_memory()) {
+    const KvCachePlan plan = plan_kv_cache(
+        model, KvCachePlanInput{o.gpu_memory_utilization, o.block_size, o.max_num_batched_tokens, o.max_num_seqs,
+                                model.config().max_position_embeddings, needed_blocks});
+    std::fprintf(stderr, "deepserve: %s\n", plan.summary.c_str());
+    c.num_gpu_blocks = plan.num_blocks;
+    return c;
+  }
+  const double gib = o.kv_cache_gib > 0 ? o.kv_cache_gib : 1.0;
+  const int64_t budget_blocks = static_cast<int64_t>(gib * (1LL << 30)) / model.kv_block_bytes(o.block_size);
   DS_REQUIRE(budget_blocks >= needed_blocks, InvalidArgument,
              "--kv-cache-gib {} holds {} blocks of {} tokens; the longest request needs {} (raise --kv-cache-gib)",
-             o.kv_cache_gib, budget_blocks, o.block_size, needed_blocks);
+             gib, budget_blocks, o.block_size, needed_blocks);
   c.num_gpu_blocks = budget_blocks;
   return c;
 }
@@ -266,7 +275,12 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
   cmd->add_option("--max-num-batched-tokens", o.max_num_batched_tokens, "Tokens per step")
       ->check(CLI::Range(1, 1 << 24));
   cmd->add_option("--block-size", o.block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
-  cmd->add_option("--kv-cache-gib", o.kv_cache_gib, "Memory for the KV cache, GiB")->check(CLI::Range(0.001, 4096.0));
+  cmd->add_option("--kv-cache-gib", o.kv_cache_gib,
+                  "Memory for the KV cache, GiB (default: 1 on the CPU; on a GPU, from --gpu-memory-utilization)")
+      ->check(CLI::Range(0.001, 4096.0));
+  cmd->add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
+                  "Share of the GPU's memory for weights, activations and the KV cache (the KV cache gets the rest)")
+      ->check(CLI::Range(0.01, 1.0));
   return cmd;
 }
 

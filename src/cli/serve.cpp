@@ -14,6 +14,7 @@
 #include "backend/cuda/cuda_backend.h"
 #endif
 #include "engine/engine.h"
+#include "engine/memory_plan.h"
 #include "model/deepseek.h"
 #include "server/api_server.h"
 #include "server/chat_renderer.h"
@@ -48,7 +49,7 @@ std::unique_ptr<Backend> make_backend(const ServeOptions& o) {
   return std::make_unique<CpuBackend>(o.threads);
 }
 
-EngineConfig engine_config(const ServeOptions& o, const DeepseekModel& model) {
+EngineConfig engine_config(const ServeOptions& o, DeepseekModel& model) {
   EngineConfig c;
   c.block_size = o.block_size;
   c.scheduler.max_num_seqs = o.max_num_seqs;
@@ -57,13 +58,21 @@ EngineConfig engine_config(const ServeOptions& o, const DeepseekModel& model) {
   c.max_model_len = o.max_model_len;
   c.max_queue_len = o.max_queue_len;
   const int64_t block_bytes = model.kv_block_bytes(o.block_size);
-  c.num_gpu_blocks = o.num_gpu_blocks_override > 0
-                         ? o.num_gpu_blocks_override
-                         : static_cast<int64_t>(o.kv_cache_gib * (1LL << 30)) / block_bytes;
   c.num_cpu_blocks = static_cast<int64_t>(o.swap_space_gib * (1LL << 30)) / block_bytes;
   const int64_t max_model_len =
       o.max_model_len > 0 ? o.max_model_len : model.config().max_position_embeddings;
   const int64_t needed = (max_model_len + o.block_size - 1) / o.block_size;
+  if (o.num_gpu_blocks_override > 0) {
+    c.num_gpu_blocks = o.num_gpu_blocks_override;
+  } else if (o.kv_cache_gib > 0 || !model.backend().device_memory()) {
+    c.num_gpu_blocks = static_cast<int64_t>((o.kv_cache_gib > 0 ? o.kv_cache_gib : 1.0) * (1LL << 30)) / block_bytes;
+  } else {
+    const KvCachePlan plan = plan_kv_cache(
+        model, KvCachePlanInput{o.gpu_memory_utilization, o.block_size, o.max_num_batched_tokens, o.max_num_seqs,
+                                max_model_len, needed});
+    std::fprintf(stderr, "deepserve: %s\n", plan.summary.c_str());
+    c.num_gpu_blocks = plan.num_blocks;
+  }
   DS_REQUIRE(c.num_gpu_blocks >= needed, InvalidArgument,
              "the KV cache holds {} blocks of {} tokens, fewer than one request of --max-model-len {} needs "
              "({}); raise "
@@ -104,8 +113,12 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   cmd->add_option("--max-num-batched-tokens", o.max_num_batched_tokens, "Tokens per engine step")
       ->check(CLI::Range(1, 1 << 24));
   cmd->add_option("--block-size", o.block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
-  cmd->add_option("--kv-cache-gib", o.kv_cache_gib, "Memory for the KV cache, GiB")
+  cmd->add_option("--kv-cache-gib", o.kv_cache_gib,
+                  "Memory for the KV cache, GiB (default: 1 on the CPU; on a GPU, from --gpu-memory-utilization)")
       ->check(CLI::Range(0.0001, 4096.0));
+  cmd->add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
+                  "Share of the GPU's memory for weights, activations and the KV cache (the KV cache gets the rest)")
+      ->check(CLI::Range(0.01, 1.0));
   cmd->add_option("--num-gpu-blocks-override", o.num_gpu_blocks_override,
                   "KV blocks, instead of --kv-cache-gib")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));

@@ -61,7 +61,7 @@ void DeepseekModel::copy_blocks(std::span<const BlockMove> moves) {
 
 int64_t DeepseekModel::kv_block_bytes(int32_t block_size) const {
   return config_.num_hidden_layers * int64_t{block_size} * config_.kv_cache_dim() *
-         static_cast<int64_t>(dtype_size(DType::kF32));
+         static_cast<int64_t>(dtype_size(backend_.activation_dtype()));
 }
 
 Tensor DeepseekModel::forward(const ForwardBatch& batch, std::vector<std::vector<float>>* trace) {

@@ -117,7 +117,9 @@ class GpuFixtureForward : public ::testing::TestWithParam<std::string> {
     return got;
   }
 
-  CudaBackend gpu_;
+  // FP8 weights expanded to bf16: HF's numerics (the tiny fixtures' shapes do not reach the FP8 GEMM path
+  // anyway; fp8_gemm_test.cpp tests that path on DeepSeek-V3's shapes).
+  CudaBackend gpu_{CudaBackendOptions{0, false, /*fp8_gemm=*/false}};
   CpuBackend cpu_{0};
   RoutingProbe gpu_probe_{gpu_};
   RoutingProbe cpu_probe_{cpu_};

@@ -115,7 +115,8 @@ inline std::unique_ptr<HostWeight> make_norm_weight(Rng& rng, int64_t n) {
 class OpTest : public ::testing::Test {
  protected:
   CpuBackend cpu_{0};
-  CudaBackend gpu_{CudaBackendOptions{0, /*sync_each_op=*/true}};
+  // FP8 weights expanded to bf16 (HF numerics); the FP8 GEMM path has its own test, fp8_gemm_test.cpp.
+  CudaBackend gpu_{CudaBackendOptions{0, /*sync_each_op=*/true, /*fp8_gemm=*/false}};
 
   // The same values on both backends; `f32` picks empty_f32 on the GPU (the CPU is always f32).
   std::pair<Tensor, Tensor> pair(const std::vector<int64_t>& shape, const std::vector<float>& values,

@@ -32,6 +32,7 @@ class RoutingProbe final : public Backend {
 
   void prepare_weight(Weight& w) override { inner_.prepare_weight(w); }
   Tensor empty(std::vector<int64_t> shape) override { return inner_.empty(std::move(shape)); }
+  DType activation_dtype() const override { return inner_.activation_dtype(); }
   Tensor empty_f32(std::vector<int64_t> shape) override { return inner_.empty_f32(std::move(shape)); }
   Tensor empty_host(std::vector<int64_t> shape) override { return inner_.empty_host(std::move(shape)); }
   void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) override {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_gemm.h"
 #include "util/check.h"
 
 namespace ds {
@@ -24,6 +25,7 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
   ctx_ = std::make_shared<cuda::CudaContext>(options.device, sync);
   const char* mla = std::getenv("DEEPSERVE_MLA");
   legacy_mla_ = options.legacy_mla || (mla != nullptr && std::strcmp(mla, "legacy") == 0);
+  ctx_->fp8_gemm = options.fp8_gemm && cuda::fp8_gemm_enabled();
 }
 
 CudaBackend::~CudaBackend() {
@@ -52,7 +54,20 @@ void CudaBackend::prepare_weight(Weight& w) {
            "weight '{}': {} bytes for [{}, {}] {}", w.name(), bytes, w.rows, w.cols,
            dtype_name(w.tensor->dtype));
   void* data = nullptr;
-  DS_CUDA_CHECK(cudaMalloc(&data, bytes > 0 ? bytes : 1));
+  const cudaError_t allocated = cudaMalloc(&data, bytes > 0 ? bytes : 1);
+  if (allocated == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();  // clear the sticky error state of this thread
+    size_t free = 0, total = 0;
+    DS_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    constexpr double kGiB = double(1 << 30);
+    throw UserError(fmt::format(
+        "out of GPU memory loading the weights: {:.2f} GiB are on GPU {} so far and '{}' needs {:.3f} GiB more, "
+        "but only {:.2f} GiB of its {:.2f} GiB are free. The checkpoint does not fit this GPU: use one with "
+        "more memory, or free what other processes hold (nvidia-smi)",
+        double(weight_bytes_) / kGiB, ctx_->device, w.name(), double(bytes) / kGiB, double(free) / kGiB,
+        double(total) / kGiB));
+  }
+  DS_CUDA_CHECK(allocated);
   weight_allocations_.push_back(data);
   DS_CUDA_CHECK(cudaMemcpy(data, w.tensor->data, bytes, cudaMemcpyHostToDevice));
   weight_bytes_ += bytes;
@@ -86,6 +101,26 @@ Tensor CudaBackend::allocate(std::vector<int64_t> shape, DType dtype) {
   });
   t.data = p;
   return t;
+}
+
+std::optional<DeviceMemoryInfo> CudaBackend::device_memory() {
+  size_t free = 0, total = 0;
+  DS_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  cudaMemPool_t pool = nullptr;
+  DS_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, ctx_->device));
+  uint64_t peak = 0;
+  DS_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &peak));
+  return DeviceMemoryInfo{static_cast<int64_t>(free), static_cast<int64_t>(total),
+                          static_cast<int64_t>(weight_bytes_), static_cast<int64_t>(peak)};
+}
+
+void CudaBackend::reset_memory_peak() {
+  DS_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
+  cudaMemPool_t pool = nullptr;
+  DS_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, ctx_->device));
+  DS_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+  uint64_t zero = 0;  // "reset to the current value"
+  DS_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero));
 }
 
 Tensor CudaBackend::empty(std::vector<int64_t> shape) {

@@ -30,6 +30,10 @@ struct CudaBackendOptions {
   // of the tensor-core kernel, for every shape; DEEPSERVE_MLA=legacy turns it on too. Shapes other than
   // latent 512 + rope 64 always take it.
   bool legacy_mla = false;
+  // FP8 weights with 128x128 block scales run on FP8 tensor cores with activations quantized per 1x128
+  // (DeepSeek-V3's scheme); false expands them to bf16 for each GEMM instead (HF's numerics, slower).
+  // DS_FP8_GEMM=0 turns it off too.
+  bool fp8_gemm = true;
 };
 
 class CudaBackend final : public Backend {
@@ -42,6 +46,9 @@ class CudaBackend final : public Backend {
   // Copies the weight to device memory as stored (FP8 stays FP8; block scales become fp32). The copy lives
   // until the backend is destroyed.
   void prepare_weight(Weight& w) override;
+  [[nodiscard]] DType activation_dtype() const override { return DType::kBF16; }
+  [[nodiscard]] std::optional<DeviceMemoryInfo> device_memory() override;
+  void reset_memory_peak() override;
   [[nodiscard]] Tensor empty(std::vector<int64_t> shape) override;
   [[nodiscard]] Tensor empty_f32(std::vector<int64_t> shape) override;
   // Pinned host memory in the compute dtype (BF16), for the KV swap pool.

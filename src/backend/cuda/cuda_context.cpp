@@ -75,6 +75,9 @@ CudaContext::~CudaContext() {
   mla_q.release(stream);
   mla_o.release(stream);
   mla_partial.release(stream);
+  input_fp8.release(stream);
+  input_fp8_scales.release(stream);
+  output_fp8_padded.release(stream);
   report_in_destructor(cudaStreamSynchronize(stream), "~CudaContext (scratch)");
   report_in_destructor(cudaFree(workspace), "~CudaContext (workspace)");
   if (lt != nullptr) cublasLtDestroy(lt);

@@ -46,6 +46,7 @@ struct CudaContext {
 
   int device = 0;
   bool sync_each_op = false;
+  bool fp8_gemm = true;  // CudaBackendOptions::fp8_gemm
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;
@@ -55,6 +56,8 @@ struct CudaContext {
   Scratch mla_q;        // mla_attention: q_latent [tokens, heads, 512] bf16 (and the query in bf16)
   Scratch mla_o;        // mla_attention: o_latent [tokens, heads, 512] bf16
   Scratch mla_partial;  // mla_attention: split-KV partials, fp32
+  Scratch input_fp8, input_fp8_scales;  // activations quantized to e4m3 per 1x128 for an FP8 GEMM
+  Scratch output_fp8_padded;            // an FP8 GEMM's output with its rows padded to a multiple of 16
   // GEMM plans by (t, n, k, ldx, ldw, ldo, out dtype, pointer alignments).
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>,
            std::unique_ptr<GemmPlan>>

@@ -40,5 +40,20 @@ struct BatchedGemm {
   int64_t ldd = 0, stride_d = 0;
 };
 void gemm_bf16_batched(CudaContext& ctx, const BatchedGemm& g);
+// The scale layouts cuBLASLt's block-scaled FP8 GEMM reads (checked against a host GEMM on the GPU by
+// tests/gpu/fp8_gemm_test.cpp): the activation scales with the rows of one 128-column group side by side; the
+// weight scales as the checkpoint stores weight_scale_inv, [N / 128, K / 128] row-major.
+inline constexpr bool kFp8ActScalesRowContiguous = true;
+
+// False when the environment has DS_FP8_GEMM=0 (see CudaBackendOptions::fp8_gemm).
+[[nodiscard]] bool fp8_gemm_enabled();
+
+// out[T, N] = (xq * x_scales)[T, K] @ (wq * w_scales)[N, K]^T on FP8 tensor cores, fp32 accumulation: xq e4m3
+// [T, K] (row stride K) with 1x128 scales (launch_quantize_fp8_1x128), wq e4m3 [N, K] with 128x128 scales.
+// K must be a multiple of 128; cuBLASLt needs T a multiple of 16, and K and N multiples of 256 for correct
+// results (false otherwise).
+// Returns false, doing nothing, when cuBLASLt has no algorithm for the shape.
+[[nodiscard]] bool gemm_fp8_block_scaled(CudaContext& ctx, const void* xq, const float* x_scales, const void* wq,
+                                         const float* w_scales, int64_t k, MatrixRef out);
 
 }  // namespace ds::cuda

@@ -51,6 +51,11 @@ void launch_gather_rows(MatrixRef x, const int32_t* rows, MatrixRef out, cudaStr
 void launch_convert(MatrixRef x, MatrixRef out, cudaStream_t stream);
 // out [rows, cols] bf16 (dense) = the weight in fp32 (fp8 * block scale, or f16/f32) rounded to bf16.
 void launch_weight_to_bf16(const DeviceWeight& w, void* out, cudaStream_t stream);
+// x [rows, cols] (F32 or BF16, cols a multiple of 128) -> q [rows, cols] e4m3 (row stride cols) and one fp32
+// scale per row and 128-column group, x ~= q * scale: scales[g * scale_rows + r] when scales_row_contiguous
+// (the rows of one group side by side; scale_rows >= rows), else scales[r * (cols / 128) + g].
+void launch_quantize_fp8_1x128(MatrixRef x, void* q, float* scales, bool scales_row_contiguous,
+                               int64_t scale_rows, cudaStream_t stream);
 // out[T, N] = x[T, K] @ w[N, K]^T with bf16 operands and fp32 accumulation; a plain tiled kernel, used where
 // cuBLASLt has no algorithm for the shape or alignment.
 void launch_gemm_bf16_fallback(const void* x, int64_t ldx, const void* w, int64_t ldw, int64_t k,
