@@ -167,7 +167,7 @@ TEST_F(MlaTest, TensorCorePathMatchesTheCpuReference) {
 // warps).
 TEST_F(MlaTest, TensorCorePathIsDeterministicAndAgreesWithTheLegacyKernel) {
   Rng rng(22);
-  CudaBackend legacy{CudaBackendOptions{0, /*sync_each_op=*/true, /*legacy_mla=*/true}};
+  CudaBackend legacy{CudaBackendOptions{.device = 0, .sync_each_op = true, .legacy_mla = true}};
   for (const int64_t heads : {128, 16}) {
     const MlaShape s{"det", heads, 128, 64, 128, 512, 64, DType::kBF16};
     auto kv_b = make_weight(rng, s.heads * (s.nope + s.v), s.lora, s.kv_b_dtype,

@@ -119,7 +119,7 @@ class GpuFixtureForward : public ::testing::TestWithParam<std::string> {
 
   // FP8 weights expanded to bf16: HF's numerics (the tiny fixtures' shapes do not reach the FP8 GEMM path
   // anyway; fp8_gemm_test.cpp tests that path on DeepSeek-V3's shapes).
-  CudaBackend gpu_{CudaBackendOptions{0, false, /*fp8_gemm=*/false}};
+  CudaBackend gpu_{CudaBackendOptions{.device = 0, .fp8_gemm = false}};
   CpuBackend cpu_{0};
   RoutingProbe gpu_probe_{gpu_};
   RoutingProbe cpu_probe_{cpu_};

@@ -195,7 +195,7 @@ TEST(Fp8Gemm, BackendLinearWithAndWithoutTheFp8Path) {
   Rng rng(23);
   CpuBackend cpu(0);
   for (bool fp8 : {true, false}) {
-    CudaBackend gpu(CudaBackendOptions{0, true, fp8});
+    CudaBackend gpu(CudaBackendOptions{.device = 0, .sync_each_op = true, .fp8_gemm = fp8});
     for (const auto& [t, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1536, 7168}, {9, 384, 128},
                                   {64, 2048, 512}, {5, 576, 256}, {5, 256, 192}, {3, 3072, 1536}, {40, 256, 384},
                                   {17, 7168, 2048}}) {
