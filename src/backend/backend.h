@@ -102,6 +102,10 @@ class Backend {
   // left as it is. Weights that view one tensor (tied embeddings) are the caller's to share: prepare one and
   // copy it to the others.
   virtual void prepare_weight(Weight& w) {}
+  // prepare_weight for many at once (the CUDA backend uploads them in parallel).
+  virtual void prepare_weights(std::span<Weight* const> weights) {
+    for (Weight* w : weights) prepare_weight(*w);
+  }
 
   // An uninitialized activation tensor in the backend's compute dtype (CPU: F32, CUDA: BF16).
   [[nodiscard]] virtual Tensor empty(std::vector<int64_t> shape) = 0;

@@ -19,9 +19,11 @@ DeepseekModel::DeepseekModel(ModelConfig config, Checkpoint checkpoint, Backend&
       softmax_scale_(static_cast<float>(config_.softmax_scale())) {
   // A tied lm_head views the embedding's tensor: prepare that once and share the backend's copy.
   const bool tied = weights_.lm_head.tensor == weights_.embed_tokens.tensor;
+  std::vector<Weight*> to_prepare;
   for_each_weight(weights_, [&](Weight& w) {
-    if (!(tied && &w == &weights_.lm_head)) backend_.prepare_weight(w);
+    if (!(tied && &w == &weights_.lm_head)) to_prepare.push_back(&w);
   });
+  backend_.prepare_weights(to_prepare);
   if (tied) weights_.lm_head = weights_.embed_tokens;
 }
 

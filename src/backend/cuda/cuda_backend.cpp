@@ -47,12 +47,7 @@ std::string CudaBackend::device_name() const {
   return prop.name;
 }
 
-void CudaBackend::prepare_weight(Weight& w) {
-  if (w.empty() || w.device_data != nullptr) return;
-  const size_t bytes = w.tensor->nbytes;
-  DS_CHECK(bytes == static_cast<size_t>(w.rows * w.cols) * dtype_size(w.tensor->dtype),
-           "weight '{}': {} bytes for [{}, {}] {}", w.name(), bytes, w.rows, w.cols,
-           dtype_name(w.tensor->dtype));
+void* CudaBackend::allocate_weight(const Weight& w, size_t bytes) {
   void* data = nullptr;
   const cudaError_t allocated = cudaMalloc(&data, bytes > 0 ? bytes : 1);
   if (allocated == cudaErrorMemoryAllocation) {
@@ -69,21 +64,57 @@ void CudaBackend::prepare_weight(Weight& w) {
   }
   DS_CUDA_CHECK(allocated);
   weight_allocations_.push_back(data);
-  DS_CUDA_CHECK(cudaMemcpy(data, w.tensor->data, bytes, cudaMemcpyHostToDevice));
   weight_bytes_ += bytes;
-  float* scales_on_device = nullptr;
-  if (w.scale_inv != nullptr) {
-    // Block scales go up as fp32 whatever their stored dtype, so kernels read one type.
-    std::vector<float> scales(static_cast<size_t>(w.scale_inv->numel()));
-    convert_to_f32(w.scale_inv->dtype, w.scale_inv->data, scales.data(), scales.size());
-    DS_CUDA_CHECK(cudaMalloc(&scales_on_device, scales.size() * sizeof(float)));
-    weight_allocations_.push_back(scales_on_device);
-    DS_CUDA_CHECK(
-        cudaMemcpy(scales_on_device, scales.data(), scales.size() * sizeof(float), cudaMemcpyHostToDevice));
-    weight_bytes_ += scales.size() * sizeof(float);
-  }
+  return data;
+}
+
+void CudaBackend::upload_scales(Weight& w) {
+  if (w.scale_inv == nullptr) return;
+  // Block scales go up as fp32 whatever their stored dtype, so kernels read one type.
+  std::vector<float> scales(static_cast<size_t>(w.scale_inv->numel()));
+  convert_to_f32(w.scale_inv->dtype, w.scale_inv->data, scales.data(), scales.size());
+  float* on_device = nullptr;
+  DS_CUDA_CHECK(cudaMalloc(&on_device, scales.size() * sizeof(float)));
+  weight_allocations_.push_back(on_device);
+  DS_CUDA_CHECK(cudaMemcpy(on_device, scales.data(), scales.size() * sizeof(float), cudaMemcpyHostToDevice));
+  weight_bytes_ += scales.size() * sizeof(float);
+  w.device_scale_inv = on_device;
+}
+
+namespace {
+
+size_t checked_weight_bytes(const Weight& w) {
+  const size_t bytes = w.tensor->nbytes;
+  DS_CHECK(bytes == static_cast<size_t>(w.rows * w.cols) * dtype_size(w.tensor->dtype),
+           "weight '{}': {} bytes for [{}, {}] {}", w.name(), bytes, w.rows, w.cols,
+           dtype_name(w.tensor->dtype));
+  return bytes;
+}
+
+}  // namespace
+
+void CudaBackend::prepare_weight(Weight& w) {
+  if (w.empty() || w.device_data != nullptr) return;
+  const size_t bytes = checked_weight_bytes(w);
+  void* data = allocate_weight(w, bytes);
+  DS_CUDA_CHECK(cudaMemcpy(data, w.tensor->data, bytes, cudaMemcpyHostToDevice));
+  upload_scales(w);
   w.device_data = data;
-  w.device_scale_inv = scales_on_device;
+}
+
+void CudaBackend::prepare_weights(std::span<Weight* const> weights) {
+  std::vector<cuda::HostToDevice> copies;
+  for (Weight* w : weights) {
+    if (w->empty() || w->device_data != nullptr) continue;
+    const size_t bytes = checked_weight_bytes(*w);
+    void* data = allocate_weight(*w, bytes);
+    upload_scales(*w);
+    copies.push_back({w->tensor->data, data, bytes});
+    w->device_data = data;
+  }
+  constexpr int kReaders = 8;
+  constexpr size_t kChunk = size_t{32} << 20;
+  cuda::upload_parallel(copies, ctx_->device, kReaders, kChunk);
 }
 
 Tensor CudaBackend::allocate(std::vector<int64_t> shape, DType dtype) {

@@ -46,6 +46,8 @@ class CudaBackend final : public Backend {
   // Copies the weight to device memory as stored (FP8 stays FP8; block scales become fp32). The copy lives
   // until the backend is destroyed.
   void prepare_weight(Weight& w) override;
+  // Allocates every weight, then copies them with parallel reader threads through pinned buffers.
+  void prepare_weights(std::span<Weight* const> weights) override;
   [[nodiscard]] DType activation_dtype() const override { return DType::kBF16; }
   [[nodiscard]] std::optional<DeviceMemoryInfo> device_memory() override;
   void reset_memory_peak() override;
@@ -92,6 +94,9 @@ class CudaBackend final : public Backend {
   // Shared with every tensor's deleter, so that tensors outliving the backend still free on a live stream.
   std::shared_ptr<cuda::CudaContext> ctx_;
   bool legacy_mla_ = false;
+  // Device memory for w's data (out of memory: a UserError with the sizes), and w's block scales uploaded as fp32.
+  void* allocate_weight(const Weight& w, size_t bytes);
+  void upload_scales(Weight& w);
   std::vector<void*> weight_allocations_;  // cudaMalloc'ed by prepare_weight, freed by the destructor
   uint64_t weight_bytes_ = 0;
 };

@@ -98,6 +98,16 @@ DeviceBuffer upload(const CudaContext& ctx, std::span<const T> host) {
   return buf;
 }
 
+// One host-to-device copy for upload_parallel.
+struct HostToDevice {
+  const void* src = nullptr;  // pageable host memory (the mapped checkpoint)
+  void* dst = nullptr;
+  size_t bytes = 0;
+};
+// Runs the copies with up to max_threads reader threads, each staging chunk_bytes at a time through two pinned
+// buffers and its own stream; returns when every byte is on the device. Rethrows the first error.
+void upload_parallel(std::span<const HostToDevice> copies, int device, int max_threads, size_t chunk_bytes);
+
 // The kernels' view of a prepared weight; throws if Backend::prepare_weight was not called on it.
 [[nodiscard]] DeviceWeight device_weight(const Weight& w);
 // The kernels' view of a tensor as [rows, cols] (F32 or BF16 only).
