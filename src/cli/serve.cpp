@@ -144,6 +144,14 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
                   "Seconds requests in flight get to finish after SIGTERM before they are aborted")
       ->check(CLI::Range(0.0, 86400.0));
   cmd->add_option("--access-log", o.access_log, "JSON-lines access log: a file, '-' for stdout, '' for none");
+  cmd->add_option("--reasoning-parser", o.reasoning_parser,
+                  "deepseek_r1: the chat answer's thinking (up to </think>) goes to reasoning_content")
+      ->check(CLI::IsMember({"deepseek_r1"}));
+  cmd->add_flag("--enable-auto-tool-choice", o.enable_auto_tool_choice,
+                "Accepted for vLLM compatibility: tool calls are parsed whenever a request has tools");
+  cmd->add_option("--tool-call-parser", o.tool_call_parser,
+                  "deepseek_v3 (the default and only format): DeepSeek's tool-call markers become tool_calls")
+      ->check(CLI::IsMember({"deepseek_v3"}));
   return cmd;
 }
 
@@ -189,6 +197,7 @@ int run_serve(ServeOptions o) {
   api.max_model_len = engine.config().max_model_len;
   api.vocab_size = model->config().vocab_size;
   api.max_n = o.max_n;
+  api.reasoning_parser = o.reasoning_parser;
   server::HttpServerConfig http;
   http.host = o.host;
   http.port = static_cast<uint16_t>(o.port);

@@ -40,6 +40,11 @@ struct ServeOptions {
   double body_timeout_s = 30.0;
   double shutdown_timeout_s = 30.0;
   std::string access_log = "-";
+  // Reasoning and tool calls (docs/serve.md). Tool calls are parsed for every request with tools;
+  // --enable-auto-tool-choice and --tool-call-parser deepseek_v3 are accepted as vLLM spells them.
+  std::string reasoning_parser;  // "deepseek_r1", or empty for none
+  bool enable_auto_tool_choice = false;
+  std::string tool_call_parser;  // "deepseek_v3", or empty (the same: the only format there is)
 };
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& options);

@@ -150,7 +150,8 @@ void Engine::drain_inbox() {
       seq->rng.seed(req.params.seed ? sample_seed(*req.params.seed, i) : unseeded_rng_());
       if (tokenizer_ != nullptr) {
         seq->detokenizer =
-            std::make_unique<tokenizer::IncrementalDetokenizer>(*tokenizer_, req.params.skip_special_tokens);
+            std::make_unique<tokenizer::IncrementalDetokenizer>(*tokenizer_, req.params.skip_special_tokens,
+                                                                req.params.keep_special_token_ids);
         seq->stop_matcher =
             std::make_unique<StopStringMatcher>(req.params.stop, req.params.include_stop_str_in_output);
       }

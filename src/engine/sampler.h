@@ -33,6 +33,9 @@ struct SamplingParams {
   std::optional<int64_t> prompt_logprobs;  // for echo; N in [0, 20]
   int64_t n = 1;
   bool skip_special_tokens = true;
+  // Special tokens decoded into the text even with skip_special_tokens (not a request field: the server sets
+  // it for the markers its reasoning and tool-call parsers read).
+  std::vector<int32_t> keep_special_token_ids;
 
   // Throws InvalidArgument whose message starts with the field's name and gives the allowed range, e.g.
   // "temperature must be a finite number >= 0, got nan".

@@ -32,6 +32,7 @@ struct ApiConfig {
   int64_t vocab_size = 0;
   int64_t max_n = 16;
   int retry_after_s = 1;  // Retry-After of 503 answers
+  std::string reasoning_parser;  // --reasoning-parser: "deepseek_r1", or empty for none
 };
 
 struct ApiContext {

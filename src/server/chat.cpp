@@ -3,6 +3,7 @@
 
 #include "engine/request_params.h"
 #include "server/api_context.h"
+#include "server/chat_output.h"
 #include "server/request_fields.h"
 
 namespace ds::server {
@@ -11,6 +12,9 @@ namespace {
 class ChatJob final : public GenerationJob {
  public:
   using GenerationJob::GenerationJob;
+
+  // The reasoning and tool-call parsers (chat_output.h); set before start().
+  ChatOutputOptions output;
 
  private:
   const char* chunk_object() const override { return "chat.completion.chunk"; }
@@ -43,10 +47,15 @@ class ChatJob final : public GenerationJob {
       send_chunk(chunk);
       c.first_sent = true;
     }
+    if (output.active()) stream_outputs_.assign(choices_.size(), ChatStreamOutput(output));
   }
 
   void stream_delta(Choice& c, std::string_view text, std::span<const int32_t> token_ids,
                     std::span<const SampledToken> logprobs, const std::string& finish) override {
+    if (output.active()) {
+      stream_parsed_delta(c, text, token_ids, logprobs, finish);
+      return;
+    }
     nlohmann::json delta = nlohmann::json::object();
     if (!text.empty() || finish.empty()) delta["content"] = std::string(text);
     nlohmann::json choice = {{"index", c.index},
@@ -62,13 +71,53 @@ class ChatJob final : public GenerationJob {
     send_chunk(chunk);
   }
 
+  // With the parsers on: the text's reasoning, content and tool calls as deltas, the per-token fields on the
+  // first chunk and the finish reason on the last.
+  void stream_parsed_delta(Choice& c, std::string_view text, std::span<const int32_t> token_ids,
+                           std::span<const SampledToken> logprobs, const std::string& finish) {
+    ChatStreamOutput& out = stream_outputs_[static_cast<size_t>(c.index)];
+    std::vector<nlohmann::json> deltas = out.deltas(text, !finish.empty());
+    const bool per_token = params_.logprobs || options_.return_token_ids;
+    if (deltas.empty()) {
+      if (finish.empty() && !per_token) return;  // a marker is still arriving: nothing to say yet
+      deltas.push_back(nlohmann::json::object());
+    }
+    const nlohmann::json finish_reason =
+        finish.empty() ? nlohmann::json() : nlohmann::json(chat_finish_reason(finish, out.num_calls()));
+    for (size_t i = 0; i < deltas.size(); ++i) {
+      const bool first = i == 0, last = i + 1 == deltas.size();
+      nlohmann::json choice = {{"index", c.index},
+                               {"delta", std::move(deltas[i])},
+                               {"logprobs", nullptr},
+                               {"finish_reason", last ? finish_reason : nlohmann::json()}};
+      if (params_.logprobs) {
+        choice["logprobs"] = logprobs_json(first ? logprobs : std::span<const SampledToken>());
+      }
+      if (options_.return_token_ids) {
+        choice["token_ids"] =
+            first ? std::vector<int32_t>(token_ids.begin(), token_ids.end()) : std::vector<int32_t>();
+      }
+      nlohmann::json chunk = chunk_head();
+      chunk["choices"] = nlohmann::json::array({std::move(choice)});
+      if (options_.include_usage) chunk["usage"] = nullptr;
+      send_chunk(chunk);
+    }
+  }
+
   nlohmann::json response_body() override {
     nlohmann::json choices = nlohmann::json::array();
     for (const auto& c : choices_) {
+      nlohmann::json message = {{"role", "assistant"}, {"content", c.text}};
+      std::string finish_reason = c.finish_reason;
+      if (output.active()) {
+        size_t num_calls = 0;
+        message = chat_message(output, c.text, num_calls);
+        finish_reason = chat_finish_reason(c.finish_reason, num_calls);
+      }
       nlohmann::json choice = {{"index", c.index},
-                               {"message", {{"role", "assistant"}, {"content", c.text}}},
+                               {"message", std::move(message)},
                                {"logprobs", nullptr},
-                               {"finish_reason", c.finish_reason}};
+                               {"finish_reason", std::move(finish_reason)}};
       if (params_.logprobs) choice["logprobs"] = logprobs_json(c.logprobs);
       if (options_.return_token_ids) choice["token_ids"] = c.token_ids;
       choices.push_back(std::move(choice));
@@ -80,6 +129,8 @@ class ChatJob final : public GenerationJob {
     if (options_.return_token_ids) body["prompt_token_ids"] = prompts_.front().input.ids;
     return body;
   }
+
+  std::vector<ChatStreamOutput> stream_outputs_;  // streaming with the parsers on: one per choice
 };
 
 }  // namespace
@@ -109,6 +160,7 @@ void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& e
     if (!it->is_array()) throw bad_request("'tools' must be a list", "tools");
     render.tools = nlohmann::ordered_json::parse(it->dump());
   }
+  const ChatOutputOptions output = chat_output_options(body, api.config.reasoning_parser, render.tools);
   // logprobs is a boolean here; top_logprobs (0..20) needs it.
   if (const auto it = body.find("logprobs"); it != body.end() && !it->is_null() && !it->is_boolean()) {
     throw bad_request(fmt::format("'logprobs' must be true or false, got {}", it->dump()), "logprobs");
@@ -148,7 +200,9 @@ void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& e
     params.min_tokens = std::min(params.min_tokens, params.max_tokens);
   }
   api.check_prompt(input.ids, params.max_tokens, "messages");
+  params.keep_special_token_ids = chat_marker_token_ids(output, tok);
   auto job = std::make_shared<ChatJob>(api.engine, api.tokenizer, exchange, std::move(o), api.jobs);
+  job->output = output;
   std::vector<PromptInput> prompts;
   prompts.push_back(std::move(input));
   job->start(std::move(prompts), params);

@@ -17,8 +17,10 @@ namespace ds::tokenizer {
 
 class IncrementalDetokenizer {
  public:
-  // `tokenizer` must outlive the detokenizer.
-  IncrementalDetokenizer(const Tokenizer& tokenizer, bool skip_special_tokens);
+  // `tokenizer` must outlive the detokenizer. `keep_special` lists special tokens that are decoded even when
+  // skip_special_tokens is set (marker tokens a parser of the text needs).
+  IncrementalDetokenizer(const Tokenizer& tokenizer, bool skip_special_tokens,
+                         std::vector<TokenId> keep_special = {});
 
   // Text that became final with this id (possibly empty). Always valid UTF-8.
   [[nodiscard]] std::string step(TokenId id);
@@ -31,9 +33,10 @@ class IncrementalDetokenizer {
  private:
   const Tokenizer& tokenizer_;
   bool skip_special_tokens_;
+  std::vector<TokenId> keep_special_;
   bool byte_level_;
   std::string pending_;       // byte-level: bytes not emitted yet (an unfinished character)
-  std::vector<TokenId> ids_;  // fallback: every id so far
+  std::vector<TokenId> ids_;  // fallback: every id so far (but the special ones skipped)
   size_t emitted_ = 0;        // fallback: bytes of decode(ids_) already emitted
 };
 

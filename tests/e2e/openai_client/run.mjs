@@ -6,8 +6,8 @@
 //
 // Exit codes: 0 all passed, 1 a check failed, 77 skipped (the openai package is not installed).
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { spawn, spawnSync, execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -51,9 +51,9 @@ function engineAnswers(requests) {
 }
 
 // ---- The server. ----
-function startServer() {
-  const args = ["serve", "--model", model, "--served-model-name", servedName, "--port", "0", "--api-key", apiKey,
-                "--access-log", "", "--shutdown-timeout", "2"];
+function startServer(modelDir = model, extraArgs = []) {
+  const args = ["serve", "--model", modelDir, "--served-model-name", servedName, "--port", "0", "--api-key", apiKey,
+                "--access-log", "", "--shutdown-timeout", "2", ...extraArgs];
   const proc = spawn(binary, args, { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   return new Promise((resolve, reject) => {
@@ -306,6 +306,144 @@ if (hasTokenizer) {
 proc.kill("SIGTERM");
 const { code } = await exited;
 await check("SIGTERM: the server exits 0", async () => assert.equal(code, 0));
+
+// ---- Reasoning and tool calls, on the scripted fixture: greedy decoding emits <think>, a reasoning, </think>,
+// a content, a get_weather call and EOS; after the tool's result, a short answer (expected.json: HF's tokens
+// and texts). Two servers: one with the R1 reasoning parser (and vLLM's tool flags), one without. ----
+const scriptedDir = path.join(fixtures, "deepseek_v3_tiny_scripted");
+if (existsSync(path.join(scriptedDir, "expected.json")) && !process.env.DEEPSERVE_E2E_MODEL) {
+  const expected = JSON.parse(readFileSync(path.join(scriptedDir, "expected.json"), "utf8"));
+  const { script } = expected;
+  const [turn1, turn2] = ["tool_call_turn", "after_tool_result"].map((n) => expected.cases.find((c) => c.name === n));
+  const r1 = await startServer(scriptedDir, ["--reasoning-parser", "deepseek_r1", "--enable-auto-tool-choice",
+                                             "--tool-call-parser", "deepseek_v3"]);
+  const plain = await startServer(scriptedDir);
+  const r1Client = new OpenAI({ baseURL: `${r1.base}/v1`, apiKey, maxRetries: 0, timeout: 60000 });
+  const plainClient = new OpenAI({ baseURL: `${plain.base}/v1`, apiKey, maxRetries: 0, timeout: 60000 });
+  const ask = { model: servedName, messages: turn1.messages, tools: turn1.tools, temperature: 0 };
+  const markers = /<think>|<\/think>|<｜|｜>/;
+  const expectedCall = { name: script.tool_name, arguments: script.tool_arguments };
+
+  // Folds a chat stream as a client does: reasoning and content concatenated, tool calls assembled by index.
+  const fold = async (stream) => {
+    const m = { reasoning: "", content: "", calls: [], finish: null, ids: new Set(), tokens: [] };
+    for await (const chunk of stream) {
+      m.ids.add(chunk.id);
+      for (const c of chunk.choices) {
+        const d = c.delta;
+        for (const [field, key] of [["reasoning_content", "reasoning"], ["content", "content"]]) {
+          if (d[field] == null) continue;
+          assert.doesNotMatch(d[field], markers, `a marker in delta.${field}`);
+          m[key] += d[field];
+        }
+        for (const tc of d.tool_calls ?? []) {
+          if (tc.index === m.calls.length) {
+            assert.ok(tc.id?.startsWith("call_") && tc.type === "function" && tc.function.arguments === "",
+                      JSON.stringify(tc));
+            m.calls.push({ id: tc.id, name: tc.function.name, arguments: "" });
+          } else {
+            assert.equal(tc.id, undefined);
+            m.calls[tc.index].arguments += tc.function.arguments;
+          }
+        }
+        m.tokens.push(...(c.token_ids ?? []));
+        if (c.finish_reason) m.finish = c.finish_reason;
+      }
+    }
+    assert.equal(m.ids.size, 1);
+    return m;
+  };
+
+  let firstAnswer = null;
+  await check("scripted: reasoning_content, content and a tool call (--reasoning-parser deepseek_r1)", async () => {
+    const r = await r1Client.chat.completions.create({ ...ask, return_token_ids: true });
+    assert.deepEqual(r.prompt_token_ids, turn1.prompt_ids);
+    const [choice] = r.choices;
+    assert.deepEqual(choice.token_ids, turn1.token_ids);
+    assert.equal(choice.message.reasoning_content, script.reasoning);
+    assert.equal(choice.message.content, script.content);
+    assert.equal(choice.message.tool_calls.length, 1);
+    const [call] = choice.message.tool_calls;
+    assert.match(call.id, /^call_/);
+    assert.equal(call.type, "function");
+    assert.deepEqual(call.function, expectedCall);
+    assert.deepEqual(JSON.parse(call.function.arguments), { city: "Paris", unit: "celsius" });
+    assert.equal(choice.finish_reason, "tool_calls");
+    assert.equal(r.usage.completion_tokens, turn1.token_ids.length);
+    firstAnswer = r;
+  });
+
+  await check("scripted streamed: reasoning, content and tool-call deltas reassemble to the same answer", async () => {
+    const m = await fold(await r1Client.chat.completions.create({ ...ask, stream: true, return_token_ids: true }));
+    assert.equal(m.reasoning, script.reasoning);
+    assert.equal(m.content, script.content);
+    assert.deepEqual(m.calls.map(({ name, arguments: a }) => ({ name, arguments: a })), [expectedCall]);
+    assert.equal(m.finish, "tool_calls");
+    assert.deepEqual(m.tokens, turn1.token_ids);
+    // The client's own stream helper assembles the same message.
+    const final = await r1Client.chat.completions.stream({ ...ask }).finalChatCompletion();
+    assert.equal(final.choices[0].message.content, script.content);
+    assert.deepEqual(final.choices[0].message.tool_calls.map((t) => t.function), [expectedCall]);
+    assert.equal(final.choices[0].finish_reason, "tool_calls");
+  });
+
+  await check("scripted without the reasoning parser: the thinking stays content, the call is still parsed", async () => {
+    const r = await plainClient.chat.completions.create(ask);
+    const [choice] = r.choices;
+    assert.equal(choice.message.reasoning_content, undefined);
+    assert.equal(choice.message.content, `<think>${script.reasoning}</think>${script.content}`);
+    assert.deepEqual(choice.message.tool_calls.map((t) => t.function), [expectedCall]);
+    assert.equal(choice.finish_reason, "tool_calls");
+    // tool_choice "none": no parsing, the text as HF decodes it.
+    const none = await plainClient.chat.completions.create({ ...ask, tool_choice: "none" });
+    assert.equal(none.choices[0].message.content, turn1.text);
+    assert.equal(none.choices[0].message.tool_calls, undefined);
+    assert.equal(none.choices[0].finish_reason, "stop");
+    await assert.rejects(plainClient.chat.completions.create({ ...ask, tool_choice: "required" }),
+                         (e) => e instanceof OpenAI.BadRequestError && e.param === "tool_choice");
+  });
+
+  await check("scripted second turn: the tool's result goes back and the answer comes", async () => {
+    assert.ok(firstAnswer, "the first turn failed");
+    const [call] = firstAnswer.choices[0].message.tool_calls;
+    // DeepSeek-V3's template renders an assistant turn's tool calls only when its content is null.
+    const messages = [...turn1.messages,
+                      { role: "assistant", content: null, tool_calls: [call] },
+                      { role: "tool", tool_call_id: call.id, content: turn2.messages[3].content }];
+    const r = await plainClient.chat.completions.create({ model: servedName, messages, tools: turn1.tools,
+                                                          temperature: 0, return_token_ids: true });
+    assert.deepEqual(r.prompt_token_ids, turn2.prompt_ids);
+    assert.deepEqual(r.choices[0].token_ids, turn2.token_ids);
+    assert.equal(r.choices[0].message.content, script.answer_after_tool);
+    assert.equal(r.choices[0].message.tool_calls, undefined);
+    assert.equal(r.choices[0].finish_reason, "stop");
+    const m = await fold(await plainClient.chat.completions.create({ model: servedName, messages, tools: turn1.tools,
+                                                                     temperature: 0, stream: true }));
+    assert.equal(m.content, script.answer_after_tool);
+    assert.equal(m.finish, "stop");
+    // With the R1 parser an answer that never closes a thinking block is all reasoning, as in vLLM.
+    const split = await r1Client.chat.completions.create({ model: servedName, messages, tools: turn1.tools,
+                                                           temperature: 0 });
+    assert.equal(split.choices[0].message.reasoning_content, script.answer_after_tool);
+    assert.equal(split.choices[0].message.content, null);
+  });
+
+  await check("serve refuses a reasoning or tool-call parser it does not have", async () => {
+    for (const args of [["--reasoning-parser", "qwen3"], ["--tool-call-parser", "hermes"]]) {
+      const r = spawnSync(binary, ["serve", "--model", scriptedDir, "--port", "0", ...args], { encoding: "utf8",
+                                                                                         timeout: 30000 });
+      assert.notEqual(r.status, 0, args.join(" "));
+      assert.match(r.stderr + r.stdout, new RegExp(args[0]));
+    }
+  });
+
+  for (const s of [r1, plain]) {
+    const gone = new Promise((resolve) => s.proc.on("exit", (c) => resolve(c)));
+    s.proc.kill("SIGTERM");
+    const c = await gone;
+    if (c !== 0) await check("scripted servers exit 0 on SIGTERM", async () => assert.equal(c, 0));
+  }
+}
 
 const failed = results.filter(([, e]) => e);
 console.log(`\n${results.length - failed.length} passed, ${failed.length} failed (model ${path.basename(model)})`);

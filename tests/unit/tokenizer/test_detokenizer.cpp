@@ -59,6 +59,36 @@ TEST(Detokenizer, SkipsSpecialTokensWhenAsked) {
   EXPECT_EQ(concat(stream(tiny(), ids, false)), tiny().decode(ids, false));
 }
 
+TEST(Detokenizer, KeepsListedSpecialTokensWhenSkipping) {
+  // <think> is special in the tiny tokenizer; a parser that reads it asks for it to be kept.
+  const Ids ids{TinyIds::kBos, 'h', TinyIds::kThink, 'i', TinyIds::kEos};
+  IncrementalDetokenizer detok(tiny(), true, {TinyIds::kThink});
+  std::string text;
+  for (const TokenId id : ids) text += detok.step(id);
+  text += detok.finish();
+  EXPECT_EQ(text, "h<think>i");
+  // Without skipping, the list changes nothing.
+  IncrementalDetokenizer all(tiny(), false, {TinyIds::kThink});
+  text.clear();
+  for (const TokenId id : ids) text += all.step(id);
+  text += all.finish();
+  EXPECT_EQ(text, tiny().decode(ids, false));
+}
+
+TEST(Detokenizer, FallbackKeepsListedSpecialTokensWhenSkipping) {
+  nlohmann::json json = {
+      {"model", {{"type", "BPE"}, {"vocab", {{"a", 0}, {"b", 1}}}, {"merges", nlohmann::json::array()}}},
+      {"added_tokens", nlohmann::json::array({{{"id", 2}, {"content", "<s>"}, {"special", true}},
+                                              {{"id", 3}, {"content", "<t>"}, {"special", true}}})}};
+  const Tokenizer tok = Tokenizer::from_json_text(json.dump());
+  IncrementalDetokenizer detok(tok, true, {3});
+  std::string text;
+  for (const TokenId id : Ids{0, 2, 3, 1}) text += detok.step(id);
+  text += detok.finish();
+  EXPECT_EQ(text, tok.decode(Ids{0, 3, 1}, false));
+  EXPECT_EQ(concat(stream(tok, Ids{0, 2, 3, 1}, true)), tok.decode(Ids{0, 2, 3, 1}, true));
+}
+
 // Random id sequences, biased towards bytes >= 0x80 so that characters are split across tokens in every
 // possible way (and often left invalid).
 TEST(Detokenizer, RandomSequencesMatchFullDecode) {
