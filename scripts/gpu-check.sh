@@ -107,6 +107,32 @@ else
   row "generate --device cuda" info "differs from CPU (see generate.txt; near-ties?); $timing"
 fi
 
+echo "== deepserve serve --device cuda vs cpu (scripted fixture, tests/e2e/serve_compare.py)"
+# The openai-client tests need Node, which this machine lacks: the same answers are checked here with Python's
+# standard library, against a CPU server and a GPU server on the scripted fixture (reasoning and a tool call).
+scripted=tests/fixtures/deepseek_v3_tiny_scripted
+pids=()
+for dev_port in cpu:18401 cuda:18402; do
+  "$BUILD/deepserve" serve --model "$scripted" --device "${dev_port%%:*}" --port "${dev_port##*:}" \
+    --reasoning-parser deepseek_r1 --access-log "" --shutdown-timeout 2 >"$LOGS/serve-${dev_port%%:*}.log" 2>&1 &
+  pids+=($!)
+done
+up() { python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$1/health', timeout=1)" 2>/dev/null; }
+for _ in $(seq 1 120); do up 18401 && up 18402 && break; sleep 0.5; done
+if python3 tests/e2e/serve_compare.py --cpu http://127.0.0.1:18401 --cuda http://127.0.0.1:18402 \
+     >"$LOGS/serve.txt" 2>&1; then
+  row "serve --device cuda" ok "$(grep -c '^ok' "$LOGS/serve.txt") checks = CPU server = HF script (serve.txt)"
+else
+  grep -E '^FAIL' "$LOGS/serve.txt" | head -10
+  row "serve --device cuda" FAIL "$(grep -c '^FAIL' "$LOGS/serve.txt") failed (serve.txt, serve-*.log)"
+fi
+kill -TERM "${pids[@]}" 2>/dev/null
+for pid in "${pids[@]}"; do
+  wait "$pid"
+  rc=$?
+  [ $rc -eq 0 ] || row "serve exit on SIGTERM" FAIL "exit $rc (serve-*.log)"
+done
+
 if [ "${GPU_CHECK_SANITIZER:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer memcheck (every GPU test)"
   t0=$(date +%s)

@@ -6,7 +6,7 @@
 # to $OUT/run.log. Checkpoints go to /dev/shm when it has room, else /tmp, and are deleted after use.
 #
 #   BENCH_DEADLINE=560 bash tools/bench/run_gpu_bench.sh       # seconds; later phases are skipped, not cut
-#   BENCH_PHASES="mla v2lite hf v3slice"                        # the default, in this order
+#   BENCH_PHASES="mla v2lite serve hf v3slice"                  # the default, in this order
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/bench-out}
@@ -18,7 +18,7 @@ exec > >(tee -a "$LOG") 2>&1
 export PATH="$PATH:/usr/local/cuda/bin" PYTHONUNBUFFERED=1
 START=$(date +%s)
 DEADLINE=${BENCH_DEADLINE:-560}
-PHASES=${BENCH_PHASES:-"mla v2lite hf v3slice"}
+PHASES=${BENCH_PHASES:-"mla v2lite serve hf v3slice"}
 BUILD=${BUILD_DIR:-build-bench}
 BIN=$BUILD/bench/bench_model
 skipped=()
@@ -82,6 +82,35 @@ if phase v2lite 150; then
   else
     echo "v2lite checkpoint: failed"
   fi
+fi
+
+# The 16B-shaped checkpoint served for real: `deepserve serve --device cuda`, one greedy completion of 64 tokens.
+if phase serve 90 && [ -f "$DATA/v2lite/config.json" ]; then
+  (cd "$BUILD" && cmake --build . --target deepserve >>"$OUT/build.log" 2>&1) || echo "build deepserve failed"
+  "$BUILD/deepserve" serve --model "$DATA/v2lite" --device cuda --port 18500 --max-model-len 4096 \
+    --access-log "" --shutdown-timeout 5 >"$OUT/serve-v2lite.log" 2>&1 &
+  spid=$!
+  t0=$(date +%s)
+  until python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:18500/health', timeout=1)" 2>/dev/null; do
+    sleep 1
+    if ! kill -0 $spid 2>/dev/null || (( $(date +%s) - t0 > 80 )); then echo "serve v2lite: not up"; break; fi
+  done
+  echo "serve v2lite: up after $(( $(date +%s) - t0 )) s"
+  python3 - <<'PY' | tee -a "$TABLES"
+import json, time, urllib.request
+body = {"prompt": list(range(1000, 1512)), "max_tokens": 64, "temperature": 0, "ignore_eos": True}
+req = urllib.request.Request("http://127.0.0.1:18500/v1/completions", data=json.dumps(body).encode(),
+                             headers={"Content-Type": "application/json"})
+t = time.time()
+r = json.load(urllib.request.urlopen(req, timeout=120))
+dt = time.time() - t
+u = r["usage"]
+print(f"\n`deepserve serve --device cuda` on the V2-Lite-shaped checkpoint: one request, {u['prompt_tokens']} prompt "
+      f"tokens + {u['completion_tokens']} generated (greedy) in {dt:.2f} s end to end over HTTP "
+      f"({u['completion_tokens'] / dt:.1f} tok/s incl. prefill); finish_reason {r['choices'][0]['finish_reason']}.")
+PY
+  grep -E "KV cache|weights" "$OUT/serve-v2lite.log" | head -3 | tee -a "$TABLES"
+  kill -TERM $spid; wait $spid; echo "serve v2lite: exit $?"
 fi
 
 if phase hf 100 && [ -f "$DATA/v2lite/config.json" ]; then
