@@ -18,6 +18,7 @@
 #include "model/deepseek.h"
 #include "server/api_server.h"
 #include "server/chat_renderer.h"
+#include "server/tls.h"
 #include "tokenizer/prompt.h"
 #include "util/check.h"
 
@@ -81,14 +82,14 @@ EngineConfig engine_config(const ServeOptions& o, DeepseekModel& model) {
   return c;
 }
 
-std::string curl_example(const std::string& base, const std::string& model, bool has_tokenizer,
-                         bool has_key) {
+std::string curl_example(const std::string& base, const std::string& model, bool has_tokenizer, bool has_key,
+                         bool tls) {
   const std::string auth = has_key ? " -H \"Authorization: Bearer $KEY\"" : "";
   const std::string prompt = has_tokenizer ? "\"The capital of France is\"" : "[1, 2, 3, 4]";
   return fmt::format(
-      "curl {}/v1/completions -H 'Content-Type: application/json'{} -d '{{\"model\": \"{}\", \"prompt\": {}, "
-      "\"max_tokens\": 8, \"temperature\": 0}}'",
-      base, auth, model, prompt);
+      "curl {}{}/v1/completions -H 'Content-Type: application/json'{} "
+      "-d '{{\"model\": \"{}\", \"prompt\": {}, \"max_tokens\": 8, \"temperature\": 0}}'",
+      tls ? "-k " : "", base, auth, model, prompt);
 }
 
 }  // namespace
@@ -152,6 +153,22 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   cmd->add_option("--tool-call-parser", o.tool_call_parser,
                   "deepseek_v3 (the default and only format): DeepSeek's tool-call markers become tool_calls")
       ->check(CLI::IsMember({"deepseek_v3"}));
+  // Auth and transport.
+  cmd->add_option(
+      "--jwt-jwks-file", o.jwt_jwks_file,
+      "JWKS file of the keys that sign accepted JWTs (RS256, ES256, HS256; re-read on SIGHUP or change)");
+  cmd->add_option("--jwt-issuer", o.jwt_issuer, "Required JWT 'iss' (default: not checked)");
+  cmd->add_option("--jwt-audience", o.jwt_audience, "Required JWT 'aud' (default: not checked)");
+  cmd->add_option("--jwt-leeway", o.jwt_leeway_s, "Clock skew allowed for JWT exp/nbf/iat, seconds")
+      ->check(CLI::Range(int64_t{0}, int64_t{3600}));
+  cmd->add_option("--ssl-certfile", o.ssl_certfile,
+                  "PEM certificate chain: serve HTTPS (with --ssl-keyfile)");
+  cmd->add_option("--ssl-keyfile", o.ssl_keyfile, "PEM private key of --ssl-certfile (unencrypted)");
+  cmd->add_option("--ssl-min-version", o.ssl_min_version, "Oldest TLS version accepted: 1.3 or 1.2")
+      ->check(CLI::IsMember({"1.2", "1.3"}));
+  cmd->add_option("--max-requests-per-user", o.max_requests_per_user,
+                  "Generation requests one user may have in flight; 429 past it (0 = unlimited)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   return cmd;
 }
 
@@ -161,20 +178,36 @@ int run_serve(ServeOptions o) {
   if (o.served_model_names.empty()) {
     o.served_model_names.push_back(embedded ? fs::path(o.model_dir).filename().string() : o.model_dir);
   }
-  server::ApiKeys keys;
-  for (size_t i = 0; i < o.api_keys.size(); ++i) keys.add(fmt::format("key-{}", i + 1), o.api_keys[i]);
-  if (!o.api_key_file.empty()) keys.add_file(o.api_key_file);
   // Diagnostics go to stderr, so that stdout carries only the access log.
   spdlog::set_default_logger(spdlog::stderr_color_mt("deepserve"));
+  // Auth and TLS are checked before the model loads: a bad file is reported at once.
+  server::AuthOptions auth_options;
+  auth_options.api_keys = o.api_keys;
+  auth_options.api_key_file = o.api_key_file;
+  auth_options.jwks_file = o.jwt_jwks_file;
+  auth_options.jwt.issuer = o.jwt_issuer;
+  auth_options.jwt.audience = o.jwt_audience;
+  auth_options.jwt.leeway_s = o.jwt_leeway_s;
+  auto auth = std::make_shared<server::Auth>(std::move(auth_options));
+  std::optional<server::TlsConfig> tls;
+  if (!o.ssl_certfile.empty() || !o.ssl_keyfile.empty()) {
+    tls.emplace();
+    tls->certfile = o.ssl_certfile;
+    tls->keyfile = o.ssl_keyfile;
+    tls->min_version = o.ssl_min_version == "1.2" ? 12 : 13;
+    (void)server::make_tls_context(*tls);
+  }
   std::unique_ptr<server::AccessLog> access_log;
   if (!o.access_log.empty()) access_log = std::make_unique<server::AccessLog>(o.access_log);
 
-  // SIGTERM and SIGINT are taken by sigwait below: block them before any thread starts, so that every thread
-  // inherits the mask and none of them is interrupted.
+  // SIGTERM, SIGINT (and SIGHUP: reload) are taken by sigwait below: block them before any thread starts, so
+  // that every thread inherits the mask and none of them is interrupted.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  signal(SIGHUP, SIG_DFL);  // under nohup it is ignored, and an ignored signal never reaches sigwait
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const std::unique_ptr<Backend> backend = make_backend(o);
@@ -206,15 +239,17 @@ int run_serve(ServeOptions o) {
   http.max_connections = o.max_connections;
   http.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.header_timeout_s * 1000));
   http.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.body_timeout_s * 1000));
+  http.tls = tls;
   server::ApiServer server(
       engine, tokenizer, encoder ? server::make_chat_renderer(*encoder) : server::ChatRenderer(), api, http);
-  server.set_api_keys(std::move(keys));
+  server.set_auth(auth);
+  server.set_max_requests_per_user(o.max_requests_per_user);
   server.set_access_log(access_log.get());
   engine.start();
   server.start();
 
-  const std::string base =
-      fmt::format("http://{}:{}", o.host == "0.0.0.0" ? "127.0.0.1" : o.host, server.port());
+  const std::string base = fmt::format("{}://{}:{}", tls ? "https" : "http",
+                                       o.host == "0.0.0.0" ? "127.0.0.1" : o.host, server.port());
   std::fprintf(stderr, "deepserve: serving %s as '%s' on the %s, max_model_len %lld, %s\n",
                o.model_dir.c_str(), o.served_model_names.front().c_str(), o.device == "cuda" ? "GPU" : "CPU",
                static_cast<long long>(api.max_model_len),
@@ -222,14 +257,21 @@ int run_serve(ServeOptions o) {
                : encoder->has_chat_template() ? "with its tokenizer and chat template"
                                               : "with its tokenizer (no chat template)");
   std::fprintf(stderr, "deepserve: listening on %s\n", base.c_str());
-  std::fprintf(stderr, "try: %s\n",
-               curl_example(base, o.served_model_names.front(), tokenizer != nullptr,
-                            !o.api_keys.empty() || !o.api_key_file.empty())
-                   .c_str());
+  std::fprintf(
+      stderr, "try: %s\n",
+      curl_example(base, o.served_model_names.front(), tokenizer != nullptr, auth->enabled(), tls.has_value())
+          .c_str());
+  if (tls) std::fprintf(stderr, "(-k skips certificate verification: for a self-signed certificate only)\n");
   std::fflush(stderr);
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  for (;;) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    std::fprintf(stderr, "deepserve: SIGHUP: reloading keys, JWKS and certificate\n");
+    std::fflush(stderr);
+    (void)server.reload();
+  }
   std::fprintf(stderr, "deepserve: %s: shutting down (in-flight requests get %.1f s)\n",
                signal_number == SIGTERM ? "SIGTERM" : "SIGINT", o.shutdown_timeout_s);
   const size_t aborted =

@@ -45,6 +45,16 @@ struct ServeOptions {
   std::string reasoning_parser;  // "deepseek_r1", or empty for none
   bool enable_auto_tool_choice = false;
   std::string tool_call_parser;  // "deepseek_v3", or empty (the same: the only format there is)
+  // Auth and transport: JWT, TLS, per-user limits (SIGHUP reloads the key file, the JWKS and the
+  // certificate).
+  std::string jwt_jwks_file;
+  std::string jwt_issuer;
+  std::string jwt_audience;
+  int64_t jwt_leeway_s = 60;
+  std::string ssl_keyfile;
+  std::string ssl_certfile;
+  std::string ssl_min_version = "1.3";
+  int64_t max_requests_per_user = 0;
 };
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& options);

@@ -65,6 +65,52 @@ const tokenizer::Tokenizer& ApiContext::require_tokenizer(const char* what) cons
   return *tokenizer;
 }
 
+namespace {
+
+// A generation request's exchange holding its user's slot: given back as soon as the answer is complete
+// (before its last bytes are written, so that the client's next request never finds it still taken), when the
+// client leaves, or at the latest when the request is gone.
+class LimitedExchange final : public Exchange {
+ public:
+  LimitedExchange(std::shared_ptr<Exchange> inner, std::shared_ptr<UserLimiter::Slot> slot)
+      : inner_(std::move(inner)), slot_(std::move(slot)) {
+    inner_->on_disconnect([slot = slot_] { slot->release(); });
+  }
+  ~LimitedExchange() override { slot_->release(); }
+
+  const HttpRequest& request() const override { return inner_->request(); }
+  const std::string& request_id() const override { return inner_->request_id(); }
+  const std::string& user() const override { return inner_->user(); }
+  void reply(int status, std::string body, std::string content_type, const Headers& headers) override {
+    if (!inner_->events_started()) slot_->release();
+    inner_->reply(status, std::move(body), std::move(content_type), headers);
+  }
+  void start_events() override { inner_->start_events(); }
+  void send_event(std::string_view data) override { inner_->send_event(data); }
+  void end_events() override {
+    slot_->release();
+    inner_->end_events();
+  }
+  bool events_started() const override { return inner_->events_started(); }
+  void on_disconnect(std::function<void()> callback) override {
+    inner_->on_disconnect([slot = slot_, callback = std::move(callback)] {
+      slot->release();
+      if (callback) callback();
+    });
+  }
+  bool disconnected() const override { return inner_->disconnected(); }
+  void post(std::function<void()> fn) override { inner_->post(std::move(fn)); }
+  void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) override {
+    inner_->set_tokens(prompt_tokens, completion_tokens);
+  }
+
+ private:
+  std::shared_ptr<Exchange> inner_;
+  std::shared_ptr<UserLimiter::Slot> slot_;
+};
+
+}  // namespace
+
 ApiServer::ApiServer(Engine& engine, const tokenizer::Tokenizer* tokenizer, ChatRenderer chat_renderer,
                      ApiConfig api, HttpServerConfig http)
     : api_(engine, tokenizer, std::move(chat_renderer), std::move(api)),
@@ -74,6 +120,7 @@ ApiServer::ApiServer(Engine& engine, const tokenizer::Tokenizer* tokenizer, Chat
   add_routes();
   http_.set_completion_hook([this](const ExchangeSummary& summary) {
     counters_.record(summary);
+    users_.record(summary.user);
     if (access_log_ != nullptr) access_log_->write(summary);
   });
 }
@@ -83,17 +130,58 @@ ApiServer::~ApiServer() {
 }
 
 void ApiServer::set_api_keys(ApiKeys keys) {
-  keys_ = std::move(keys);
-  if (keys_.empty()) {
+  set_auth(std::make_shared<Auth>(std::move(keys)));
+}
+
+void ApiServer::set_auth(std::shared_ptr<Auth> auth) {
+  auth_ = std::move(auth);
+  if (!auth_ || !auth_->enabled()) {
     http_.set_authenticator(nullptr);
   } else {
     http_.set_authenticator(
-        [this](std::string_view authorization) { return keys_.authenticate(authorization); });
+        [auth = auth_](std::string_view authorization) { return auth->authenticate(authorization); });
   }
 }
 
-Handler ApiServer::wrap(void (*handler)(ApiContext&, const std::shared_ptr<Exchange>&)) {
-  return [this, handler](const std::shared_ptr<Exchange>& exchange) {
+void ApiServer::set_max_requests_per_user(int64_t max) {
+  DS_REQUIRE(max >= 0, InvalidArgument, "--max-requests-per-user must be 0 (unlimited) or more");
+  limiter_ = std::make_shared<UserLimiter>(max);
+}
+
+bool ApiServer::reload() {
+  bool ok = true;
+  if (auth_ && !auth_->reload()) ok = false;
+  if (http_.tls()) {
+    try {
+      http_.reload_tls();
+      spdlog::info("TLS certificate and key reloaded; new connections use them");
+    } catch (const std::exception& e) {
+      ok = false;
+      spdlog::error("TLS reload failed; keeping the certificate loaded before: {}", e.what());
+    }
+  }
+  return ok;
+}
+
+Handler ApiServer::wrap(void (*handler)(ApiContext&, const std::shared_ptr<Exchange>&), bool generation) {
+  return [this, handler, generation](const std::shared_ptr<Exchange>& given) {
+    std::shared_ptr<Exchange> exchange = given;
+    if (generation && limiter_->max_in_flight() > 0) {
+      auto slot = limiter_->try_acquire(given->user());
+      if (!slot) {
+        ErrorReply e;
+        e.status = 429;
+        e.type = "rate_limit_error";
+        e.code = "rate_limit_exceeded";
+        e.message = fmt::format(
+            "user '{}' already has {} requests in flight (--max-requests-per-user {}); retry when one ends",
+            given->user(), limiter_->max_in_flight(), limiter_->max_in_flight());
+        e.retry_after_s = 1;
+        given->reply_error(e);
+        return;
+      }
+      exchange = std::make_shared<LimitedExchange>(given, std::move(slot));
+    }
     try {
       handler(api_, exchange);
     } catch (...) {
@@ -109,8 +197,8 @@ Handler ApiServer::wrap(void (*handler)(ApiContext&, const std::shared_ptr<Excha
 }
 
 void ApiServer::add_routes() {
-  http_.post("/v1/completions", wrap(&handle_completions));
-  http_.post("/v1/chat/completions", wrap(&handle_chat_completions));
+  http_.post("/v1/completions", wrap(&handle_completions, /*generation=*/true));
+  http_.post("/v1/chat/completions", wrap(&handle_chat_completions, /*generation=*/true));
   http_.post("/tokenize", wrap(&handle_tokenize));
   http_.post("/detokenize", wrap(&handle_detokenize));
   http_.get("/v1/models", [this](const std::shared_ptr<Exchange>& exchange) {
@@ -134,7 +222,8 @@ void ApiServer::add_routes() {
     in.model_name = api_.config.served_model_names.front();
     in.num_connections = http_.num_connections();
     in.draining = api_.draining;
-    exchange->reply(200, render_metrics(in), "text/plain; version=0.0.4; charset=utf-8");
+    exchange->reply(200, render_metrics(in) + users_.render(in.model_name),
+                    "text/plain; version=0.0.4; charset=utf-8");
   });
   http_.get(
       "/health",

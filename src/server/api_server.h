@@ -4,6 +4,10 @@
 // Routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models, POST /tokenize, POST /detokenize,
 // GET /metrics (authenticated), GET /health and GET /version (open).
 //
+// Auth: API keys and JWTs (auth.h), reloaded with reload() (SIGHUP) along with the TLS certificate; requests
+// in flight and open connections are not disturbed. --max-requests-per-user: generation requests in flight
+// per user, 429 + Retry-After past it.
+//
 // Shutdown (drain): /health answers 503 and new generation requests 503 with Retry-After at once; requests in
 // flight get `timeout` to finish; those still running then end with finish_reason "abort".
 #pragma once
@@ -16,6 +20,7 @@
 #include "server/auth.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
+#include "server/user_limits.h"
 
 namespace ds::server {
 
@@ -30,6 +35,13 @@ class ApiServer {
 
   // Empty keys: no authentication. Call before start().
   void set_api_keys(ApiKeys keys);
+  // API keys and/or JWT (nullptr or !enabled(): no authentication). Call before start().
+  void set_auth(std::shared_ptr<Auth> auth);
+  // Generation requests (completions, chat) in flight per user; 0: unlimited. Call before start().
+  void set_max_requests_per_user(int64_t max);
+  // SIGHUP: re-reads the API key file, the JWKS and the TLS certificate and key. What fails keeps its old
+  // contents and is logged; returns true when everything reloaded.
+  bool reload();
   // nullptr: no access log. It must outlive the server.
   void set_access_log(AccessLog* log) { access_log_ = log; }
 
@@ -51,12 +63,15 @@ class ApiServer {
 
  private:
   void add_routes();
-  // Runs `handler`, answering whatever it throws with the error reply.
-  Handler wrap(void (*handler)(ApiContext&, const std::shared_ptr<Exchange>&));
+  // Runs `handler`, answering whatever it throws with the error reply. `generation`: counted against
+  // --max-requests-per-user while it runs.
+  Handler wrap(void (*handler)(ApiContext&, const std::shared_ptr<Exchange>&), bool generation = false);
 
   ApiContext api_;
   HttpServer http_;
-  ApiKeys keys_;
+  std::shared_ptr<Auth> auth_;
+  std::shared_ptr<UserLimiter> limiter_ = std::make_shared<UserLimiter>(0);
+  UserCounters users_;
   AccessLog* access_log_ = nullptr;
   HttpCounters counters_;
   const int64_t started_ = 0;

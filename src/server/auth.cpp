@@ -3,6 +3,9 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <fstream>
 
 #include "util/check.h"
@@ -61,6 +64,102 @@ std::optional<std::string> ApiKeys::authenticate(std::string_view authorization)
   }
   if (match == keys_.size()) return std::nullopt;
   return keys_[match].name;
+}
+
+namespace {
+
+// The token of "Bearer <token>" (the scheme in any case), or nullopt.
+std::optional<std::string_view> bearer_token(std::string_view authorization) {
+  constexpr std::string_view kBearer = "Bearer ";
+  if (authorization.size() <= kBearer.size()) return std::nullopt;
+  for (size_t i = 0; i < kBearer.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(authorization[i])) !=
+        std::tolower(static_cast<unsigned char>(kBearer[i])))
+      return std::nullopt;
+  return authorization.substr(kBearer.size());
+}
+
+}  // namespace
+
+Auth::Auth(ApiKeys keys) : enabled_(!keys.empty()), keys_(std::make_shared<const ApiKeys>(std::move(keys))) {}
+
+Auth::Auth(AuthOptions options) : options_(std::move(options)) {
+  enabled_ = !options_.api_keys.empty() || !options_.api_key_file.empty() || !options_.jwks_file.empty();
+  keys_ = std::make_shared<const ApiKeys>(load_keys());
+  if (!options_.jwks_file.empty()) jwt_ = std::make_unique<JwtVerifier>(options_.jwks_file, options_.jwt);
+}
+
+ApiKeys Auth::load_keys() const {
+  ApiKeys keys;
+  for (size_t i = 0; i < options_.api_keys.size(); ++i)
+    keys.add(fmt::format("key-{}", i + 1), options_.api_keys[i]);
+  if (!options_.api_key_file.empty()) {
+    const size_t before = keys.size();
+    keys.add_file(options_.api_key_file);
+    DS_REQUIRE(keys.size() > before, InvalidArgument, "--api-key-file {}: no key in it",
+               options_.api_key_file.string());
+  }
+  return keys;
+}
+
+std::shared_ptr<const ApiKeys> Auth::keys() const {
+  std::lock_guard lock(mutex_);
+  return keys_;
+}
+
+AuthResult Auth::authenticate(std::string_view authorization) const {
+  AuthResult result;
+  const auto token = bearer_token(authorization);
+  constexpr const char* kKeyHelp =
+      "missing or invalid credentials: send the header 'Authorization: Bearer <key>'";
+  if (!token) {
+    result.error = jwt_ ? "missing credentials: send the header 'Authorization: Bearer <token>'" : kKeyHelp;
+    return result;
+  }
+  const auto keys = this->keys();
+  if (jwt_ && std::count(token->begin(), token->end(), '.') == 2) {
+    const JwtResult jwt = jwt_->verify(*token);
+    if (jwt.user) {
+      result.user = jwt.user;
+      return result;
+    }
+    if (!keys->empty()) result.user = keys->authenticate(authorization);
+    if (!result.user) {
+      result.error = "invalid token: " + jwt.error;
+      result.code = "invalid_token";
+    }
+    return result;
+  }
+  if (!keys->empty()) result.user = keys->authenticate(authorization);
+  if (!result.user) {
+    if (keys->empty()) {
+      result.error = "invalid token: malformed token";
+      result.code = "invalid_token";
+    } else {
+      result.error = jwt_ ? "invalid API key or token" : kKeyHelp;
+    }
+  }
+  return result;
+}
+
+bool Auth::reload() {
+  bool ok = true;
+  if (!options_.api_key_file.empty()) {
+    try {
+      auto keys = std::make_shared<const ApiKeys>(load_keys());
+      const size_t count = keys->size();
+      {
+        std::lock_guard lock(mutex_);
+        keys_ = std::move(keys);
+      }
+      spdlog::info("--api-key-file {} reloaded: {} key(s) in all", options_.api_key_file.string(), count);
+    } catch (const std::exception& e) {
+      ok = false;
+      spdlog::error("API key reload failed; keeping the keys loaded before: {}", e.what());
+    }
+  }
+  if (jwt_ && !jwt_->reload()) ok = false;
+  return ok;
 }
 
 }  // namespace ds::server

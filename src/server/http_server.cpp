@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "server/http_session.h"
+#include "server/tls.h"
 #include "util/check.h"
 
 namespace ds::server {
@@ -49,6 +50,7 @@ class HttpServer::Impl {
   void start() {
     const auto& c = shared_->config;
     DS_REQUIRE(c.io_threads >= 1, InvalidArgument, "the server needs at least one I/O thread");
+    if (c.tls) shared_->tls_context = make_tls_context(*c.tls);
     boost::system::error_code ec;
     tcp::resolver resolver(ioc_);
     const auto results = resolver.resolve(c.host, std::to_string(c.port), ec);
@@ -146,6 +148,16 @@ void HttpServer::set_completion_hook(std::function<void(const ExchangeSummary&)>
 
 void HttpServer::start() {
   impl_->start();
+}
+void HttpServer::reload_tls() {
+  auto& shared = *impl_->shared_;
+  if (!shared.config.tls) return;
+  auto context = make_tls_context(*shared.config.tls);  // throws: the old context stays
+  std::lock_guard lock(shared.tls_mutex);
+  shared.tls_context = std::move(context);
+}
+bool HttpServer::tls() const {
+  return impl_->shared_->config.tls.has_value();
 }
 uint16_t HttpServer::port() const {
   return impl_->port_;

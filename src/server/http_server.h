@@ -2,7 +2,9 @@
 // post("/v1/completions", handler). The limits a public endpoint needs are enforced here, before a handler
 // ever runs: header size (431), body size (413, decided from Content-Length before the body is read; a
 // chunked body is cut off at the limit), header and body read timeouts (slowloris), and a connection cap past
-// which only /health is answered. Authentication is decided by the route, never by a URL prefix.
+// which only /health is answered. Authentication is decided by the route, never by a URL prefix; with an
+// authenticator set, a path no route has needs credentials too (401 before 404). With TLS (config.tls) every
+// connection starts with a handshake within header_timeout; the limits are the same.
 //
 // A handler gets an Exchange and answers through it, now or later: reply() once, or start_events() then
 // send_event()... end_events() for server-sent events. Every Exchange method must run on the exchange's own
@@ -26,6 +28,13 @@
 
 namespace ds::server {
 
+// TLS (--ssl-certfile, --ssl-keyfile, --ssl-min-version): PEM files, read at start and on reload_tls().
+struct TlsConfig {
+  std::string certfile;  // the certificate chain, leaf first
+  std::string keyfile;
+  int min_version = 13;  // 13: TLS 1.3 only; 12: TLS 1.2 and 1.3
+};
+
 struct HttpServerConfig {
   std::string host = "127.0.0.1";
   uint16_t port = 8000;  // 0: any free port (see HttpServer::port)
@@ -41,6 +50,8 @@ struct HttpServerConfig {
   // Past max_connections, this many more connections are accepted to answer /health (and 503 to the rest);
   // beyond that a connection is closed at accept.
   int64_t extra_connections = 64;
+  // TLS when set: every connection starts with a handshake, which must end within header_timeout.
+  std::optional<TlsConfig> tls;
 };
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
@@ -102,8 +113,13 @@ class Exchange {
 
 using Handler = std::function<void(const std::shared_ptr<Exchange>&)>;
 
-// Returns the user for an Authorization header value, or nullopt to answer 401.
-using Authenticator = std::function<std::optional<std::string>(std::string_view authorization)>;
+// The user for an Authorization header value, or (user empty) why not: 401 with that message and code.
+struct AuthResult {
+  std::optional<std::string> user;
+  std::string error;  // short and safe to send: never key material
+  std::string code = "invalid_api_key";
+};
+using Authenticator = std::function<AuthResult(std::string_view authorization)>;
 
 class HttpServer {
  public:
@@ -124,8 +140,14 @@ class HttpServer {
   void set_authenticator(Authenticator authenticator);
   void set_completion_hook(std::function<void(const ExchangeSummary&)> hook);
 
-  // Binds and listens (throws UserError when the address cannot be bound), then serves on io_threads.
+  // Binds and listens (throws UserError when the address cannot be bound, or when TLS is configured and its
+  // certificate or key cannot be used), then serves on io_threads.
   void start();
+  // Re-reads the TLS certificate and key: connections accepted from now on use them, open ones keep theirs.
+  // Throws UserError (naming the file) and keeps the old ones when the new ones cannot be used. Does nothing
+  // without TLS.
+  void reload_tls();
+  [[nodiscard]] bool tls() const;
   [[nodiscard]] uint16_t port() const;
   // Closes the listener and every connection and joins the threads. Idempotent.
   void stop();

@@ -1,18 +1,23 @@
 #include "server/http_session.h"
 
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
 #include <deque>
 #include <random>
+#include <type_traits>
 
 #include "util/check.h"
 
@@ -33,6 +38,10 @@ namespace http = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+template <class Stream>
+constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
 
 // A client's X-Request-Id when it is short and plain, else a fresh random one.
 std::string make_request_id(std::string_view given) {
@@ -50,11 +59,13 @@ const char* reason_phrase(int status) {
   return reason.empty() ? "Unknown" : reason.data();
 }
 
+template <class Stream>
 class Session;
 
+template <class Stream>
 class ExchangeImpl final : public Exchange {
  public:
-  ExchangeImpl(std::shared_ptr<Session> session, uint64_t generation, HttpRequest request,
+  ExchangeImpl(std::shared_ptr<Session<Stream>> session, uint64_t generation, HttpRequest request,
                std::string request_id, std::string user)
       : session_(std::move(session)),
         generation_(generation),
@@ -65,30 +76,43 @@ class ExchangeImpl final : public Exchange {
   const HttpRequest& request() const override { return request_; }
   const std::string& request_id() const override { return request_id_; }
   const std::string& user() const override { return user_; }
-  void reply(int status, std::string body, std::string content_type, const Headers& headers) override;
-  void start_events() override;
-  void send_event(std::string_view data) override;
-  void end_events() override;
-  bool events_started() const override;
-  void on_disconnect(std::function<void()> callback) override;
-  bool disconnected() const override;
-  void post(std::function<void()> fn) override;
-  void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) override;
+  void reply(int status, std::string body, std::string content_type, const Headers& headers) override {
+    session_->reply(generation_, status, body, content_type, headers);
+  }
+  void start_events() override { session_->start_events(generation_); }
+  void send_event(std::string_view data) override { session_->send_event(generation_, data); }
+  void end_events() override { session_->end_events(generation_); }
+  bool events_started() const override { return session_->events_started(generation_); }
+  void on_disconnect(std::function<void()> callback) override {
+    session_->set_on_disconnect(generation_, std::move(callback));
+  }
+  bool disconnected() const override { return !session_->current(generation_); }
+  void post(std::function<void()> fn) override { session_->post(std::move(fn)); }
+  void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) override {
+    session_->set_tokens(generation_, prompt_tokens, completion_tokens);
+  }
 
  private:
-  std::shared_ptr<Session> session_;
+  std::shared_ptr<Session<Stream>> session_;
   uint64_t generation_;
   HttpRequest request_;
   std::string request_id_;
   std::string user_;
 };
 
-class Session final : public std::enable_shared_from_this<Session>, public SessionHandle {
+template <class Stream>
+class Session final : public std::enable_shared_from_this<Session<Stream>>, public SessionHandle {
  public:
-  Session(tcp::socket socket, std::shared_ptr<ServerState> shared, bool limited)
-      : stream_(std::move(socket)), shared_ptr_(std::move(shared)), shared_(*shared_ptr_), limited_(limited) {
+  Session(tcp::socket socket, std::shared_ptr<ServerState> shared, bool limited,
+          std::shared_ptr<net::ssl::context> tls)
+      : tls_(std::move(tls)),
+        stream_(make_stream(std::move(socket), tls_)),
+        hangup_timer_(stream_.get_executor()),
+        shared_ptr_(std::move(shared)),
+        shared_(*shared_ptr_),
+        limited_(limited) {
     beast::error_code ec;
-    const auto endpoint = stream_.socket().remote_endpoint(ec);
+    const auto endpoint = tcp_layer().socket().remote_endpoint(ec);
     if (!ec) remote_ = fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
   }
   ~Session() {
@@ -97,7 +121,13 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
   }
 
   void start() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if constexpr (kTls<Stream>) {
+        self->handshake();
+      } else {
+        self->read_header();
+      }
+    });
   }
   // Closes at once (the server is stopping; called with the io threads joined).
   void close_now() override {
@@ -105,7 +135,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
     exchange_.reset();
     closed_ = true;
     beast::error_code ec;
-    stream_.socket().close(ec);
+    tcp_layer().socket().close(ec);
   }
 
   // ---- The answer to the current request (called through ExchangeImpl, on the strand). ----
@@ -166,10 +196,33 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
   }
 
   void post(std::function<void()> fn) {
-    net::post(stream_.get_executor(), [self = shared_from_this(), fn = std::move(fn)] { fn(); });
+    net::post(stream_.get_executor(), [self = this->shared_from_this(), fn = std::move(fn)] { fn(); });
   }
 
  private:
+  static Stream make_stream(tcp::socket socket, const std::shared_ptr<net::ssl::context>& tls) {
+    if constexpr (kTls<Stream>) {
+      return Stream(std::move(socket), *tls);
+    } else {
+      return Stream(std::move(socket));
+    }
+  }
+  // The TCP stream (under TLS when there is TLS): timeouts, the socket.
+  beast::tcp_stream& tcp_layer() { return beast::get_lowest_layer(stream_); }
+
+  // ---- TLS: the handshake, within the header timeout. ----
+  void handshake() {
+    if constexpr (kTls<Stream>) {
+      tcp_layer().expires_after(shared_.config.header_timeout);
+      stream_.async_handshake(net::ssl::stream_base::server,
+                              [self = this->shared_from_this()](beast::error_code ec) {
+                                if (self->closed_) return;
+                                if (ec) return self->close();  // not TLS, an old version, too slow, gone
+                                self->read_header();
+                              });
+    }
+  }
+
   // ---- Reading a request. ----
   void read_header() {
     reset_request();
@@ -177,10 +230,10 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
     header_parser_->header_limit(shared_.config.max_header_bytes);
     // The body's size is judged in on_header (413 with the numbers), not by the header parser.
     header_parser_->body_limit(boost::none);
-    stream_.expires_after(shared_.config.header_timeout);
+    tcp_layer().expires_after(shared_.config.header_timeout);
     http::async_read_header(
         stream_, buffer_, *header_parser_,
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+        [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
   }
 
   void on_header(beast::error_code ec) {
@@ -234,6 +287,24 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
       path_known = true;
       if (r.method == request_.method) route_ = &r;
     }
+    if (route_ != nullptr) summary_.route = route_->path;
+    // Credentials first: with authentication on, a route that is not open (or no route at all: an unknown
+    // path is no way in, and an unauthenticated client learns nothing about the route table) needs them.
+    user_ = "anonymous";
+    if (shared_.authenticator && (route_ == nullptr || route_->authenticated)) {
+      AuthResult auth = shared_.authenticator(request_.header("authorization"));
+      if (!auth.user) {
+        if (body_pending) keep_alive_ = false;
+        return early_reply(
+            401, std::move(auth.code),
+            auth.error.empty()
+                ? "missing or invalid credentials: send the header 'Authorization: Bearer <key>'"
+                : std::move(auth.error),
+            "authentication_error");
+      }
+      user_ = std::move(*auth.user);
+    }
+    summary_.user = user_;
     if (route_ == nullptr) {
       if (body_pending) keep_alive_ = false;
       if (path_known) {
@@ -244,19 +315,6 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
                          fmt::format("there is no route {} {}", request_.method, request_.path),
                          "not_found_error");
     }
-    summary_.route = route_->path;
-    user_ = "anonymous";
-    if (route_->authenticated && shared_.authenticator) {
-      const auto user = shared_.authenticator(request_.header("authorization"));
-      if (!user) {
-        if (body_pending) keep_alive_ = false;
-        return early_reply(401, "invalid_api_key",
-                           "missing or invalid credentials: send the header 'Authorization: Bearer <key>'",
-                           "authentication_error");
-      }
-      user_ = *user;
-    }
-    summary_.user = user_;
 
     body_parser_.emplace(std::move(*header_parser_));
     header_parser_.reset();
@@ -264,10 +322,10 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
     const auto expect = body_parser_->get()[http::field::expect];
     if (iequals(expect, "100-continue") && body_pending) {
       // The client waits for this before it sends the body.
-      stream_.expires_after(shared_.config.write_timeout);
+      tcp_layer().expires_after(shared_.config.write_timeout);
       auto interim = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
       net::async_write(stream_, net::buffer(*interim),
-                       [self = shared_from_this(), interim](beast::error_code ec, size_t) {
+                       [self = this->shared_from_this(), interim](beast::error_code ec, size_t) {
                          if (ec) return self->close();
                          self->read_body();
                        });
@@ -277,9 +335,9 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
   }
 
   void read_body() {
-    stream_.expires_after(shared_.config.body_timeout);
+    tcp_layer().expires_after(shared_.config.body_timeout);
     http::async_read(stream_, buffer_, *body_parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) { self->on_body(ec); });
+                     [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_body(ec); });
   }
 
   void on_body(beast::error_code ec) {
@@ -292,15 +350,15 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
     }
     // A timeout has closed the socket already (Beast's stream does that): there is no one left to answer.
     if (ec) return close();
-    stream_.expires_never();
+    tcp_layer().expires_never();
     request_.body = std::move(body_parser_->get().body());
     body_parser_.reset();
     dispatch();
   }
 
   void dispatch() {
-    auto exchange = std::make_shared<ExchangeImpl>(shared_from_this(), generation_, std::move(request_),
-                                                   request_id_, user_);
+    auto exchange = std::make_shared<ExchangeImpl<Stream>>(this->shared_from_this(), generation_,
+                                                           std::move(request_), request_id_, user_);
     exchange_ = exchange;
     answering_ = true;
     ++shared_.answering;
@@ -356,9 +414,9 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
   void write_next() {
     if (writing_ || out_.empty() || closed_) return;
     writing_ = true;
-    stream_.expires_after(shared_.config.write_timeout);
+    tcp_layer().expires_after(shared_.config.write_timeout);
     net::async_write(stream_, net::buffer(out_.front()),
-                     [self = shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
+                     [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
   }
 
   void on_write(beast::error_code ec) {
@@ -389,17 +447,17 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
   // ---- The client leaving while we answer. ----
   void watch_for_disconnect() {
     watching_ = true;
-    stream_.socket().async_wait(tcp::socket::wait_read,
-                                [self = shared_from_this(), generation = generation_](beast::error_code ec) {
-                                  self->on_readable(ec, generation);
-                                });
+    tcp_layer().socket().async_wait(tcp::socket::wait_read,
+                                    [self = this->shared_from_this(), generation = generation_](
+                                        beast::error_code ec) { self->on_readable(ec, generation); });
   }
 
   void stop_watching() {
     if (!watching_) return;
     watching_ = false;
+    hangup_timer_.cancel();
     beast::error_code ec;
-    stream_.socket().cancel(ec);  // only the wait is pending now
+    tcp_layer().socket().cancel(ec);  // only the wait is pending now
   }
 
   void on_readable(beast::error_code ec, uint64_t generation) {
@@ -407,13 +465,26 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
     if (ec == net::error::operation_aborted) return;
     if (ec) return client_gone();
     char byte = 0;
-    const ssize_t n = ::recv(stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    const ssize_t n = ::recv(tcp_layer().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0) return client_gone();  // orderly close
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return watch_for_disconnect();
       return client_gone();
     }
+    // TLS: records (a close_notify, most likely) and maybe the end of the stream behind them.
+    if constexpr (kTls<Stream>) return watch_for_hangup(generation);
     watching_ = false;  // a pipelined request: it waits in the socket until this answer is done
+  }
+
+  // TLS: the peer's bytes cannot be peeked through; look for the TCP end behind them every 200 ms.
+  void watch_for_hangup(uint64_t generation) {
+    pollfd p{tcp_layer().socket().native_handle(), POLLRDHUP, 0};
+    if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) return client_gone();
+    hangup_timer_.expires_after(std::chrono::milliseconds(200));
+    hangup_timer_.async_wait([self = this->shared_from_this(), generation](beast::error_code ec) {
+      if (ec || generation != self->generation_ || !self->watching_ || self->closed_) return;
+      self->watch_for_hangup(generation);
+    });
   }
 
   void client_gone() {
@@ -434,16 +505,22 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
     on_disconnect_ = nullptr;
     exchange_.reset();
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    tcp_layer().socket().shutdown(tcp::socket::shutdown_both, ec);
+    tcp_layer().close();
   }
 
   // Half-close, then read and drop what the client still sends for a moment, so that an answer given before
   // the body was read (413, 431) is not lost to a reset.
   void graceful_close() {
+    if constexpr (kTls<Stream>) {
+      // close_notify, then wait (briefly) for the client's, reading past whatever it still sends.
+      tcp_layer().expires_after(std::chrono::seconds(2));
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) { self->close(); });
+      return;
+    }
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.expires_after(std::chrono::seconds(2));
+    tcp_layer().socket().shutdown(tcp::socket::shutdown_send, ec);
+    tcp_layer().expires_after(std::chrono::seconds(2));
     drain_before_close();
   }
 
@@ -451,7 +528,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
     if (closed_) return;
     auto scratch = std::make_shared<std::array<char, 16384>>();
     stream_.async_read_some(net::buffer(*scratch),
-                            [self = shared_from_this(), scratch](beast::error_code ec, size_t) {
+                            [self = this->shared_from_this(), scratch](beast::error_code ec, size_t) {
                               if (ec) return self->close();
                               self->drain_before_close();
                             });
@@ -489,7 +566,9 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
     }
   }
 
-  beast::tcp_stream stream_;
+  std::shared_ptr<net::ssl::context> tls_;  // TLS: the context this connection was accepted with
+  Stream stream_;
+  net::steady_timer hangup_timer_;
   beast::flat_buffer buffer_;
   std::shared_ptr<ServerState> shared_ptr_;  // sessions may outlive the server object by a moment
   ServerState& shared_;
@@ -508,7 +587,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
   unsigned version_ = 11;
   bool keep_alive_ = true;
   Clock::time_point started_;
-  std::shared_ptr<ExchangeImpl> exchange_;
+  std::shared_ptr<ExchangeImpl<Stream>> exchange_;
   std::function<void()> on_disconnect_;
   bool watching_ = false;
   bool answering_ = false;
@@ -524,39 +603,23 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
   bool closed_ = false;
 };
 
-void ExchangeImpl::reply(int status, std::string body, std::string content_type, const Headers& headers) {
-  session_->reply(generation_, status, body, content_type, headers);
-}
-void ExchangeImpl::start_events() {
-  session_->start_events(generation_);
-}
-void ExchangeImpl::send_event(std::string_view data) {
-  session_->send_event(generation_, data);
-}
-void ExchangeImpl::end_events() {
-  session_->end_events(generation_);
-}
-bool ExchangeImpl::events_started() const {
-  return session_->events_started(generation_);
-}
-void ExchangeImpl::on_disconnect(std::function<void()> callback) {
-  session_->set_on_disconnect(generation_, std::move(callback));
-}
-bool ExchangeImpl::disconnected() const {
-  return !session_->current(generation_);
-}
-void ExchangeImpl::post(std::function<void()> fn) {
-  session_->post(std::move(fn));
-}
-void ExchangeImpl::set_tokens(int64_t prompt_tokens, int64_t completion_tokens) {
-  session_->set_tokens(generation_, prompt_tokens, completion_tokens);
-}
-
 }  // namespace
 
 std::shared_ptr<SessionHandle> start_session(tcp::socket socket, std::shared_ptr<ServerState> state,
                                              bool limited) {
-  auto session = std::make_shared<Session>(std::move(socket), std::move(state), limited);
+  std::shared_ptr<net::ssl::context> tls;
+  {
+    std::lock_guard lock(state->tls_mutex);
+    tls = state->tls_context;
+  }
+  if (tls) {
+    auto session =
+        std::make_shared<Session<TlsStream>>(std::move(socket), std::move(state), limited, std::move(tls));
+    session->start();
+    return session;
+  }
+  auto session =
+      std::make_shared<Session<PlainStream>>(std::move(socket), std::move(state), limited, nullptr);
   session->start();
   return session;
 }

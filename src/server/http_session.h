@@ -3,10 +3,12 @@
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,6 +31,9 @@ struct ServerState {
   std::function<void(const ExchangeSummary&)> hook;
   std::atomic<int64_t> connections{0};
   std::atomic<int64_t> answering{0};  // requests handed to a handler and not yet answered
+  // TLS: the context new connections get (a reload swaps it; a session keeps the one it started with).
+  mutable std::mutex tls_mutex;
+  std::shared_ptr<boost::asio::ssl::context> tls_context;  // nullptr: plain HTTP
 };
 
 // A session as the server sees it: started once, closed at once when the server stops.
@@ -39,7 +44,8 @@ class SessionHandle {
   virtual void close_now() = 0;
 };
 
-// Serves an accepted connection until it closes. `limited`: past --max-connections, only /health is answered.
+// Serves an accepted connection until it closes (TLS when the state has a context: the handshake first).
+// `limited`: past --max-connections, only /health is answered.
 [[nodiscard]] std::shared_ptr<SessionHandle> start_session(boost::asio::ip::tcp::socket socket,
                                                            std::shared_ptr<ServerState> state, bool limited);
 

@@ -240,9 +240,14 @@ ServerHarness::ServerHarness(HarnessOptions o) {
   if (o.api.max_model_len == 0) o.api.max_model_len = engine_->config().max_model_len;
   if (!o.access_log.empty()) access_log_ = std::make_unique<AccessLog>(o.access_log);
   server_ = std::make_unique<ApiServer>(*engine_, tokenizer(), renderer, o.api, o.http);
-  ApiKeys keys;
-  for (const auto& k : o.api_keys) keys.add("user-" + k.substr(0, 3), k);
-  server_->set_api_keys(std::move(keys));
+  if (o.auth) {
+    server_->set_auth(o.auth);
+  } else {
+    ApiKeys keys;
+    for (const auto& k : o.api_keys) keys.add("user-" + k.substr(0, 3), k);
+    server_->set_api_keys(std::move(keys));
+  }
+  server_->set_max_requests_per_user(o.max_requests_per_user);
   server_->set_access_log(access_log_.get());
   if (o.start_engine) engine_->start();
   server_->start();

@@ -92,6 +92,8 @@ struct HarnessOptions {
   HttpServerConfig http;
   EngineConfig engine;
   std::vector<std::string> api_keys;
+  std::shared_ptr<Auth> auth;  // instead of api_keys: API keys and/or JWT
+  int64_t max_requests_per_user = 0;
   bool start_engine = true;
   std::string access_log;  // a file path, or empty
 
