@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/request_params.h"
+#include "io/json_limits.h"
 #include "server/api_context.h"
 #include "server/request_fields.h"
 
@@ -111,7 +112,7 @@ void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& e
   }
   // logprobs is a boolean here; top_logprobs (0..20) needs it.
   if (const auto it = body.find("logprobs"); it != body.end() && !it->is_null() && !it->is_boolean()) {
-    throw bad_request(fmt::format("'logprobs' must be true or false, got {}", it->dump()), "logprobs");
+    throw bad_request(fmt::format("'logprobs' must be true or false, got {}", json_excerpt(*it)), "logprobs");
   }
   if (const auto top = optional_int(body, "top_logprobs")) {
     if (*top < 0 || *top > 20) {
