@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 
@@ -56,6 +57,8 @@ EngineConfig engine_config(const ServeOptions& o, const DeepseekModel& model) {
   c.enable_prefix_caching = o.enable_prefix_caching;
   c.max_model_len = o.max_model_len;
   c.max_queue_len = o.max_queue_len;
+  // Fault injection for the test of the engine-failure path (an operator's environment, never a request).
+  if (const char* step = std::getenv("DEEPSERVE_TEST_FAIL_AT_STEP")) c.fail_at_step = std::atoll(step);
   const int64_t block_bytes = model.kv_block_bytes(o.block_size);
   c.num_gpu_blocks = o.num_gpu_blocks_override > 0
                          ? o.num_gpu_blocks_override
@@ -206,8 +209,21 @@ int run_serve(ServeOptions o) {
                    .c_str());
   std::fflush(stderr);
 
+  // Until SIGTERM / SIGINT, or until the engine fails: then the requests in flight have been ended with an
+  // error, they are answered, and the process exits non-zero so that a supervisor restarts it.
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  const timespec poll_interval{0, 100'000'000};
+  while (signal_number <= 0 && !engine.dead())
+    signal_number = sigtimedwait(&signals, nullptr, &poll_interval);
+  if (engine.dead()) {
+    std::fprintf(stderr, "deepserve: the engine failed (%s); exiting so that a supervisor restarts it\n",
+                 engine.failure().c_str());
+    std::fflush(stderr);
+    (void)server.drain(std::chrono::milliseconds(static_cast<int64_t>(o.shutdown_timeout_s * 1000)));
+    server.stop();
+    engine.stop();
+    return 1;
+  }
   std::fprintf(stderr, "deepserve: %s: shutting down (in-flight requests get %.1f s)\n",
                signal_number == SIGTERM ? "SIGTERM" : "SIGINT", o.shutdown_timeout_s);
   const size_t aborted =

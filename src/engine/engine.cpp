@@ -97,6 +97,7 @@ std::shared_ptr<RequestStream> Engine::submit(EngineRequest request, int64_t* re
   int64_t id = 0;
   {
     std::lock_guard lock(inbox_mutex_);
+    if (dead_) throw EngineDeadError("the engine has failed and takes no more requests");
     // n > 1 is admitted all or nothing.
     if (queued_ + p.n > config_.max_queue_len) {
       throw OverloadedError(fmt::format("the server is overloaded ({} requests queued, limit {}); retry later",
@@ -219,6 +220,10 @@ void Engine::apply_block_moves(const SchedulerOutput& out) {
 }
 
 bool Engine::step() {
+  if (config_.fail_at_step > 0 && has_work() && ++steps_started_ == config_.fail_at_step) {
+    throw InternalError(
+        fmt::format("injected engine fault at step {} (EngineConfig::fail_at_step)", steps_started_));
+  }
   drain_inbox();
   const SchedulerOutput out = scheduler_.schedule();
   publish_gauges();
@@ -401,10 +406,41 @@ bool Engine::check_stop(Sequence& seq) {
   return false;
 }
 
-void Engine::fail_all(const std::string& error) {
-  for (auto& [id, request] : requests_)
-    for (auto& seq : request.seqs)
-      if (!seq->is_finished()) finish(request, *seq, FinishReason::kError, error);
+void Engine::die(const std::string& error) {
+  std::vector<std::pair<int64_t, EngineRequest>> inbox;
+  std::unordered_map<int64_t, std::shared_ptr<RequestStream>> streams;
+  {
+    std::lock_guard lock(inbox_mutex_);
+    dead_ = true;
+    failure_ = error;
+    inbox.swap(inbox_);
+    streams.swap(pending_streams_);
+    queued_ = 0;
+  }
+  // Every open sample, counted in the stats before its stream hears of it.
+  std::vector<std::pair<RequestStream*, int32_t>> open;
+  for (auto& [id, request] : requests_) {
+    for (auto& seq : request.seqs) {
+      if (seq->is_finished()) continue;
+      seq->status = SequenceStatus::kFinished;
+      seq->finish_reason = FinishReason::kError;
+      open.emplace_back(request.stream.get(), seq->index);
+    }
+  }
+  for (auto& [id, request] : inbox)
+    for (int32_t i = 0; i < request.params.n; ++i) open.emplace_back(streams.at(id).get(), i);
+  {
+    std::lock_guard lock(stats_mutex_);
+    stats_.finished["error"] += static_cast<int64_t>(open.size());
+    stats_.num_running = stats_.num_waiting = stats_.num_swapped = 0;
+  }
+  for (auto& [stream, index] : open) {
+    RequestDelta d;
+    d.index = index;
+    d.finish_reason = FinishReason::kError;
+    d.error = error;
+    stream->push(std::move(d));
+  }
 }
 
 void Engine::start() {
@@ -415,8 +451,14 @@ void Engine::start() {
       try {
         worked = step();
       } catch (const std::exception& e) {
-        spdlog::error("engine step failed: {}; ending every request in flight", e.what());
-        fail_all(e.what());
+        spdlog::critical("engine step failed: {}; the engine is dead, ending every request", e.what());
+        die(e.what());
+        return;
+      } catch (...) {
+        spdlog::critical(
+            "engine step failed with an unknown exception; the engine is dead, ending every request");
+        die("unknown exception");
+        return;
       }
       if (!worked) {
         std::unique_lock lock(inbox_mutex_);
@@ -431,6 +473,11 @@ void Engine::stop() {
   stop_ = true;
   inbox_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+}
+
+std::string Engine::failure() const {
+  std::lock_guard lock(inbox_mutex_);
+  return failure_;
 }
 
 EngineStats Engine::stats() const {

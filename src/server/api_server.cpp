@@ -31,6 +31,10 @@ std::string ApiContext::resolve_model(const nlohmann::json& body) const {
 }
 
 void ApiContext::check_accepting() const {
+  if (engine.dead()) {
+    throw unavailable("the engine has failed and this server is restarting; retry on another replica",
+                      "engine_dead", config.retry_after_s);
+  }
   if (draining) {
     throw unavailable("the server is shutting down; retry on another replica", "shutting_down",
                       config.retry_after_s);
@@ -139,7 +143,10 @@ void ApiServer::add_routes() {
   http_.get(
       "/health",
       [this](const std::shared_ptr<Exchange>& exchange) {
-        if (api_.draining) {
+        if (api_.engine.dead()) {
+          exchange->reply_error(
+              unavailable("the engine has failed", "engine_dead", api_.config.retry_after_s).reply());
+        } else if (api_.draining) {
           exchange->reply_error(
               unavailable("the server is shutting down", "shutting_down", api_.config.retry_after_s).reply());
         } else {

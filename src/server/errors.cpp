@@ -52,6 +52,10 @@ ErrorReply error_reply(std::exception_ptr error) {
     return e.reply();
   } catch (const OverloadedError& e) {
     return unavailable(e.what(), "overloaded").reply();
+  } catch (const EngineDeadError& e) {
+    return unavailable("the engine has failed and this server is restarting; retry on another replica",
+                       "engine_dead")
+        .reply();
   } catch (const InvalidArgument& e) {
     return bad_request(e.what(), e.param()).reply();
   } catch (const UserError& e) {

@@ -2,7 +2,7 @@
 //
 // Handlers throw; one wrapper (error_reply) turns whatever was thrown into a status and a body:
 // HttpError as it is, InvalidArgument -> 400 with its param, OverloadedError -> 503 + Retry-After, any other
-// UserError -> 400, and everything else -> 500 (only our own bugs may answer 500).
+// UserError -> 400, EngineDeadError -> 503, and everything else -> 500 (only our own bugs may answer 500).
 #pragma once
 
 #include <nlohmann/json.hpp>
