@@ -101,9 +101,9 @@ Handler ApiServer::wrap(void (*handler)(ApiContext&, const std::shared_ptr<Excha
     try {
       handler(api_, exchange);
     } catch (...) {
-      const ErrorReply error = error_reply(std::current_exception());
+      const ErrorReply error = error_reply(std::current_exception(), exchange->request_id());
       if (exchange->events_started()) {
-        exchange->send_event(error.body().dump());
+        exchange->send_event(error.body().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
         exchange->end_events();
       } else {
         exchange->reply_error(error);

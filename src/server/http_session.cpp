@@ -308,7 +308,7 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
     try {
       route_->handler(exchange);
     } catch (...) {
-      exchange->reply_error(error_reply(std::current_exception()));
+      exchange->reply_error(error_reply(std::current_exception(), request_id_));
     }
   }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "server_harness.h"
+#include "util/check.h"
 
 namespace ds::server {
 namespace {
@@ -308,6 +309,31 @@ TEST(DeepJsonTest, DeeplyNestedFieldsAre400OnEveryPostRoute) {
   // Still serving.
   EXPECT_EQ(post_json(h.port(), "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 2}}).status, 200);
   EXPECT_EQ(testing::http(h.port(), "GET", "/health").status, 200);
+  EXPECT_TRUE(h.wait_engine_idle());
+}
+
+// A bug of ours inside a route (here: a chat renderer whose check fails) answers 500 with the request id
+// only; the check's text stays in the log.
+TEST(InternalErrorTest, FiveHundredNamesTheRequestIdNotTheCheck) {
+  testing::HarnessOptions o;
+  o.with_tokenizer = true;
+  o.chat_renderer = [](const ChatRenderInput&) -> std::string {
+    DS_CHECK(false, "renderer invariant {}", 7);
+    return {};
+  };
+  testing::ServerHarness h(o);
+  const testing::CapturedLog log;
+  const auto r = testing::http(h.port(), "POST", "/v1/chat/completions",
+                               R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})",
+                               {"X-Request-Id: chat-bug-1"});
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(r.json()["error"]["type"], "server_error");
+  EXPECT_EQ(r.json()["error"]["code"], "internal_error");
+  EXPECT_EQ(r.json()["error"]["message"], "internal error (request id chat-bug-1)");
+  EXPECT_EQ(r.body.find("renderer invariant"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("check failed"), std::string::npos) << r.body;
+  EXPECT_NE(log.text().find("request chat-bug-1: internal error:"), std::string::npos) << log.text();
+  EXPECT_NE(log.text().find("renderer invariant 7"), std::string::npos) << log.text();
   EXPECT_TRUE(h.wait_engine_idle());
 }
 

@@ -19,6 +19,9 @@
 #include <stdexcept>
 #include <thread>
 
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
 #include "../tokenizer/tiny_tokenizer.h"
 #include "engine/offline.h"
 #include "server/chat_renderer.h"
@@ -244,6 +247,7 @@ ServerHarness::ServerHarness(HarnessOptions o) {
     tokenizer_ = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_dir(tiny_tokenizer_dir()));
   }
   if (o.with_chat_template) renderer = &render_test_chat;
+  if (o.chat_renderer) renderer = o.chat_renderer;
   engine_ = std::make_unique<Engine>(*model_, o.engine, tokenizer());
   if (o.api.vocab_size == 0) o.api.vocab_size = model_->config().vocab_size;
   if (o.api.max_model_len == 0) o.api.max_model_len = engine_->config().max_model_len;
@@ -362,6 +366,48 @@ std::optional<int> ServeProcess::wait_exit(std::chrono::milliseconds timeout) {
     if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+}
+
+namespace {
+
+// Keeps every formatted line; base_sink's mutex serializes sink_it_, text() takes the same lock.
+class StringSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  std::string text() {
+    std::lock_guard lock(mutex_);
+    return text_;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t formatted;
+    formatter_->format(msg, formatted);
+    text_.append(formatted.data(), formatted.size());
+  }
+  void flush_() override {}
+
+ private:
+  std::string text_;
+};
+
+}  // namespace
+
+struct CapturedLog::State {
+  std::shared_ptr<spdlog::logger> previous;
+  std::shared_ptr<StringSink> sink = std::make_shared<StringSink>();
+};
+
+CapturedLog::CapturedLog() : state_(std::make_unique<State>()) {
+  state_->previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("captured", state_->sink));
+}
+
+CapturedLog::~CapturedLog() {
+  spdlog::set_default_logger(state_->previous);
+}
+
+std::string CapturedLog::text() const {
+  return state_->sink->text();
 }
 
 std::vector<int32_t> reference_greedy(const std::vector<int32_t>& prompt, int64_t max_tokens) {

@@ -88,6 +88,7 @@ struct HarnessOptions {
   bool with_model_tokenizer = false;
   bool with_tokenizer = false;  // the tiny hand-written tokenizer instead
   bool with_chat_template = false;
+  ChatRenderer chat_renderer;  // when set: this renderer instead of the ones above
   ApiConfig api;
   HttpServerConfig http;
   EngineConfig engine;
@@ -147,6 +148,20 @@ class ServeProcess {
   int pid_ = -1;
   uint16_t port_ = 0;
   std::string stderr_path_, stdout_path_;
+};
+
+// Captures what spdlog's default logger writes while it lives (then restores the previous logger).
+class CapturedLog {
+ public:
+  CapturedLog();
+  ~CapturedLog();
+  CapturedLog(const CapturedLog&) = delete;
+  CapturedLog& operator=(const CapturedLog&) = delete;
+  [[nodiscard]] std::string text() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // Greedy tokens of the fixture model for a prompt, from the offline generate() on its own model instance.
