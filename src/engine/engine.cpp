@@ -15,6 +15,14 @@ double now_seconds() {
 // Distinct, reproducible streams for the samples of one seeded request; sample 0 uses the seed itself.
 uint64_t sample_seed(uint64_t seed, int32_t index) { return seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(index); }
 
+// Whether the step computing seq's tokens from `begin` on also scores its prompt tokens: sample 0 of a
+// request with prompt_logprobs, before its first output (a recompute after preemption has delivered them
+// already).
+bool scores_prompt(const Sequence& seq, int64_t begin) {
+  return seq.params.prompt_logprobs.has_value() && seq.index == 0 && seq.num_output_tokens() == 0 &&
+         begin < seq.num_prompt_tokens;
+}
+
 }  // namespace
 
 bool RequestStream::next(RequestDelta& out) {
@@ -252,8 +260,7 @@ bool Engine::step() {
   for (const auto& s : out.scheduled) {
     const Sequence& seq = *s.seq;
     const int64_t begin = seq.num_computed_tokens, end = begin + s.num_new_tokens;
-    const bool wants_prompt_logprobs = seq.params.prompt_logprobs.has_value() && seq.index == 0 &&
-                                       begin < seq.num_prompt_tokens;
+    const bool wants_prompt_logprobs = scores_prompt(seq, begin);
     first_logit_row.push_back(-1);
     for (int64_t pos = begin; pos < end; ++pos) {
       batch.token_ids.push_back(seq.token_ids[static_cast<size_t>(pos)]);
@@ -296,7 +303,7 @@ void Engine::process_outputs(const SchedulerOutput& out,
     if (first_logit_row[i] < 0) continue;
     const float* rows = host_logits_.data() + int64_t{first_logit_row[i]} * vocab;
 
-    if (seq.params.prompt_logprobs && seq.index == 0 && begin < seq.num_prompt_tokens) {
+    if (scores_prompt(seq, begin)) {
       // Row k holds the distribution of the token at begin + k + 1.
       auto& pending = request_prompt_logprobs_[request.id];
       if (pending.empty()) pending.resize(static_cast<size_t>(seq.num_prompt_tokens));

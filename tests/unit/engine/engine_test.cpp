@@ -328,8 +328,10 @@ TEST_F(EngineTest, BackgroundThreadServesConcurrentSubmitters) {
 namespace ds {
 namespace {
 
-// Prompt log-probs (echo / scoring) through the engine, chunked, against HF's on the V3 fixture.
-TEST(EnginePromptLogprobs, MatchHuggingFaceAcrossChunks) {
+// Prompt log-probs (echo / scoring) through the engine, chunked, against HF's on the V3 fixture; the second
+// round finds every prompt's full blocks in the prefix cache, and must score them all the same (a cached
+// block has no logits: a request with prompt_logprobs does not read the cache).
+TEST(EnginePromptLogprobs, MatchHuggingFaceAcrossChunksAndWithAWarmPrefixCache) {
   const std::string dir = std::string(DS_FIXTURES_DIR) + "/deepseek_v3_tiny_bf16";
   std::ifstream in(dir + "/expected.json");
   const auto expected = nlohmann::json::parse(in);
@@ -339,38 +341,43 @@ TEST(EnginePromptLogprobs, MatchHuggingFaceAcrossChunks) {
   config.num_gpu_blocks = 32;
   config.scheduler.max_num_batched_tokens = 24;  // the 80-token prompt spans four steps
   Engine engine(*model, config);
-  for (const auto& prompt : expected["prompts"]) {
-    EngineRequest r;
-    r.prompt_ids = prompt["prompt_ids"].get<std::vector<int32_t>>();
-    r.params.max_tokens = 1;
-    r.params.temperature = 0;
-    r.params.prompt_logprobs = 3;
-    r.params.logprobs = 2;
-    auto stream = engine.submit(r);
-    while (engine.has_work()) (void)engine.step();
-    RequestDelta d;
-    std::vector<std::optional<SampledToken>> got;
-    std::vector<SampledToken> sampled;
-    while (stream->try_next(d)) {
-      if (!d.prompt_logprobs.empty()) got = d.prompt_logprobs;
-      sampled.insert(sampled.end(), d.logprobs.begin(), d.logprobs.end());
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round == 0 ? "cold cache" : "warm cache");
+    for (const auto& prompt : expected["prompts"]) {
+      EngineRequest r;
+      r.prompt_ids = prompt["prompt_ids"].get<std::vector<int32_t>>();
+      r.params.max_tokens = 1;
+      r.params.temperature = 0;
+      r.params.prompt_logprobs = 3;
+      r.params.logprobs = 2;
+      auto stream = engine.submit(r);
+      while (engine.has_work()) (void)engine.step();
+      RequestDelta d;
+      std::vector<std::optional<SampledToken>> got;
+      std::vector<SampledToken> sampled;
+      while (stream->try_next(d)) {
+        if (!d.prompt_logprobs.empty()) got = d.prompt_logprobs;
+        sampled.insert(sampled.end(), d.logprobs.begin(), d.logprobs.end());
+      }
+      ASSERT_EQ(got.size(), r.prompt_ids.size());
+      EXPECT_FALSE(got[0].has_value());  // nothing predicts the first token
+      for (size_t i = 1; i < got.size(); ++i) {
+        ASSERT_TRUE(got[i].has_value());
+        EXPECT_EQ(got[i]->token, r.prompt_ids[i]);
+        EXPECT_NEAR(got[i]->logprob, prompt["prompt_logprobs"][i].get<double>(), 1e-3) << "position " << i;
+        EXPECT_EQ(got[i]->top_logprobs.size(), 3u);
+      }
+      // The sampled token's logprob and its top-2 against HF's ranking after the prompt.
+      ASSERT_EQ(sampled.size(), 1u);
+      EXPECT_EQ(sampled[0].token, prompt["last_top_logprobs"][0][0].get<int32_t>());
+      EXPECT_NEAR(sampled[0].logprob, prompt["last_top_logprobs"][0][1].get<double>(), 1e-3);
+      ASSERT_EQ(sampled[0].top_logprobs.size(), 2u);
+      EXPECT_EQ(sampled[0].top_logprobs[1].token, prompt["last_top_logprobs"][1][0].get<int32_t>());
     }
-    ASSERT_EQ(got.size(), r.prompt_ids.size());
-    EXPECT_FALSE(got[0].has_value());  // nothing predicts the first token
-    for (size_t i = 1; i < got.size(); ++i) {
-      ASSERT_TRUE(got[i].has_value());
-      EXPECT_EQ(got[i]->token, r.prompt_ids[i]);
-      EXPECT_NEAR(got[i]->logprob, prompt["prompt_logprobs"][i].get<double>(), 1e-3) << "position " << i;
-      EXPECT_EQ(got[i]->top_logprobs.size(), 3u);
-    }
-    // The sampled token's logprob and its top-2 against HF's ranking after the prompt.
-    ASSERT_EQ(sampled.size(), 1u);
-    EXPECT_EQ(sampled[0].token, prompt["last_top_logprobs"][0][0].get<int32_t>());
-    EXPECT_NEAR(sampled[0].logprob, prompt["last_top_logprobs"][0][1].get<double>(), 1e-3);
-    ASSERT_EQ(sampled[0].top_logprobs.size(), 2u);
-    EXPECT_EQ(sampled[0].top_logprobs[1].token, prompt["last_top_logprobs"][1][0].get<int32_t>());
   }
-  EXPECT_EQ(engine.stats().request_queue_time.count(), 4);
+  EXPECT_EQ(engine.stats().request_queue_time.count(), 8);
+  // Nothing was read from the cache, although every full block of the first round was registered in it.
+  EXPECT_EQ(engine.stats().prefix_cache_hits, 0);
 }
 
 }  // namespace
