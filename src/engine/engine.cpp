@@ -184,6 +184,7 @@ void Engine::drain_inbox() {
                                   [](const auto& s) { return s->is_finished(); });
     if (done) {
       for (auto& s : it->second.seqs) owner_.erase(s.get());
+      request_prompt_logprobs_.erase(it->first);  // aborted while its prompt was being scored
       it = requests_.erase(it);
     } else {
       ++it;
@@ -196,6 +197,7 @@ void Engine::finish(RequestState& request, Sequence& seq, FinishReason reason, c
   seq.status = SequenceStatus::kFinished;
   seq.finish_reason = reason;
   scheduler_.remove(&seq);
+  last_token_time_.erase(&seq);
   RequestDelta own;
   RequestDelta& delta = last != nullptr ? *last : own;
   delta.index = seq.index;
@@ -364,7 +366,6 @@ void Engine::process_outputs(const SchedulerOutput& out,
       if (stopped_on_text) s->finish_reason = FinishReason::kStop;
       const bool done = stopped_on_text || check_stop(*s);
       if (done) {
-        last_token_time_.erase(s);
         finish(request, *s, s->finish_reason, {}, &d);
       } else {
         request.stream->push(std::move(d));
@@ -511,6 +512,15 @@ void Engine::publish_gauges() {
   stats_.kv_cache_fragmentation = allocated > 0 ? 1.0 - static_cast<double>(used) / static_cast<double>(allocated) : 0.0;
 }
 
-void Engine::check_invariants() const { blocks_.check_invariants(scheduler_.live_sequences()); }
+void Engine::check_invariants() const {
+  blocks_.check_invariants(scheduler_.live_sequences());
+  // Per-request bookkeeping leaves with its request (a long-running server must not grow with aborts).
+  for (const auto& [seq, time] : last_token_time_) {
+    DS_CHECK(owner_.contains(seq) && !seq->is_finished(), "token time kept for a finished sequence");
+  }
+  for (const auto& [id, logprobs] : request_prompt_logprobs_) {
+    DS_CHECK(requests_.contains(id), "prompt logprobs kept for finished request {}", id);
+  }
+}
 
 }  // namespace ds

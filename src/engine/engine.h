@@ -126,7 +126,8 @@ class Engine {
   // A snapshot taken at the end of the last step (any thread may call it; it never reads the step thread's state).
   [[nodiscard]] EngineStats stats() const;
   [[nodiscard]] const EngineConfig& config() const { return config_; }
-  // BlockManager invariants over every live sequence (tests call it after each step).
+  // BlockManager invariants over every live sequence, and no per-request state left behind by finished ones
+  // (tests call it after each step).
   void check_invariants() const;
 
  private:

@@ -268,7 +268,9 @@ TEST_F(EngineTest, AbortAtAnyMomentFreesEveryBlock) {
     Engine engine(*model_, config);
     std::mt19937 rng(static_cast<unsigned>(abort_step));
     int64_t victim = 0;
-    auto doomed = engine.submit(greedy(random_prompt(rng, 40), 20), &victim);
+    EngineRequest doomed_request = greedy(random_prompt(rng, 40), 20);
+    doomed_request.params.prompt_logprobs = 1;  // its prompt is scored over several steps
+    auto doomed = engine.submit(doomed_request, &victim);
     auto other = engine.submit(greedy(random_prompt(rng, 10), 20));
     for (int s = 0; s < abort_step; ++s) (void)engine.step();
     engine.abort(victim);
