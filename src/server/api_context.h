@@ -59,6 +59,17 @@ struct ApiContext {
 [[nodiscard]] std::string random_id(const char* prefix);
 [[nodiscard]] int64_t unix_time();
 
+// What both generation routes read first: 503 unless accepting, the body (400 if it is not a JSON object),
+// the model (404), a fresh id with `id_prefix`, stream and stream_options.include_usage,
+// return_token_ids (default `return_token_ids_default`), return_tokens_as_token_ids, and `user` (checked
+// to be a string).
+struct GenerationRequest {
+  nlohmann::json body;
+  JobOptions options;
+};
+[[nodiscard]] GenerationRequest begin_generation(const ApiContext& api, const Exchange& exchange,
+                                                 const char* id_prefix, bool return_token_ids_default);
+
 void handle_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchange);
 void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchange);
 void handle_tokenize(ApiContext& api, const std::shared_ptr<Exchange>& exchange);

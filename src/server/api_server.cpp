@@ -69,6 +69,23 @@ const tokenizer::Tokenizer& ApiContext::require_tokenizer(const char* what) cons
   return *tokenizer;
 }
 
+GenerationRequest begin_generation(const ApiContext& api, const Exchange& exchange, const char* id_prefix,
+                                   bool return_token_ids_default) {
+  api.check_accepting();
+  GenerationRequest r;
+  r.body = parse_body(exchange.request().body);
+  JobOptions& o = r.options;
+  o.model = api.resolve_model(r.body);
+  o.id = random_id(id_prefix);
+  o.created = unix_time();
+  o.stream = optional_bool(r.body, "stream", false);
+  o.include_usage = include_usage(r.body, o.stream);
+  o.return_token_ids = optional_bool(r.body, "return_token_ids", return_token_ids_default);
+  o.tokens_as_ids = optional_bool(r.body, "return_tokens_as_token_ids", false);
+  (void)optional_string(r.body, "user");
+  return r;
+}
+
 ApiServer::ApiServer(Engine& engine, const tokenizer::Tokenizer* tokenizer, ChatRenderer chat_renderer,
                      ApiConfig api, HttpServerConfig http)
     : api_(engine, tokenizer, std::move(chat_renderer), std::move(api)),

@@ -86,17 +86,7 @@ class ChatJob final : public GenerationJob {
 }  // namespace
 
 void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchange) {
-  api.check_accepting();
-  nlohmann::json body = parse_body(exchange->request().body);
-  JobOptions o;
-  o.model = api.resolve_model(body);
-  o.id = random_id("chatcmpl-");
-  o.created = unix_time();
-  o.stream = optional_bool(body, "stream", false);
-  o.include_usage = include_usage(body, o.stream);
-  o.return_token_ids = optional_bool(body, "return_token_ids", false);
-  o.tokens_as_ids = optional_bool(body, "return_tokens_as_token_ids", false);
-  (void)optional_string(body, "user");
+  auto [body, o] = begin_generation(api, *exchange, "chatcmpl-", false);
 
   ChatRenderInput render;
   render.messages = parse_messages(body);
