@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "backend/cpu/cpu_backend.h"
+#include "cli/config_flags.h"
 #ifdef DEEPSERVE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
@@ -134,6 +135,13 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
                   "Seconds requests in flight get to finish after SIGTERM before they are aborted")
       ->check(CLI::Range(0.0, 86400.0));
   cmd->add_option("--access-log", o.access_log, "JSON-lines access log: a file, '-' for stdout, '' for none");
+  // Operations.
+  cmd->add_option("--config", o.config_file,
+                  "YAML or JSON file of flags: keys are the flag names without '--' (max-num-seqs or "
+                  "max_num_seqs), values scalars or lists; flags on the command line win");
+  cmd->final_callback([cmd, &o] {
+    if (!o.config_file.empty()) apply_config_file(*cmd, o.config_file);
+  });
   return cmd;
 }
 

@@ -39,6 +39,8 @@ struct ServeOptions {
   double body_timeout_s = 30.0;
   double shutdown_timeout_s = 30.0;
   std::string access_log = "-";
+  // Operations.
+  std::string config_file;  // --config: flags from a YAML or JSON file; the command line wins
 };
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& options);
