@@ -139,6 +139,10 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   cmd->add_option("--config", o.config_file,
                   "YAML or JSON file of flags: keys are the flag names without '--' (max-num-seqs or "
                   "max_num_seqs), values scalars or lists; flags on the command line win");
+  cmd->add_flag(
+      "--log-requests", o.log_requests,
+      "Write each generation request's prompt (at most 4 KiB) and sampling parameters to the access "
+      "log (off: only ids, counts, status and latency)");
   cmd->final_callback([cmd, &o] {
     if (!o.config_file.empty()) apply_config_file(*cmd, o.config_file);
   });
@@ -187,6 +191,7 @@ int run_serve(ServeOptions o) {
   api.max_model_len = engine.config().max_model_len;
   api.vocab_size = model->config().vocab_size;
   api.max_n = o.max_n;
+  api.log_requests = o.log_requests;
   server::HttpServerConfig http;
   http.host = o.host;
   http.port = static_cast<uint16_t>(o.port);

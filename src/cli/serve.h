@@ -40,7 +40,8 @@ struct ServeOptions {
   double shutdown_timeout_s = 30.0;
   std::string access_log = "-";
   // Operations.
-  std::string config_file;  // --config: flags from a YAML or JSON file; the command line wins
+  std::string config_file;    // --config: flags from a YAML or JSON file; the command line wins
+  bool log_requests = false;  // --log-requests: prompts and sampling params in the access log
 };
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& options);

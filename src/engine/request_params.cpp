@@ -75,6 +75,31 @@ std::vector<int32_t> parse_token_ids(const nlohmann::json& value, const std::str
   return ids;
 }
 
+nlohmann::json sampling_params_json(const SamplingParams& p) {
+  nlohmann::json out = {{"n", p.n},
+                        {"temperature", p.temperature},
+                        {"top_p", p.top_p},
+                        {"top_k", p.top_k},
+                        {"min_p", p.min_p},
+                        {"repetition_penalty", p.repetition_penalty},
+                        {"presence_penalty", p.presence_penalty},
+                        {"frequency_penalty", p.frequency_penalty},
+                        {"seed", nullptr},
+                        {"max_tokens", p.max_tokens},
+                        {"min_tokens", p.min_tokens},
+                        {"stop", p.stop},
+                        {"stop_token_ids", p.stop_token_ids},
+                        {"include_stop_str_in_output", p.include_stop_str_in_output},
+                        {"ignore_eos", p.ignore_eos},
+                        {"logprobs", nullptr},
+                        {"prompt_logprobs", nullptr},
+                        {"skip_special_tokens", p.skip_special_tokens}};
+  if (p.seed) out["seed"] = *p.seed;
+  if (p.logprobs) out["logprobs"] = *p.logprobs;
+  if (p.prompt_logprobs) out["prompt_logprobs"] = *p.prompt_logprobs;
+  return out;
+}
+
 SamplingParams parse_sampling_params(const nlohmann::json& body, std::vector<std::string>* unknown) {
   if (!body.is_object()) throw InvalidArgument("", "the request body must be a JSON object");
   SamplingParams p;

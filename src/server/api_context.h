@@ -32,6 +32,7 @@ struct ApiConfig {
   int64_t vocab_size = 0;
   int64_t max_n = 16;
   int retry_after_s = 1;  // Retry-After of 503 answers
+  bool log_requests = false;  // --log-requests: prompts and sampling params in the access log
 };
 
 struct ApiContext {

@@ -82,6 +82,7 @@ GenerationRequest begin_generation(const ApiContext& api, const Exchange& exchan
   o.include_usage = include_usage(r.body, o.stream);
   o.return_token_ids = optional_bool(r.body, "return_token_ids", return_token_ids_default);
   o.tokens_as_ids = optional_bool(r.body, "return_tokens_as_token_ids", false);
+  o.log_requests = api.config.log_requests;
   (void)optional_string(r.body, "user");
   return r;
 }

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "server/request_log.h"
+
 namespace ds::server {
 
 void JobRegistry::add(const std::shared_ptr<GenerationJob>& job) {
@@ -54,6 +56,7 @@ GenerationJob::~GenerationJob() {
 
 void GenerationJob::start(std::vector<PromptInput> prompts, const SamplingParams& params) {
   params_ = params;
+  if (options_.log_requests) exchange_->set_request_details(request_log_details(prompts, params, tokenizer_));
   prompts_.reserve(prompts.size());
   try {
     for (auto& input : prompts) {

@@ -74,6 +74,7 @@ class ExchangeImpl final : public Exchange {
   bool disconnected() const override;
   void post(std::function<void()> fn) override;
   void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) override;
+  void set_request_details(nlohmann::json details) override;
 
  private:
   std::shared_ptr<Session> session_;
@@ -163,6 +164,11 @@ class Session final : public std::enable_shared_from_this<Session>, public Sessi
     if (generation != generation_) return;
     summary_.prompt_tokens = prompt_tokens;
     summary_.completion_tokens = completion_tokens;
+  }
+
+  void set_request_details(uint64_t generation, nlohmann::json details) {
+    if (generation != generation_) return;
+    summary_.request_details = std::make_shared<const nlohmann::json>(std::move(details));
   }
 
   void post(std::function<void()> fn) {
@@ -550,6 +556,9 @@ void ExchangeImpl::post(std::function<void()> fn) {
 }
 void ExchangeImpl::set_tokens(int64_t prompt_tokens, int64_t completion_tokens) {
   session_->set_tokens(generation_, prompt_tokens, completion_tokens);
+}
+void ExchangeImpl::set_request_details(nlohmann::json details) {
+  session_->set_request_details(generation_, std::move(details));
 }
 
 }  // namespace
