@@ -143,6 +143,10 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       "--log-requests", o.log_requests,
       "Write each generation request's prompt (at most 4 KiB) and sampling parameters to the access "
       "log (off: only ids, counts, status and latency)");
+  cmd->add_flag(
+      "--allow-client-chat-template", o.allow_client_chat_template,
+      "Render a request's own chat_template and chat_template_kwargs (in the template sandbox, with "
+      "its limits); off: they are ignored");
   cmd->final_callback([cmd, &o] {
     if (!o.config_file.empty()) apply_config_file(*cmd, o.config_file);
   });
@@ -192,6 +196,7 @@ int run_serve(ServeOptions o) {
   api.vocab_size = model->config().vocab_size;
   api.max_n = o.max_n;
   api.log_requests = o.log_requests;
+  api.allow_client_chat_template = o.allow_client_chat_template;
   server::HttpServerConfig http;
   http.host = o.host;
   http.port = static_cast<uint16_t>(o.port);

@@ -42,6 +42,7 @@ struct ServeOptions {
   // Operations.
   std::string config_file;    // --config: flags from a YAML or JSON file; the command line wins
   bool log_requests = false;  // --log-requests: prompts and sampling params in the access log
+  bool allow_client_chat_template = false;  // --allow-client-chat-template
 };
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& options);

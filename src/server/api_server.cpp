@@ -60,6 +60,16 @@ void ApiContext::check_prompt(const std::vector<int32_t>& ids, int64_t max_token
   }
 }
 
+void ApiContext::read_client_chat_template(const nlohmann::json& body, ChatRenderInput& render) const {
+  if (!config.allow_client_chat_template) return;
+  if (const auto tmpl = optional_string(body, "chat_template")) render.chat_template = *tmpl;
+  if (const auto it = body.find("chat_template_kwargs"); it != body.end() && !it->is_null()) {
+    if (!it->is_object())
+      throw bad_request("'chat_template_kwargs' must be an object", "chat_template_kwargs");
+    render.chat_template_kwargs = nlohmann::ordered_json::parse(it->dump());
+  }
+}
+
 const tokenizer::Tokenizer& ApiContext::require_tokenizer(const char* what) const {
   if (tokenizer == nullptr) {
     throw bad_request(fmt::format(

@@ -92,6 +92,7 @@ void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& e
   render.messages = parse_messages(body);
   render.add_generation_prompt = optional_bool(body, "add_generation_prompt", true);
   render.continue_final_message = optional_bool(body, "continue_final_message", false);
+  api.read_client_chat_template(body, render);
   if (render.add_generation_prompt && render.continue_final_message) {
     throw bad_request("'continue_final_message' and 'add_generation_prompt' cannot both be true",
                       "continue_final_message");
