@@ -205,10 +205,17 @@ int run_serve(ServeOptions o) {
   http.max_connections = o.max_connections;
   http.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.header_timeout_s * 1000));
   http.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.body_timeout_s * 1000));
+  // GPU utilization and memory in /metrics, when NVML is there (declared first: it outlives the server).
+  std::optional<server::GpuMonitor> gpu_monitor;
+  if (o.device == "cuda") {
+    gpu_monitor.emplace();
+    if (!gpu_monitor->available()) spdlog::warn("GPU metrics are off: {}", gpu_monitor->error());
+  }
   server::ApiServer server(
       engine, tokenizer, encoder ? server::make_chat_renderer(*encoder) : server::ChatRenderer(), api, http);
   server.set_api_keys(std::move(keys));
   server.set_access_log(access_log.get());
+  if (gpu_monitor && gpu_monitor->available()) server.set_gpu_monitor(&*gpu_monitor);
   engine.start();
   server.start();
 

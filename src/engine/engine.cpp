@@ -114,8 +114,7 @@ std::shared_ptr<RequestStream> Engine::submit(EngineRequest request, int64_t* re
     queued_ += p.n;
     id = next_request_id_++;
     inbox_.emplace_back(id, std::move(request));
-    // The stream travels with the request through the inbox.
-    pending_streams_[id] = stream;
+    pending_streams_[id] = {stream, now_seconds()};
   }
   inbox_cv_.notify_all();
   if (request_id != nullptr) *request_id = id;
@@ -133,19 +132,18 @@ void Engine::abort(int64_t request_id) {
 void Engine::drain_inbox() {
   std::vector<std::pair<int64_t, EngineRequest>> inbox;
   std::vector<int64_t> aborts;
-  std::unordered_map<int64_t, std::shared_ptr<RequestStream>> streams;
+  std::unordered_map<int64_t, Pending> streams;
   {
     std::lock_guard lock(inbox_mutex_);
     inbox.swap(inbox_);
     aborts.swap(aborts_);
     streams.swap(pending_streams_);
   }
-  const double now = now_seconds();
   for (auto& [id, req] : inbox) {
     RequestState& state = requests_[id];
     state.id = id;
-    state.stream = streams.at(id);
-    state.arrival_time = now;
+    state.stream = streams.at(id).stream;
+    state.arrival_time = streams.at(id).submitted;
     for (int32_t i = 0; i < req.params.n; ++i) {
       auto seq = std::make_unique<Sequence>();
       seq->seq_id = next_seq_id_++;
@@ -169,6 +167,7 @@ void Engine::drain_inbox() {
     }
     state.seqs[0]->is_fork_parent = req.params.n > 1;
     scheduler_.add(state.seqs[0].get());
+    waiting_since_[state.seqs[0].get()] = state.arrival_time;
     std::lock_guard lock(stats_mutex_);
     stats_.prompt_tokens += static_cast<int64_t>(req.prompt_ids.size()) * req.params.n;
   }
@@ -198,6 +197,7 @@ void Engine::finish(RequestState& request, Sequence& seq, FinishReason reason, c
   seq.finish_reason = reason;
   scheduler_.remove(&seq);
   last_token_time_.erase(&seq);
+  waiting_since_.erase(&seq);
   RequestDelta own;
   RequestDelta& delta = last != nullptr ? *last : own;
   delta.index = seq.index;
@@ -241,8 +241,14 @@ bool Engine::step() {
   apply_block_moves(out);
   {
     const double now = now_seconds();
+    // A preempted sequence waits to rejoin the batch (it is never scheduled again in the same step).
+    for (const Sequence* p : out.preempted) waiting_since_[p] = now;
     std::lock_guard lock(stats_mutex_);
     for (const auto& s : out.scheduled) {
+      if (const auto it = waiting_since_.find(s.seq); it != waiting_since_.end()) {
+        stats_.batch_wait_time.observe(now - it->second);
+        waiting_since_.erase(it);
+      }
       RequestState& request = *owner_.at(s.seq);
       if (request.scheduled) continue;
       request.scheduled = true;
@@ -389,6 +395,7 @@ void Engine::fork_samples(RequestState& request) {
       // No block to copy the partial prompt block into: this sample computes its prompt itself (its full
       // blocks still come from the prefix cache).
       scheduler_.add(&child);
+      waiting_since_[&child] = now_seconds();
     }
   }
   model_.copy_blocks(copies);
@@ -416,7 +423,7 @@ bool Engine::check_stop(Sequence& seq) {
 
 void Engine::die(const std::string& error) {
   std::vector<std::pair<int64_t, EngineRequest>> inbox;
-  std::unordered_map<int64_t, std::shared_ptr<RequestStream>> streams;
+  std::unordered_map<int64_t, Pending> streams;
   {
     std::lock_guard lock(inbox_mutex_);
     dead_ = true;
@@ -436,7 +443,7 @@ void Engine::die(const std::string& error) {
     }
   }
   for (auto& [id, request] : inbox)
-    for (int32_t i = 0; i < request.params.n; ++i) open.emplace_back(streams.at(id).get(), i);
+    for (int32_t i = 0; i < request.params.n; ++i) open.emplace_back(streams.at(id).stream.get(), i);
   {
     std::lock_guard lock(stats_mutex_);
     stats_.finished["error"] += static_cast<int64_t>(open.size());
@@ -517,6 +524,9 @@ void Engine::check_invariants() const {
   // Per-request bookkeeping leaves with its request (a long-running server must not grow with aborts).
   for (const auto& [seq, time] : last_token_time_) {
     DS_CHECK(owner_.contains(seq) && !seq->is_finished(), "token time kept for a finished sequence");
+  }
+  for (const auto& [seq, since] : waiting_since_) {
+    DS_CHECK(owner_.contains(seq) && !seq->is_finished(), "wait time kept for a finished sequence");
   }
   for (const auto& [id, logprobs] : request_prompt_logprobs_) {
     DS_CHECK(requests_.contains(id), "prompt logprobs kept for finished request {}", id);

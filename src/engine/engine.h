@@ -135,7 +135,7 @@ class Engine {
     int64_t id = 0;
     std::shared_ptr<RequestStream> stream;
     std::vector<std::unique_ptr<Sequence>> seqs;  // seqs[0] computes the prompt; n > 1 forks the rest from it
-    double arrival_time = 0.0;
+    double arrival_time = 0.0;                    // submit()
     std::optional<double> first_token_time;
     bool scheduled = false;  // first scheduled yet (queue time observed)
     bool forked = false;
@@ -170,6 +170,9 @@ class Engine {
   std::unordered_map<const Sequence*, RequestState*> owner_;
   std::unordered_map<int64_t, std::vector<std::optional<SampledToken>>> request_prompt_logprobs_;
   std::unordered_map<const Sequence*, double> last_token_time_;
+  // Sequences ready to run but not in the batch (new, preempted, or a sample that could not share its
+  // parent's blocks), and since when: batch_wait_time is observed when a step takes them in.
+  std::unordered_map<const Sequence*, double> waiting_since_;
   Sampler sampler_;
   std::vector<float> host_logits_;  // this step's logits, copied from the backend
 
@@ -177,7 +180,12 @@ class Engine {
   std::condition_variable inbox_cv_;
   std::vector<std::pair<int64_t, EngineRequest>> inbox_;
   std::vector<int64_t> aborts_;
-  std::unordered_map<int64_t, std::shared_ptr<RequestStream>> pending_streams_;
+  // The stream and the submission time travel with the request through the inbox.
+  struct Pending {
+    std::shared_ptr<RequestStream> stream;
+    double submitted = 0.0;
+  };
+  std::unordered_map<int64_t, Pending> pending_streams_;
   int64_t next_request_id_ = 1;
   int64_t next_seq_id_ = 1;
   int64_t queued_ = 0;  // submitted and not yet finished

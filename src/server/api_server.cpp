@@ -166,6 +166,9 @@ void ApiServer::add_routes() {
     in.model_name = api_.config.served_model_names.front();
     in.num_connections = http_.num_connections();
     in.draining = api_.draining;
+    const std::vector<GpuSample> gpus =
+        gpu_monitor_ != nullptr ? gpu_monitor_->sample() : std::vector<GpuSample>{};
+    in.gpus = &gpus;
     exchange->reply(200, render_metrics(in), "text/plain; version=0.0.4; charset=utf-8");
   });
   http_.get(

@@ -14,6 +14,7 @@
 #include "server/access_log.h"
 #include "server/api_context.h"
 #include "server/auth.h"
+#include "server/gpu_metrics.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 
@@ -32,6 +33,8 @@ class ApiServer {
   void set_api_keys(ApiKeys keys);
   // nullptr: no access log. It must outlive the server.
   void set_access_log(AccessLog* log) { access_log_ = log; }
+  // GPU metrics in /metrics from this monitor (nullptr: none). It must outlive the server.
+  void set_gpu_monitor(const GpuMonitor* monitor) { gpu_monitor_ = monitor; }
 
   void start();
   [[nodiscard]] uint16_t port() const { return http_.port(); }
@@ -58,6 +61,7 @@ class ApiServer {
   HttpServer http_;
   ApiKeys keys_;
   AccessLog* access_log_ = nullptr;
+  const GpuMonitor* gpu_monitor_ = nullptr;
   HttpCounters counters_;
   const int64_t started_ = 0;
 };

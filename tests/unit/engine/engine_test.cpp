@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
@@ -135,9 +136,45 @@ TEST_P(PreemptionTest, OutputsStayIdenticalWhenTheCacheRunsOut) {
     EXPECT_EQ(s.preemptions_swap, 0);
   }
   EXPECT_EQ(s.num_free_blocks, 14);
+  // Every wait to join a batch is observed: each request's first, and one more after each preemption.
+  EXPECT_EQ(s.request_queue_time.count(), 8);
+  EXPECT_EQ(s.batch_wait_time.count(), 8 + s.preemptions_recompute + s.preemptions_swap);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, PreemptionTest, ::testing::Values(PreemptionMode::kRecompute, PreemptionMode::kSwap));
+
+// One sequence per step: the third request waits for the two before it, about 2 x 5 steps of 5 ms or more.
+TEST_F(EngineTest, BatchWaitTimeIsTheWaitToJoinTheBatch) {
+  EngineConfig config;
+  config.scheduler.max_num_seqs = 1;
+  Engine engine(*model_, config);
+  for (int i = 0; i < 3; ++i) (void)engine.submit(greedy({1, 2, 3, 4}, 5));
+  for (int guard = 0; engine.has_work(); ++guard) {
+    ASSERT_LT(guard, 100);
+    (void)engine.step();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const EngineStats s = engine.stats();
+  EXPECT_EQ(s.batch_wait_time.count(), 3);
+  EXPECT_EQ(s.request_queue_time.count(), 3);
+  // The second waited >= 5 steps, the third >= 10.
+  EXPECT_GE(s.batch_wait_time.sum(), 15 * 0.005);
+  EXPECT_LT(s.batch_wait_time.sum(), 10.0);
+  EXPECT_NEAR(s.batch_wait_time.sum(), s.request_queue_time.sum(), 1e-9);  // no preemption: the same waits
+}
+
+// Fragmentation: allocated KV slots not holding a computed token, over allocated slots.
+TEST_F(EngineTest, KvFragmentationRatioCountsTheUnusedSlotsOfAllocatedBlocks) {
+  EngineConfig config;  // blocks of 16 tokens
+  Engine engine(*model_, config);
+  (void)engine.submit(greedy(std::vector<int32_t>(20, 5), 4));
+  (void)engine.step();  // the prompt: 20 tokens computed in 2 blocks (32 slots)
+  EXPECT_DOUBLE_EQ(engine.stats().kv_cache_fragmentation, 12.0 / 32.0);
+  (void)engine.step();  // the first generated token computed too
+  EXPECT_DOUBLE_EQ(engine.stats().kv_cache_fragmentation, 11.0 / 32.0);
+  run_to_completion(engine);
+  EXPECT_DOUBLE_EQ(engine.stats().kv_cache_fragmentation, 0.0);
+}
 
 TEST_F(EngineTest, SharedPrefixIsComputedOnce) {
   std::mt19937 rng(3);

@@ -318,6 +318,8 @@ TEST_F(CompletionsTest, MetricsUseVllmNamesUnderTheDeepservePrefix) {
         "# TYPE deepserve:e2e_request_latency_seconds histogram",
         "# TYPE deepserve:request_queue_time_seconds histogram",
         "# TYPE deepserve:kv_cache_fragmentation_ratio gauge",
+        "# TYPE deepserve:batch_wait_time_seconds histogram",
+        "deepserve:batch_wait_time_seconds_count{model_name=\"tiny\"}",
         "deepserve:num_requests_running{model_name=\"tiny\"} 0",
         "deepserve:time_to_first_token_seconds_bucket{model_name=\"tiny\",le=\"+Inf\"}",
         "deepserve:request_success_total{model_name=\"tiny\",finished_reason=\"length\"}"}) {
