@@ -6,10 +6,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 
 #include "backend/cpu/cpu_backend.h"
+#include "cli/config_flags.h"
 #ifdef DEEPSERVE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
@@ -58,6 +60,8 @@ EngineConfig engine_config(const ServeOptions& o, DeepseekModel& model) {
   c.enable_prefix_caching = o.enable_prefix_caching;
   c.max_model_len = o.max_model_len;
   c.max_queue_len = o.max_queue_len;
+  // Fault injection for the test of the engine-failure path (an operator's environment, never a request).
+  if (const char* step = std::getenv("DEEPSERVE_TEST_FAIL_AT_STEP")) c.fail_at_step = std::atoll(step);
   const int64_t block_bytes = model.kv_block_bytes(o.block_size);
   c.num_cpu_blocks = static_cast<int64_t>(o.swap_space_gib * (1LL << 30)) / block_bytes;
   const int64_t max_model_len =
@@ -169,6 +173,21 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   cmd->add_option("--max-requests-per-user", o.max_requests_per_user,
                   "Generation requests one user may have in flight; 429 past it (0 = unlimited)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  // Operations.
+  cmd->add_option("--config", o.config_file,
+                  "YAML or JSON file of flags: keys are the flag names without '--' (max-num-seqs or "
+                  "max_num_seqs), values scalars or lists; flags on the command line win");
+  cmd->add_flag(
+      "--log-requests", o.log_requests,
+      "Write each generation request's prompt (at most 4 KiB) and sampling parameters to the access "
+      "log (off: only ids, counts, status and latency)");
+  cmd->add_flag(
+      "--allow-client-chat-template", o.allow_client_chat_template,
+      "Render a request's own chat_template and chat_template_kwargs (in the template sandbox, with "
+      "its limits); off: they are ignored");
+  cmd->final_callback([cmd, &o] {
+    if (!o.config_file.empty()) apply_config_file(*cmd, o.config_file);
+  });
   return cmd;
 }
 
@@ -231,6 +250,8 @@ int run_serve(ServeOptions o) {
   api.vocab_size = model->config().vocab_size;
   api.max_n = o.max_n;
   api.reasoning_parser = o.reasoning_parser;
+  api.log_requests = o.log_requests;
+  api.allow_client_chat_template = o.allow_client_chat_template;
   server::HttpServerConfig http;
   http.host = o.host;
   http.port = static_cast<uint16_t>(o.port);
@@ -240,11 +261,18 @@ int run_serve(ServeOptions o) {
   http.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.header_timeout_s * 1000));
   http.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.body_timeout_s * 1000));
   http.tls = tls;
+  // GPU utilization and memory in /metrics, when NVML is there (declared first: it outlives the server).
+  std::optional<server::GpuMonitor> gpu_monitor;
+  if (o.device == "cuda") {
+    gpu_monitor.emplace();
+    if (!gpu_monitor->available()) spdlog::warn("GPU metrics are off: {}", gpu_monitor->error());
+  }
   server::ApiServer server(
       engine, tokenizer, encoder ? server::make_chat_renderer(*encoder) : server::ChatRenderer(), api, http);
   server.set_auth(auth);
   server.set_max_requests_per_user(o.max_requests_per_user);
   server.set_access_log(access_log.get());
+  if (gpu_monitor && gpu_monitor->available()) server.set_gpu_monitor(&*gpu_monitor);
   engine.start();
   server.start();
 
@@ -264,9 +292,23 @@ int run_serve(ServeOptions o) {
   if (tls) std::fprintf(stderr, "(-k skips certificate verification: for a self-signed certificate only)\n");
   std::fflush(stderr);
 
+  // Until SIGTERM / SIGINT, or until the engine fails: then the requests in flight have been ended with an
+  // error, they are answered, and the process exits non-zero so that a supervisor restarts it.
   int signal_number = 0;
+  const timespec poll_interval{0, 100'000'000};
   for (;;) {
-    sigwait(&signals, &signal_number);
+    signal_number = 0;
+    while (signal_number <= 0 && !engine.dead())
+      signal_number = sigtimedwait(&signals, nullptr, &poll_interval);
+    if (engine.dead()) {
+      std::fprintf(stderr, "deepserve: the engine failed (%s); exiting so that a supervisor restarts it\n",
+                   engine.failure().c_str());
+      std::fflush(stderr);
+      (void)server.drain(std::chrono::milliseconds(static_cast<int64_t>(o.shutdown_timeout_s * 1000)));
+      server.stop();
+      engine.stop();
+      return 1;
+    }
     if (signal_number != SIGHUP) break;
     std::fprintf(stderr, "deepserve: SIGHUP: reloading keys, JWKS and certificate\n");
     std::fflush(stderr);

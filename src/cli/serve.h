@@ -55,6 +55,10 @@ struct ServeOptions {
   std::string ssl_certfile;
   std::string ssl_min_version = "1.3";
   int64_t max_requests_per_user = 0;
+  // Operations.
+  std::string config_file;    // --config: flags from a YAML or JSON file; the command line wins
+  bool log_requests = false;  // --log-requests: prompts and sampling params in the access log
+  bool allow_client_chat_template = false;  // --allow-client-chat-template
 };
 
 CLI::App* add_serve_command(CLI::App& app, ServeOptions& options);

@@ -52,6 +52,10 @@ void BlockManager::update_hashes(Sequence& seq) const {
 PrefixHit BlockManager::find_prefix(const Sequence& seq) {
   PrefixHit hit;
   if (!enable_prefix_caching_) return hit;
+  // Prompt log-probs need the logits of every prompt position, which a cached block does not keep: the
+  // sample that scores its prompt reads nothing from the cache, as in vLLM (its own full blocks are still
+  // registered for others).
+  if (seq.params.prompt_logprobs && seq.index == 0 && seq.num_output_tokens() == 0) return hit;
   DS_CHECK(seq.block_table.empty() && seq.num_computed_tokens == 0, "prefix lookup for a sequence with blocks");
   // Leave the last token out: it must be computed to produce the logits of the next one.
   const int64_t max_blocks = std::min<int64_t>((seq.num_tokens() - 1) / block_size_,

@@ -50,7 +50,7 @@ class BlockManager {
 
   // The longest run of full blocks at the start of seq's tokens that is already cached. Leaves at least one
   // token uncomputed, so the step that follows has a logit to sample from. allocate() with the hit counts
-  // the query and the hit.
+  // the query and the hit. Empty for a sequence that still has to score its prompt (prompt_logprobs).
   [[nodiscard]] PrefixHit find_prefix(const Sequence& seq);
 
   // Room for seq to hold num_computed + num_new_tokens tokens (adopting `hit` first, when given)?

@@ -15,6 +15,14 @@ double now_seconds() {
 // Distinct, reproducible streams for the samples of one seeded request; sample 0 uses the seed itself.
 uint64_t sample_seed(uint64_t seed, int32_t index) { return seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(index); }
 
+// Whether the step computing seq's tokens from `begin` on also scores its prompt tokens: sample 0 of a
+// request with prompt_logprobs, before its first output (a recompute after preemption has delivered them
+// already).
+bool scores_prompt(const Sequence& seq, int64_t begin) {
+  return seq.params.prompt_logprobs.has_value() && seq.index == 0 && seq.num_output_tokens() == 0 &&
+         begin < seq.num_prompt_tokens;
+}
+
 }  // namespace
 
 bool RequestStream::next(RequestDelta& out) {
@@ -97,6 +105,7 @@ std::shared_ptr<RequestStream> Engine::submit(EngineRequest request, int64_t* re
   int64_t id = 0;
   {
     std::lock_guard lock(inbox_mutex_);
+    if (dead_) throw EngineDeadError("the engine has failed and takes no more requests");
     // n > 1 is admitted all or nothing.
     if (queued_ + p.n > config_.max_queue_len) {
       throw OverloadedError(fmt::format("the server is overloaded ({} requests queued, limit {}); retry later",
@@ -105,8 +114,7 @@ std::shared_ptr<RequestStream> Engine::submit(EngineRequest request, int64_t* re
     queued_ += p.n;
     id = next_request_id_++;
     inbox_.emplace_back(id, std::move(request));
-    // The stream travels with the request through the inbox.
-    pending_streams_[id] = stream;
+    pending_streams_[id] = {stream, now_seconds()};
   }
   inbox_cv_.notify_all();
   if (request_id != nullptr) *request_id = id;
@@ -124,19 +132,18 @@ void Engine::abort(int64_t request_id) {
 void Engine::drain_inbox() {
   std::vector<std::pair<int64_t, EngineRequest>> inbox;
   std::vector<int64_t> aborts;
-  std::unordered_map<int64_t, std::shared_ptr<RequestStream>> streams;
+  std::unordered_map<int64_t, Pending> streams;
   {
     std::lock_guard lock(inbox_mutex_);
     inbox.swap(inbox_);
     aborts.swap(aborts_);
     streams.swap(pending_streams_);
   }
-  const double now = now_seconds();
   for (auto& [id, req] : inbox) {
     RequestState& state = requests_[id];
     state.id = id;
-    state.stream = streams.at(id);
-    state.arrival_time = now;
+    state.stream = streams.at(id).stream;
+    state.arrival_time = streams.at(id).submitted;
     for (int32_t i = 0; i < req.params.n; ++i) {
       auto seq = std::make_unique<Sequence>();
       seq->seq_id = next_seq_id_++;
@@ -161,6 +168,7 @@ void Engine::drain_inbox() {
     }
     state.seqs[0]->is_fork_parent = req.params.n > 1;
     scheduler_.add(state.seqs[0].get());
+    waiting_since_[state.seqs[0].get()] = state.arrival_time;
     std::lock_guard lock(stats_mutex_);
     stats_.prompt_tokens += static_cast<int64_t>(req.prompt_ids.size()) * req.params.n;
   }
@@ -176,6 +184,7 @@ void Engine::drain_inbox() {
                                   [](const auto& s) { return s->is_finished(); });
     if (done) {
       for (auto& s : it->second.seqs) owner_.erase(s.get());
+      request_prompt_logprobs_.erase(it->first);  // aborted while its prompt was being scored
       it = requests_.erase(it);
     } else {
       ++it;
@@ -188,6 +197,8 @@ void Engine::finish(RequestState& request, Sequence& seq, FinishReason reason, c
   seq.status = SequenceStatus::kFinished;
   seq.finish_reason = reason;
   scheduler_.remove(&seq);
+  last_token_time_.erase(&seq);
+  waiting_since_.erase(&seq);
   RequestDelta own;
   RequestDelta& delta = last != nullptr ? *last : own;
   delta.index = seq.index;
@@ -220,6 +231,10 @@ void Engine::apply_block_moves(const SchedulerOutput& out) {
 }
 
 bool Engine::step() {
+  if (config_.fail_at_step > 0 && has_work() && ++steps_started_ == config_.fail_at_step) {
+    throw InternalError(
+        fmt::format("injected engine fault at step {} (EngineConfig::fail_at_step)", steps_started_));
+  }
   drain_inbox();
   const SchedulerOutput out = scheduler_.schedule();
   publish_gauges();
@@ -227,8 +242,14 @@ bool Engine::step() {
   apply_block_moves(out);
   {
     const double now = now_seconds();
+    // A preempted sequence waits to rejoin the batch (it is never scheduled again in the same step).
+    for (const Sequence* p : out.preempted) waiting_since_[p] = now;
     std::lock_guard lock(stats_mutex_);
     for (const auto& s : out.scheduled) {
+      if (const auto it = waiting_since_.find(s.seq); it != waiting_since_.end()) {
+        stats_.batch_wait_time.observe(now - it->second);
+        waiting_since_.erase(it);
+      }
       RequestState& request = *owner_.at(s.seq);
       if (request.scheduled) continue;
       request.scheduled = true;
@@ -248,8 +269,7 @@ bool Engine::step() {
   for (const auto& s : out.scheduled) {
     const Sequence& seq = *s.seq;
     const int64_t begin = seq.num_computed_tokens, end = begin + s.num_new_tokens;
-    const bool wants_prompt_logprobs = seq.params.prompt_logprobs.has_value() && seq.index == 0 &&
-                                       begin < seq.num_prompt_tokens;
+    const bool wants_prompt_logprobs = scores_prompt(seq, begin);
     first_logit_row.push_back(-1);
     for (int64_t pos = begin; pos < end; ++pos) {
       batch.token_ids.push_back(seq.token_ids[static_cast<size_t>(pos)]);
@@ -292,7 +312,7 @@ void Engine::process_outputs(const SchedulerOutput& out,
     if (first_logit_row[i] < 0) continue;
     const float* rows = host_logits_.data() + int64_t{first_logit_row[i]} * vocab;
 
-    if (seq.params.prompt_logprobs && seq.index == 0 && begin < seq.num_prompt_tokens) {
+    if (scores_prompt(seq, begin)) {
       // Row k holds the distribution of the token at begin + k + 1.
       auto& pending = request_prompt_logprobs_[request.id];
       if (pending.empty()) pending.resize(static_cast<size_t>(seq.num_prompt_tokens));
@@ -353,7 +373,6 @@ void Engine::process_outputs(const SchedulerOutput& out,
       if (stopped_on_text) s->finish_reason = FinishReason::kStop;
       const bool done = stopped_on_text || check_stop(*s);
       if (done) {
-        last_token_time_.erase(s);
         finish(request, *s, s->finish_reason, {}, &d);
       } else {
         request.stream->push(std::move(d));
@@ -377,6 +396,7 @@ void Engine::fork_samples(RequestState& request) {
       // No block to copy the partial prompt block into: this sample computes its prompt itself (its full
       // blocks still come from the prefix cache).
       scheduler_.add(&child);
+      waiting_since_[&child] = now_seconds();
     }
   }
   model_.copy_blocks(copies);
@@ -402,10 +422,41 @@ bool Engine::check_stop(Sequence& seq) {
   return false;
 }
 
-void Engine::fail_all(const std::string& error) {
-  for (auto& [id, request] : requests_)
-    for (auto& seq : request.seqs)
-      if (!seq->is_finished()) finish(request, *seq, FinishReason::kError, error);
+void Engine::die(const std::string& error) {
+  std::vector<std::pair<int64_t, EngineRequest>> inbox;
+  std::unordered_map<int64_t, Pending> streams;
+  {
+    std::lock_guard lock(inbox_mutex_);
+    dead_ = true;
+    failure_ = error;
+    inbox.swap(inbox_);
+    streams.swap(pending_streams_);
+    queued_ = 0;
+  }
+  // Every open sample, counted in the stats before its stream hears of it.
+  std::vector<std::pair<RequestStream*, int32_t>> open;
+  for (auto& [id, request] : requests_) {
+    for (auto& seq : request.seqs) {
+      if (seq->is_finished()) continue;
+      seq->status = SequenceStatus::kFinished;
+      seq->finish_reason = FinishReason::kError;
+      open.emplace_back(request.stream.get(), seq->index);
+    }
+  }
+  for (auto& [id, request] : inbox)
+    for (int32_t i = 0; i < request.params.n; ++i) open.emplace_back(streams.at(id).stream.get(), i);
+  {
+    std::lock_guard lock(stats_mutex_);
+    stats_.finished["error"] += static_cast<int64_t>(open.size());
+    stats_.num_running = stats_.num_waiting = stats_.num_swapped = 0;
+  }
+  for (auto& [stream, index] : open) {
+    RequestDelta d;
+    d.index = index;
+    d.finish_reason = FinishReason::kError;
+    d.error = error;
+    stream->push(std::move(d));
+  }
 }
 
 void Engine::start() {
@@ -416,8 +467,14 @@ void Engine::start() {
       try {
         worked = step();
       } catch (const std::exception& e) {
-        spdlog::error("engine step failed: {}; ending every request in flight", e.what());
-        fail_all(e.what());
+        spdlog::critical("engine step failed: {}; the engine is dead, ending every request", e.what());
+        die(e.what());
+        return;
+      } catch (...) {
+        spdlog::critical(
+            "engine step failed with an unknown exception; the engine is dead, ending every request");
+        die("unknown exception");
+        return;
       }
       if (!worked) {
         std::unique_lock lock(inbox_mutex_);
@@ -432,6 +489,11 @@ void Engine::stop() {
   stop_ = true;
   inbox_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+}
+
+std::string Engine::failure() const {
+  std::lock_guard lock(inbox_mutex_);
+  return failure_;
 }
 
 EngineStats Engine::stats() const {
@@ -458,6 +520,18 @@ void Engine::publish_gauges() {
   stats_.kv_cache_fragmentation = allocated > 0 ? 1.0 - static_cast<double>(used) / static_cast<double>(allocated) : 0.0;
 }
 
-void Engine::check_invariants() const { blocks_.check_invariants(scheduler_.live_sequences()); }
+void Engine::check_invariants() const {
+  blocks_.check_invariants(scheduler_.live_sequences());
+  // Per-request bookkeeping leaves with its request (a long-running server must not grow with aborts).
+  for (const auto& [seq, time] : last_token_time_) {
+    DS_CHECK(owner_.contains(seq) && !seq->is_finished(), "token time kept for a finished sequence");
+  }
+  for (const auto& [seq, since] : waiting_since_) {
+    DS_CHECK(owner_.contains(seq) && !seq->is_finished(), "wait time kept for a finished sequence");
+  }
+  for (const auto& [id, logprobs] : request_prompt_logprobs_) {
+    DS_CHECK(requests_.contains(id), "prompt logprobs kept for finished request {}", id);
+  }
+}
 
 }  // namespace ds

@@ -5,6 +5,10 @@
 // stops -> push deltas to each request's stream -> free finished sequences. Other threads only submit() and
 // abort(); everything else is owned by the step thread (tests call step() directly instead of start()).
 //
+// Failure: when step() throws on the engine thread (start()), the engine is dead: every request in flight or
+// queued ends with finish_reason error, submit() throws EngineDeadError, and no further step runs. Its state
+// after a fault cannot be trusted, so the process is expected to exit (dead() tells the server).
+//
 // Ownership: the engine owns Sequences (by request); Scheduler and BlockManager hold pointers to them, and a
 // sequence leaves both before it is destroyed.
 #pragma once
@@ -34,6 +38,13 @@ class OverloadedError : public UserError {
   using UserError::UserError;
 };
 
+// The engine has failed (a step threw: a backend, device or communication fault) and serves nothing more; the
+// process should exit so that a supervisor restarts it. HTTP 503.
+class EngineDeadError : public Error {
+ public:
+  using Error::Error;
+};
+
 struct EngineConfig {
   SchedulerConfig scheduler;
   int32_t block_size = 16;
@@ -42,6 +53,10 @@ struct EngineConfig {
   bool enable_prefix_caching = true;
   int64_t max_model_len = 0;      // 0: the model's max_position_embeddings
   int64_t max_queue_len = 1 << 20;
+  // Fault injection for tests of the failure path: the step with this number (counting from 1, and only steps
+  // that have work) throws, as a backend fault would, before it reads the inbox. 0: never. Set only by code
+  // (tests, and `deepserve serve` from an environment variable of the operator's); no request can reach it.
+  int64_t fail_at_step = 0;
 };
 
 struct EngineRequest {
@@ -99,8 +114,11 @@ class Engine {
   // Ends the request (every sample) with finish_reason abort; its blocks are freed in the next step.
   void abort(int64_t request_id);
 
-  void start();  // a thread running step() until stop()
+  void start();  // a thread running step() until stop(), or until a step throws (then the engine is dead)
   void stop();
+  // True once a step on the engine thread has failed; failure() says why.
+  [[nodiscard]] bool dead() const { return dead_.load(); }
+  [[nodiscard]] std::string failure() const;
   // One iteration; returns false when there was nothing to do.
   bool step();
   [[nodiscard]] bool has_work() const;
@@ -108,7 +126,8 @@ class Engine {
   // A snapshot taken at the end of the last step (any thread may call it; it never reads the step thread's state).
   [[nodiscard]] EngineStats stats() const;
   [[nodiscard]] const EngineConfig& config() const { return config_; }
-  // BlockManager invariants over every live sequence (tests call it after each step).
+  // BlockManager invariants over every live sequence, and no per-request state left behind by finished ones
+  // (tests call it after each step).
   void check_invariants() const;
 
  private:
@@ -116,7 +135,7 @@ class Engine {
     int64_t id = 0;
     std::shared_ptr<RequestStream> stream;
     std::vector<std::unique_ptr<Sequence>> seqs;  // seqs[0] computes the prompt; n > 1 forks the rest from it
-    double arrival_time = 0.0;
+    double arrival_time = 0.0;                    // submit()
     std::optional<double> first_token_time;
     bool scheduled = false;  // first scheduled yet (queue time observed)
     bool forked = false;
@@ -135,7 +154,10 @@ class Engine {
   void fork_samples(RequestState& request);
   // EOS, stop token ids, length. Stop strings are checked on the text, in process_outputs.
   [[nodiscard]] bool check_stop(Sequence& seq);
-  void fail_all(const std::string& error);
+  // The engine thread after a failed step: marks the engine dead and ends every request, queued ones
+  // included, with finish_reason error. Touches neither the scheduler nor the block manager, whose state the
+  // failure may have left half-updated.
+  void die(const std::string& error);
   // Copies the gauges (queues, KV usage, prefix cache, preemptions) into stats_; step thread only.
   void publish_gauges();
 
@@ -148,6 +170,9 @@ class Engine {
   std::unordered_map<const Sequence*, RequestState*> owner_;
   std::unordered_map<int64_t, std::vector<std::optional<SampledToken>>> request_prompt_logprobs_;
   std::unordered_map<const Sequence*, double> last_token_time_;
+  // Sequences ready to run but not in the batch (new, preempted, or a sample that could not share its
+  // parent's blocks), and since when: batch_wait_time is observed when a step takes them in.
+  std::unordered_map<const Sequence*, double> waiting_since_;
   Sampler sampler_;
   std::vector<float> host_logits_;  // this step's logits, copied from the backend
 
@@ -155,7 +180,12 @@ class Engine {
   std::condition_variable inbox_cv_;
   std::vector<std::pair<int64_t, EngineRequest>> inbox_;
   std::vector<int64_t> aborts_;
-  std::unordered_map<int64_t, std::shared_ptr<RequestStream>> pending_streams_;
+  // The stream and the submission time travel with the request through the inbox.
+  struct Pending {
+    std::shared_ptr<RequestStream> stream;
+    double submitted = 0.0;
+  };
+  std::unordered_map<int64_t, Pending> pending_streams_;
   int64_t next_request_id_ = 1;
   int64_t next_seq_id_ = 1;
   int64_t queued_ = 0;  // submitted and not yet finished
@@ -165,6 +195,9 @@ class Engine {
 
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> dead_{false};
+  std::string failure_;        // guarded by inbox_mutex_
+  int64_t steps_started_ = 0;  // steps with work, for fail_at_step
   std::mt19937_64 unseeded_rng_;
 };
 

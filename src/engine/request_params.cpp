@@ -5,6 +5,7 @@
 #include <cmath>
 #include <set>
 
+#include "io/json_limits.h"
 #include "util/check.h"
 
 namespace ds {
@@ -29,7 +30,8 @@ class Fields {
   bool read(const char* name, double& out) {
     const auto* v = get(name);
     if (v == nullptr) return false;
-    if (!v->is_number()) throw InvalidArgument(name, fmt::format("'{}' must be a number, got {}", name, v->dump()));
+    if (!v->is_number())
+      throw InvalidArgument(name, fmt::format("'{}' must be a number, got {}", name, json_excerpt(*v)));
     out = v->get<double>();
     if (!std::isfinite(out)) throw InvalidArgument(name, fmt::format("'{}' must be finite", name));
     return true;
@@ -38,7 +40,7 @@ class Fields {
     const auto* v = get(name);
     if (v == nullptr) return false;
     if (!v->is_number_integer()) {
-      throw InvalidArgument(name, fmt::format("'{}' must be an integer, got {}", name, v->dump()));
+      throw InvalidArgument(name, fmt::format("'{}' must be an integer, got {}", name, json_excerpt(*v)));
     }
     out = v->get<int64_t>();
     return true;
@@ -46,7 +48,8 @@ class Fields {
   bool read(const char* name, bool& out) {
     const auto* v = get(name);
     if (v == nullptr) return false;
-    if (!v->is_boolean()) throw InvalidArgument(name, fmt::format("'{}' must be true or false, got {}", name, v->dump()));
+    if (!v->is_boolean())
+      throw InvalidArgument(name, fmt::format("'{}' must be true or false, got {}", name, json_excerpt(*v)));
     out = v->get<bool>();
     return true;
   }
@@ -64,11 +67,37 @@ std::vector<int32_t> parse_token_ids(const nlohmann::json& value, const std::str
   std::vector<int32_t> ids;
   for (const auto& v : value) {
     if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX) {
-      throw InvalidArgument(param, fmt::format("'{}' must hold non-negative integer token ids, got {}", param, v.dump()));
+      throw InvalidArgument(param, fmt::format("'{}' must hold non-negative integer token ids, got {}", param,
+                                               json_excerpt(v)));
     }
     ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
   }
   return ids;
+}
+
+nlohmann::json sampling_params_json(const SamplingParams& p) {
+  nlohmann::json out = {{"n", p.n},
+                        {"temperature", p.temperature},
+                        {"top_p", p.top_p},
+                        {"top_k", p.top_k},
+                        {"min_p", p.min_p},
+                        {"repetition_penalty", p.repetition_penalty},
+                        {"presence_penalty", p.presence_penalty},
+                        {"frequency_penalty", p.frequency_penalty},
+                        {"seed", nullptr},
+                        {"max_tokens", p.max_tokens},
+                        {"min_tokens", p.min_tokens},
+                        {"stop", p.stop},
+                        {"stop_token_ids", p.stop_token_ids},
+                        {"include_stop_str_in_output", p.include_stop_str_in_output},
+                        {"ignore_eos", p.ignore_eos},
+                        {"logprobs", nullptr},
+                        {"prompt_logprobs", nullptr},
+                        {"skip_special_tokens", p.skip_special_tokens}};
+  if (p.seed) out["seed"] = *p.seed;
+  if (p.logprobs) out["logprobs"] = *p.logprobs;
+  if (p.prompt_logprobs) out["prompt_logprobs"] = *p.prompt_logprobs;
+  return out;
 }
 
 SamplingParams parse_sampling_params(const nlohmann::json& body, std::vector<std::string>* unknown) {
@@ -89,7 +118,8 @@ SamplingParams parse_sampling_params(const nlohmann::json& body, std::vector<std
   (void)f.read("include_stop_str_in_output", p.include_stop_str_in_output);
   (void)f.read("skip_special_tokens", p.skip_special_tokens);
   if (const auto* v = f.get("seed")) {
-    if (!v->is_number_integer()) throw InvalidArgument("seed", fmt::format("'seed' must be an integer, got {}", v->dump()));
+    if (!v->is_number_integer())
+      throw InvalidArgument("seed", fmt::format("'seed' must be an integer, got {}", json_excerpt(*v)));
     p.seed = v->is_number_unsigned() ? v->get<uint64_t>() : static_cast<uint64_t>(v->get<int64_t>());
   }
   if (const auto* v = f.get("stop")) {
@@ -116,7 +146,8 @@ SamplingParams parse_sampling_params(const nlohmann::json& body, std::vector<std
     } else if (v->is_number_integer()) {
       p.logprobs = v->get<int64_t>();
     } else {
-      throw InvalidArgument("logprobs", fmt::format("'logprobs' must be an integer or a boolean, got {}", v->dump()));
+      throw InvalidArgument(
+          "logprobs", fmt::format("'logprobs' must be an integer or a boolean, got {}", json_excerpt(*v)));
     }
   }
   if (const auto* v = f.get("prompt_logprobs")) {

@@ -16,6 +16,9 @@ namespace ds {
 // (model, prompt, messages, stream, ...) excepted.
 [[nodiscard]] SamplingParams parse_sampling_params(const nlohmann::json& body, std::vector<std::string>* unknown = nullptr);
 
+// The parameters as request fields (vLLM's names), for logs: every field, defaults included.
+[[nodiscard]] nlohmann::json sampling_params_json(const SamplingParams& params);
+
 // A prompt given as token ids: a list of integers. InvalidArgument("prompt", ...) otherwise.
 [[nodiscard]] std::vector<int32_t> parse_token_ids(const nlohmann::json& value, const std::string& param);
 

@@ -50,6 +50,12 @@ struct EngineStats {
   Histogram e2e_request_latency{{0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
                                  120.0}};
   Histogram request_queue_time{{0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0}};
+  // Each wait of a sequence to join a step's batch: from submit() (or its preemption, or its fork when it
+  // could not share its parent's blocks) to the step that schedules it. request_queue_time counts a
+  // request's first wait only; this one counts every wait of every sample, so re-queueing under KV
+  // pressure shows here.
+  Histogram batch_wait_time{
+      {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0}};
 };
 
 }  // namespace ds

@@ -37,6 +37,7 @@ std::string AccessLog::format(const ExchangeSummary& s) {
                          {"completion_tokens", s.completion_tokens},
                          {"latency_ms", std::round(s.latency_s * 1e4) / 10.0}};
   if (s.client_disconnected) line["client_disconnected"] = true;
+  if (s.request_details) line["request"] = *s.request_details;
   return line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 

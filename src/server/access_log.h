@@ -1,5 +1,6 @@
 // The access log: one JSON object per answered request, one per line (request id, user, route, status,
-// tokens in and out, latency). Written to a file or to stdout ("-").
+// tokens in and out, latency). Written to a file or to stdout ("-"). Prompts and sampling parameters appear
+// only with --log-requests (the "request" object, see server/request_log.h).
 #pragma once
 
 #include <cstdio>

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,9 @@ struct ChatRenderInput {
   bool add_generation_prompt = true;
   bool continue_final_message = false;
   nlohmann::ordered_json tools;  // null when the request has none
+  // --allow-client-chat-template only: the request's own template and extra template variables.
+  std::optional<std::string> chat_template;
+  nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
 };
 // Renders with the model's chat template; throws a UserError (-> 400) when the template fails.
 using ChatRenderer = std::function<std::string(const ChatRenderInput&)>;
@@ -33,6 +37,9 @@ struct ApiConfig {
   int64_t max_n = 16;
   int retry_after_s = 1;  // Retry-After of 503 answers
   std::string reasoning_parser;  // --reasoning-parser: "deepseek_r1", or empty for none
+  bool log_requests = false;  // --log-requests: prompts and sampling params in the access log
+  // --allow-client-chat-template: a request's chat_template / chat_template_kwargs are used, not ignored.
+  bool allow_client_chat_template = false;
 };
 
 struct ApiContext {
@@ -52,6 +59,9 @@ struct ApiContext {
   void check_accepting() const;
   // Token ids inside the vocabulary and prompt + max_tokens within --max-model-len (context_length_exceeded).
   void check_prompt(const std::vector<int32_t>& ids, int64_t max_tokens, const char* param) const;
+  // chat_template (a string) and chat_template_kwargs (an object) into `render` when
+  // --allow-client-chat-template is on (400 naming the field for a wrong type); ignored otherwise.
+  void read_client_chat_template(const nlohmann::json& body, ChatRenderInput& render) const;
   // 400 when the model directory has no tokenizer.
   [[nodiscard]] const tokenizer::Tokenizer& require_tokenizer(const char* what) const;
 };
@@ -59,6 +69,17 @@ struct ApiContext {
 // "cmpl-" + 24 random hex digits and the like.
 [[nodiscard]] std::string random_id(const char* prefix);
 [[nodiscard]] int64_t unix_time();
+
+// What both generation routes read first: 503 unless accepting, the body (400 if it is not a JSON object),
+// the model (404), a fresh id with `id_prefix`, stream and stream_options.include_usage,
+// return_token_ids (default `return_token_ids_default`), return_tokens_as_token_ids, and `user` (checked
+// to be a string).
+struct GenerationRequest {
+  nlohmann::json body;
+  JobOptions options;
+};
+[[nodiscard]] GenerationRequest begin_generation(const ApiContext& api, const Exchange& exchange,
+                                                 const char* id_prefix, bool return_token_ids_default);
 
 void handle_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchange);
 void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchange);

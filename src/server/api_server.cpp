@@ -31,6 +31,10 @@ std::string ApiContext::resolve_model(const nlohmann::json& body) const {
 }
 
 void ApiContext::check_accepting() const {
+  if (engine.dead()) {
+    throw unavailable("the engine has failed and this server is restarting; retry on another replica",
+                      "engine_dead", config.retry_after_s);
+  }
   if (draining) {
     throw unavailable("the server is shutting down; retry on another replica", "shutting_down",
                       config.retry_after_s);
@@ -53,6 +57,16 @@ void ApiContext::check_prompt(const std::vector<int32_t>& ids, int64_t max_token
                     "the prompt or of max_tokens.",
                     config.max_model_len, prompt_tokens + max_tokens, prompt_tokens, max_tokens),
         param, "context_length_exceeded");
+  }
+}
+
+void ApiContext::read_client_chat_template(const nlohmann::json& body, ChatRenderInput& render) const {
+  if (!config.allow_client_chat_template) return;
+  if (const auto tmpl = optional_string(body, "chat_template")) render.chat_template = *tmpl;
+  if (const auto it = body.find("chat_template_kwargs"); it != body.end() && !it->is_null()) {
+    if (!it->is_object())
+      throw bad_request("'chat_template_kwargs' must be an object", "chat_template_kwargs");
+    render.chat_template_kwargs = nlohmann::ordered_json::parse(it->dump());
   }
 }
 
@@ -103,6 +117,7 @@ class LimitedExchange final : public Exchange {
   void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) override {
     inner_->set_tokens(prompt_tokens, completion_tokens);
   }
+  void set_request_details(nlohmann::json details) override { inner_->set_request_details(std::move(details)); }
 
  private:
   std::shared_ptr<Exchange> inner_;
@@ -110,6 +125,24 @@ class LimitedExchange final : public Exchange {
 };
 
 }  // namespace
+
+GenerationRequest begin_generation(const ApiContext& api, const Exchange& exchange, const char* id_prefix,
+                                   bool return_token_ids_default) {
+  api.check_accepting();
+  GenerationRequest r;
+  r.body = parse_body(exchange.request().body);
+  JobOptions& o = r.options;
+  o.model = api.resolve_model(r.body);
+  o.id = random_id(id_prefix);
+  o.created = unix_time();
+  o.stream = optional_bool(r.body, "stream", false);
+  o.include_usage = include_usage(r.body, o.stream);
+  o.return_token_ids = optional_bool(r.body, "return_token_ids", return_token_ids_default);
+  o.tokens_as_ids = optional_bool(r.body, "return_tokens_as_token_ids", false);
+  o.log_requests = api.config.log_requests;
+  (void)optional_string(r.body, "user");
+  return r;
+}
 
 ApiServer::ApiServer(Engine& engine, const tokenizer::Tokenizer* tokenizer, ChatRenderer chat_renderer,
                      ApiConfig api, HttpServerConfig http)
@@ -185,9 +218,9 @@ Handler ApiServer::wrap(void (*handler)(ApiContext&, const std::shared_ptr<Excha
     try {
       handler(api_, exchange);
     } catch (...) {
-      const ErrorReply error = error_reply(std::current_exception());
+      const ErrorReply error = error_reply(std::current_exception(), exchange->request_id());
       if (exchange->events_started()) {
-        exchange->send_event(error.body().dump());
+        exchange->send_event(error.body().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
         exchange->end_events();
       } else {
         exchange->reply_error(error);
@@ -222,13 +255,19 @@ void ApiServer::add_routes() {
     in.model_name = api_.config.served_model_names.front();
     in.num_connections = http_.num_connections();
     in.draining = api_.draining;
+    const std::vector<GpuSample> gpus =
+        gpu_monitor_ != nullptr ? gpu_monitor_->sample() : std::vector<GpuSample>{};
+    in.gpus = &gpus;
     exchange->reply(200, render_metrics(in) + users_.render(in.model_name),
                     "text/plain; version=0.0.4; charset=utf-8");
   });
   http_.get(
       "/health",
       [this](const std::shared_ptr<Exchange>& exchange) {
-        if (api_.draining) {
+        if (api_.engine.dead()) {
+          exchange->reply_error(
+              unavailable("the engine has failed", "engine_dead", api_.config.retry_after_s).reply());
+        } else if (api_.draining) {
           exchange->reply_error(
               unavailable("the server is shutting down", "shutting_down", api_.config.retry_after_s).reply());
         } else {

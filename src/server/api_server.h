@@ -18,6 +18,7 @@
 #include "server/access_log.h"
 #include "server/api_context.h"
 #include "server/auth.h"
+#include "server/gpu_metrics.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
 #include "server/user_limits.h"
@@ -44,6 +45,8 @@ class ApiServer {
   bool reload();
   // nullptr: no access log. It must outlive the server.
   void set_access_log(AccessLog* log) { access_log_ = log; }
+  // GPU metrics in /metrics from this monitor (nullptr: none). It must outlive the server.
+  void set_gpu_monitor(const GpuMonitor* monitor) { gpu_monitor_ = monitor; }
 
   void start();
   [[nodiscard]] uint16_t port() const { return http_.port(); }
@@ -73,6 +76,7 @@ class ApiServer {
   std::shared_ptr<UserLimiter> limiter_ = std::make_shared<UserLimiter>(0);
   UserCounters users_;
   AccessLog* access_log_ = nullptr;
+  const GpuMonitor* gpu_monitor_ = nullptr;
   HttpCounters counters_;
   const int64_t started_ = 0;
 };

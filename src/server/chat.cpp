@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/request_params.h"
+#include "io/json_limits.h"
 #include "server/api_context.h"
 #include "server/chat_output.h"
 #include "server/request_fields.h"
@@ -136,22 +137,13 @@ class ChatJob final : public GenerationJob {
 }  // namespace
 
 void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchange) {
-  api.check_accepting();
-  nlohmann::json body = parse_body(exchange->request().body);
-  JobOptions o;
-  o.model = api.resolve_model(body);
-  o.id = random_id("chatcmpl-");
-  o.created = unix_time();
-  o.stream = optional_bool(body, "stream", false);
-  o.include_usage = include_usage(body, o.stream);
-  o.return_token_ids = optional_bool(body, "return_token_ids", false);
-  o.tokens_as_ids = optional_bool(body, "return_tokens_as_token_ids", false);
-  (void)optional_string(body, "user");
+  auto [body, o] = begin_generation(api, *exchange, "chatcmpl-", false);
 
   ChatRenderInput render;
   render.messages = parse_messages(body);
   render.add_generation_prompt = optional_bool(body, "add_generation_prompt", true);
   render.continue_final_message = optional_bool(body, "continue_final_message", false);
+  api.read_client_chat_template(body, render);
   if (render.add_generation_prompt && render.continue_final_message) {
     throw bad_request("'continue_final_message' and 'add_generation_prompt' cannot both be true",
                       "continue_final_message");
@@ -163,7 +155,7 @@ void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& e
   const ChatOutputOptions output = chat_output_options(body, api.config.reasoning_parser, render.tools);
   // logprobs is a boolean here; top_logprobs (0..20) needs it.
   if (const auto it = body.find("logprobs"); it != body.end() && !it->is_null() && !it->is_boolean()) {
-    throw bad_request(fmt::format("'logprobs' must be true or false, got {}", it->dump()), "logprobs");
+    throw bad_request(fmt::format("'logprobs' must be true or false, got {}", json_excerpt(*it)), "logprobs");
   }
   if (const auto top = optional_int(body, "top_logprobs")) {
     if (*top < 0 || *top > 20) {

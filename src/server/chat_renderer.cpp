@@ -11,7 +11,9 @@ ChatRenderer make_chat_renderer(const PromptEncoder& encoder) {
     inputs.messages = in.messages;
     inputs.tools = in.tools;
     inputs.add_generation_prompt = in.add_generation_prompt && !in.continue_final_message;
-    std::string text = encoder.render_chat(inputs);
+    inputs.kwargs = in.chat_template_kwargs;
+    std::string text =
+        in.chat_template ? encoder.render_chat_with(*in.chat_template, inputs) : encoder.render_chat(inputs);
     if (!in.continue_final_message) return text;
     const auto& last = in.messages.back();
     const std::string content = last["content"].is_string() ? last["content"].get<std::string>() : "";

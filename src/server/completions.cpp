@@ -150,18 +150,9 @@ class CompletionJob final : public GenerationJob {
 }  // namespace
 
 void handle_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchange) {
-  api.check_accepting();
-  nlohmann::json body = parse_body(exchange->request().body);
-  JobOptions o;
-  o.model = api.resolve_model(body);
-  o.id = random_id("cmpl-");
-  o.created = unix_time();
-  o.stream = optional_bool(body, "stream", false);
-  o.include_usage = include_usage(body, o.stream);
+  // Without a tokenizer the token ids are the answer: returned by default.
+  auto [body, o] = begin_generation(api, *exchange, "cmpl-", api.tokenizer == nullptr);
   o.echo = optional_bool(body, "echo", false);
-  o.return_token_ids = optional_bool(body, "return_token_ids", api.tokenizer == nullptr);
-  o.tokens_as_ids = optional_bool(body, "return_tokens_as_token_ids", false);
-  (void)optional_string(body, "user");
   if (body.contains("suffix") && !body["suffix"].is_null()) {
     throw bad_request("'suffix' is not supported", "suffix");
   }

@@ -45,33 +45,34 @@ HttpError unavailable(std::string message, std::string code, int retry_after_s) 
   return HttpError(std::move(r));
 }
 
-ErrorReply error_reply(std::exception_ptr error) {
+ErrorReply error_reply(std::exception_ptr error, const std::string& request_id) {
+  std::string detail;
   try {
     std::rethrow_exception(error);
   } catch (const HttpError& e) {
     return e.reply();
   } catch (const OverloadedError& e) {
     return unavailable(e.what(), "overloaded").reply();
+  } catch (const EngineDeadError& e) {
+    return unavailable("the engine has failed and this server is restarting; retry on another replica",
+                       "engine_dead")
+        .reply();
   } catch (const InvalidArgument& e) {
     return bad_request(e.what(), e.param()).reply();
   } catch (const UserError& e) {
     // Template errors and the like: the request asked for something that cannot be done.
     return bad_request(e.what()).reply();
   } catch (const std::exception& e) {
-    spdlog::error("internal error while serving a request: {}", e.what());
-    ErrorReply r;
-    r.status = 500;
-    r.message = fmt::format("internal server error: {}", e.what());
-    r.code = "internal_error";
-    return r;
+    detail = e.what();
   } catch (...) {
-    spdlog::error("internal error while serving a request: unknown exception");
-    ErrorReply r;
-    r.status = 500;
-    r.message = "internal server error";
-    r.code = "internal_error";
-    return r;
+    detail = "unknown exception";
   }
+  spdlog::error("request {}: internal error: {}", request_id, detail);
+  ErrorReply r;
+  r.status = 500;
+  r.message = fmt::format("internal error (request id {})", request_id);
+  r.code = "internal_error";
+  return r;
 }
 
 }  // namespace ds::server

@@ -2,7 +2,7 @@
 //
 // Handlers throw; one wrapper (error_reply) turns whatever was thrown into a status and a body:
 // HttpError as it is, InvalidArgument -> 400 with its param, OverloadedError -> 503 + Retry-After, any other
-// UserError -> 400, and everything else -> 500 (only our own bugs may answer 500).
+// UserError -> 400, EngineDeadError -> 503, and everything else -> 500 (only our own bugs may answer 500).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -41,7 +41,9 @@ class HttpError : public std::exception {
 // 503 with Retry-After: overloaded or shutting down.
 [[nodiscard]] HttpError unavailable(std::string message, std::string code, int retry_after_s = 1);
 
-// The reply for the exception being handled (call inside a catch block) or for `error`.
-[[nodiscard]] ErrorReply error_reply(std::exception_ptr error);
+// The reply for `error` (std::current_exception() inside a catch block). A 500 says only "internal error
+// (request id X)": what was thrown (a failed check's file:line, a device error) is logged with the request
+// id, never sent to the client.
+[[nodiscard]] ErrorReply error_reply(std::exception_ptr error, const std::string& request_id);
 
 }  // namespace ds::server

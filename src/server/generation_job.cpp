@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "server/request_log.h"
+
 namespace ds::server {
 
 void JobRegistry::add(const std::shared_ptr<GenerationJob>& job) {
@@ -54,6 +56,7 @@ GenerationJob::~GenerationJob() {
 
 void GenerationJob::start(std::vector<PromptInput> prompts, const SamplingParams& params) {
   params_ = params;
+  if (options_.log_requests) exchange_->set_request_details(request_log_details(prompts, params, tokenizer_));
   prompts_.reserve(prompts.size());
   try {
     for (auto& input : prompts) {
@@ -146,14 +149,16 @@ void GenerationJob::complete() {
   exchange_->set_tokens(u["prompt_tokens"].get<int64_t>(), u["completion_tokens"].get<int64_t>());
   ErrorReply error;
   if (!error_.empty()) {
+    // The engine's own words (file:line of a failed check, device errors) go to the log, not to the client.
+    spdlog::error("request {}: the engine failed: {}", exchange_->request_id(), error_);
     error.status = 500;
     error.type = "server_error";
-    error.message = error_;
+    error.message = fmt::format("internal error (request id {})", exchange_->request_id());
     error.code = "engine_error";
   }
   if (options_.stream) {
     if (!error_.empty()) {
-      exchange_->send_event(error.body().dump());
+      exchange_->send_event(error.body().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     } else if (options_.include_usage) {
       nlohmann::json chunk = chunk_head();
       chunk["choices"] = nlohmann::json::array();

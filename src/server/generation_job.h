@@ -60,6 +60,7 @@ struct JobOptions {
   bool echo_only = false;         // echo with max_tokens 0: the prompt (and its logprobs) is the answer
   bool return_token_ids = false;  // vLLM's return_token_ids: prompt_token_ids and token_ids in the answer
   bool tokens_as_ids = false;     // vLLM's return_tokens_as_token_ids: logprob tokens as "token_id:N"
+  bool log_requests = false;      // --log-requests: the prompts and params go to the access log
 };
 
 class GenerationJob : public std::enable_shared_from_this<GenerationJob> {

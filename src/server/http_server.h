@@ -81,6 +81,8 @@ struct ExchangeSummary {
   int64_t completion_tokens = 0;
   double latency_s = 0.0;
   bool client_disconnected = false;
+  // --log-requests: what the route chose to log about the request (prompt, sampling params); else null.
+  std::shared_ptr<const nlohmann::json> request_details;
 };
 
 class Exchange {
@@ -109,6 +111,7 @@ class Exchange {
   virtual void post(std::function<void()> fn) = 0;
   // For the access log.
   virtual void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) = 0;
+  virtual void set_request_details(nlohmann::json details) = 0;
 };
 
 using Handler = std::function<void(const std::shared_ptr<Exchange>&)>;

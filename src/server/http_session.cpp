@@ -91,6 +91,9 @@ class ExchangeImpl final : public Exchange {
   void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) override {
     session_->set_tokens(generation_, prompt_tokens, completion_tokens);
   }
+  void set_request_details(nlohmann::json details) override {
+    session_->set_request_details(generation_, std::move(details));
+  }
 
  private:
   std::shared_ptr<Session<Stream>> session_;
@@ -193,6 +196,11 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     if (generation != generation_) return;
     summary_.prompt_tokens = prompt_tokens;
     summary_.completion_tokens = completion_tokens;
+  }
+
+  void set_request_details(uint64_t generation, nlohmann::json details) {
+    if (generation != generation_) return;
+    summary_.request_details = std::make_shared<const nlohmann::json>(std::move(details));
   }
 
   void post(std::function<void()> fn) {
@@ -366,7 +374,7 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     try {
       route_->handler(exchange);
     } catch (...) {
-      exchange->reply_error(error_reply(std::current_exception()));
+      exchange->reply_error(error_reply(std::current_exception(), request_id_));
     }
   }
 

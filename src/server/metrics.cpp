@@ -125,6 +125,26 @@ std::string render_metrics(const MetricsInput& in) {
                 "Histogram of end to end request latency in seconds.");
     w.histogram("deepserve:request_queue_time_seconds", s.request_queue_time,
                 "Histogram of time spent in WAITING phase for request.");
+    w.histogram("deepserve:batch_wait_time_seconds", s.batch_wait_time,
+                "Histogram of the time a sequence waits to join a batch, each time it waits: from arrival, "
+                "preemption or an unshared fork to the step that schedules it.");
+  }
+  if (in.gpus != nullptr && !in.gpus->empty()) {
+    w.header("deepserve:gpu_utilization_perc", "gauge",
+             "GPU utilization: percent of NVML's last sample period in which a kernel ran.");
+    for (const auto& g : *in.gpus)
+      w.sample("deepserve:gpu_utilization_perc", g.utilization_perc, fmt::format("gpu=\"{}\"", g.index));
+    w.header("deepserve:gpu_memory_used_bytes", "gauge",
+             "GPU memory in use (all processes and the driver's reservation), bytes.");
+    for (const auto& g : *in.gpus) {
+      w.sample("deepserve:gpu_memory_used_bytes", static_cast<double>(g.memory_used_bytes),
+               fmt::format("gpu=\"{}\"", g.index));
+    }
+    w.header("deepserve:gpu_memory_total_bytes", "gauge", "GPU memory in all, bytes.");
+    for (const auto& g : *in.gpus) {
+      w.sample("deepserve:gpu_memory_total_bytes", static_cast<double>(g.memory_total_bytes),
+               fmt::format("gpu=\"{}\"", g.index));
+    }
   }
   w.gauge("deepserve:num_http_connections", static_cast<double>(in.num_connections),
           "Open HTTP connections.");

@@ -1,6 +1,7 @@
 // GET /metrics: Prometheus text exposition (format 0.0.4) of the engine's stats under vLLM's metric names
 // with the `deepserve:` prefix (deepserve:num_requests_running, ...), every series labelled with model_name
-// as vLLM does, plus the server's own counters (HTTP answers by route and status, open connections).
+// as vLLM does, plus the server's own counters (HTTP answers by route and status, open connections), and per
+// GPU (label gpu="N") utilization and memory when NVML is there (server/gpu_metrics.h).
 #pragma once
 
 #include <cstdint>
@@ -9,7 +10,10 @@
 #include <string>
 #include <utility>
 
+#include <vector>
+
 #include "engine/stats.h"
+#include "server/gpu_metrics.h"
 #include "server/http_server.h"
 
 namespace ds::server {
@@ -33,6 +37,7 @@ struct MetricsInput {
   std::string model_name;
   int64_t num_connections = 0;
   bool draining = false;
+  const std::vector<GpuSample>* gpus = nullptr;  // --device cuda with NVML loaded; else none
 };
 
 [[nodiscard]] std::string render_metrics(const MetricsInput& input);

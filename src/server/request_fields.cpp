@@ -5,6 +5,7 @@
 #include <set>
 
 #include "engine/request_params.h"
+#include "io/json_limits.h"
 #include "server/errors.h"
 
 namespace ds::server {
@@ -22,15 +23,22 @@ std::string type_name(const nlohmann::json& v) {
 }  // namespace
 
 nlohmann::json parse_body(const std::string& body) {
+  if (const auto at = find_json_depth_excess(body)) {
+    throw bad_request(
+        fmt::format("the request body nests arrays and objects more than {} levels deep (at byte "
+                    "{}); this server accepts at most {} levels",
+                    kMaxJsonDepth, *at, kMaxJsonDepth));
+  }
   nlohmann::json parsed;
   try {
     parsed = nlohmann::json::parse(body);
   } catch (const nlohmann::json::parse_error& e) {
     // nlohmann's parser also refuses ill-formed UTF-8 and lone surrogates in strings.
-    throw bad_request(fmt::format("the request body is not valid JSON: {}", e.what()));
+    throw bad_request(fmt::format("the request body is not valid JSON: {}", truncate_text(e.what(), 300)));
   } catch (const nlohmann::json::out_of_range& e) {
     // A number beyond double's range (1e999): JSON has no Infinity.
-    throw bad_request(fmt::format("the request body has a number out of range: {}", e.what()));
+    throw bad_request(
+        fmt::format("the request body has a number out of range: {}", truncate_text(e.what(), 300)));
   }
   if (!parsed.is_object()) {
     throw bad_request(fmt::format("the request body must be a JSON object, got {}", type_name(parsed)));
@@ -42,7 +50,7 @@ bool optional_bool(const nlohmann::json& body, const char* name, bool fallback) 
   const auto* v = field(body, name);
   if (v == nullptr) return fallback;
   if (!v->is_boolean())
-    throw bad_request(fmt::format("'{}' must be true or false, got {}", name, v->dump()), name);
+    throw bad_request(fmt::format("'{}' must be true or false, got {}", name, json_excerpt(*v)), name);
   return v->get<bool>();
 }
 
@@ -58,7 +66,7 @@ std::optional<int64_t> optional_int(const nlohmann::json& body, const char* name
   const auto* v = field(body, name);
   if (v == nullptr) return std::nullopt;
   if (!v->is_number_integer()) {
-    throw bad_request(fmt::format("'{}' must be an integer, got {}", name, v->dump()), name);
+    throw bad_request(fmt::format("'{}' must be an integer, got {}", name, json_excerpt(*v)), name);
   }
   return v->get<int64_t>();
 }
@@ -95,7 +103,8 @@ nlohmann::ordered_json parse_messages(const nlohmann::json& body) {
     const auto role_it = m.find("role");
     if (role_it == m.end()) throw bad_request(fmt::format("'{}.role' is required", at), at + ".role");
     if (!role_it->is_string()) {
-      throw bad_request(fmt::format("'{}.role' must be a string, got {}", at, role_it->dump()), at + ".role");
+      throw bad_request(fmt::format("'{}.role' must be a string, got {}", at, json_excerpt(*role_it)),
+                        at + ".role");
     }
     const std::string role = role_it->get<std::string>();
     if (!kRoles.contains(role)) {

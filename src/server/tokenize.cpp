@@ -20,6 +20,7 @@ void handle_tokenize(ApiContext& api, const std::shared_ptr<Exchange>& exchange)
     render.messages = parse_messages(body);
     render.add_generation_prompt = optional_bool(body, "add_generation_prompt", true);
     render.continue_final_message = optional_bool(body, "continue_final_message", false);
+    api.read_client_chat_template(body, render);
     if (const auto it = body.find("tools"); it != body.end() && !it->is_null()) {
       if (!it->is_array()) throw bad_request("'tools' must be a list", "tools");
       render.tools = nlohmann::ordered_json::parse(it->dump());

@@ -35,6 +35,13 @@ std::string PromptEncoder::render_chat(const ChatTemplateInputs& inputs) const {
   return chat_template_->apply(inputs);
 }
 
+std::string PromptEncoder::render_chat_with(std::string_view template_source,
+                                            const ChatTemplateInputs& inputs) const {
+  const ChatTemplate client(std::string(template_source), chat_template_ ? chat_template_->special_tokens()
+                                                                         : nlohmann::ordered_json::object());
+  return client.apply(inputs);
+}
+
 std::vector<int32_t> PromptEncoder::encode_chat(const ChatTemplateInputs& inputs) const {
   return to_ids(tokenizer_.encode(render_chat(inputs), false));
 }

@@ -26,6 +26,11 @@ class PromptEncoder {
   [[nodiscard]] std::vector<int32_t> encode_text(std::string_view text, bool add_special_tokens = true) const;
   // Renders as apply_chat_template(tokenize=False) does; UserError when there is no template.
   [[nodiscard]] std::string render_chat(const ChatTemplateInputs& inputs) const;
+  // Renders with `template_source` (a client's chat_template) in place of the model's template, with the
+  // model's special tokens; the sandbox and its limits are the same. Throws jinja::TemplateError naming the
+  // line and column.
+  [[nodiscard]] std::string render_chat_with(std::string_view template_source,
+                                             const ChatTemplateInputs& inputs) const;
   // apply_chat_template(tokenize=True): the rendered text encoded without adding special tokens (a template
   // that wants BOS prints it).
   [[nodiscard]] std::vector<int32_t> encode_chat(const ChatTemplateInputs& inputs) const;

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
@@ -135,9 +136,45 @@ TEST_P(PreemptionTest, OutputsStayIdenticalWhenTheCacheRunsOut) {
     EXPECT_EQ(s.preemptions_swap, 0);
   }
   EXPECT_EQ(s.num_free_blocks, 14);
+  // Every wait to join a batch is observed: each request's first, and one more after each preemption.
+  EXPECT_EQ(s.request_queue_time.count(), 8);
+  EXPECT_EQ(s.batch_wait_time.count(), 8 + s.preemptions_recompute + s.preemptions_swap);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, PreemptionTest, ::testing::Values(PreemptionMode::kRecompute, PreemptionMode::kSwap));
+
+// One sequence per step: the third request waits for the two before it, about 2 x 5 steps of 5 ms or more.
+TEST_F(EngineTest, BatchWaitTimeIsTheWaitToJoinTheBatch) {
+  EngineConfig config;
+  config.scheduler.max_num_seqs = 1;
+  Engine engine(*model_, config);
+  for (int i = 0; i < 3; ++i) (void)engine.submit(greedy({1, 2, 3, 4}, 5));
+  for (int guard = 0; engine.has_work(); ++guard) {
+    ASSERT_LT(guard, 100);
+    (void)engine.step();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const EngineStats s = engine.stats();
+  EXPECT_EQ(s.batch_wait_time.count(), 3);
+  EXPECT_EQ(s.request_queue_time.count(), 3);
+  // The second waited >= 5 steps, the third >= 10.
+  EXPECT_GE(s.batch_wait_time.sum(), 15 * 0.005);
+  EXPECT_LT(s.batch_wait_time.sum(), 10.0);
+  EXPECT_NEAR(s.batch_wait_time.sum(), s.request_queue_time.sum(), 1e-9);  // no preemption: the same waits
+}
+
+// Fragmentation: allocated KV slots not holding a computed token, over allocated slots.
+TEST_F(EngineTest, KvFragmentationRatioCountsTheUnusedSlotsOfAllocatedBlocks) {
+  EngineConfig config;  // blocks of 16 tokens
+  Engine engine(*model_, config);
+  (void)engine.submit(greedy(std::vector<int32_t>(20, 5), 4));
+  (void)engine.step();  // the prompt: 20 tokens computed in 2 blocks (32 slots)
+  EXPECT_DOUBLE_EQ(engine.stats().kv_cache_fragmentation, 12.0 / 32.0);
+  (void)engine.step();  // the first generated token computed too
+  EXPECT_DOUBLE_EQ(engine.stats().kv_cache_fragmentation, 11.0 / 32.0);
+  run_to_completion(engine);
+  EXPECT_DOUBLE_EQ(engine.stats().kv_cache_fragmentation, 0.0);
+}
 
 TEST_F(EngineTest, SharedPrefixIsComputedOnce) {
   std::mt19937 rng(3);
@@ -268,7 +305,9 @@ TEST_F(EngineTest, AbortAtAnyMomentFreesEveryBlock) {
     Engine engine(*model_, config);
     std::mt19937 rng(static_cast<unsigned>(abort_step));
     int64_t victim = 0;
-    auto doomed = engine.submit(greedy(random_prompt(rng, 40), 20), &victim);
+    EngineRequest doomed_request = greedy(random_prompt(rng, 40), 20);
+    doomed_request.params.prompt_logprobs = 1;  // its prompt is scored over several steps
+    auto doomed = engine.submit(doomed_request, &victim);
     auto other = engine.submit(greedy(random_prompt(rng, 10), 20));
     for (int s = 0; s < abort_step; ++s) (void)engine.step();
     engine.abort(victim);
@@ -328,8 +367,10 @@ TEST_F(EngineTest, BackgroundThreadServesConcurrentSubmitters) {
 namespace ds {
 namespace {
 
-// Prompt log-probs (echo / scoring) through the engine, chunked, against HF's on the V3 fixture.
-TEST(EnginePromptLogprobs, MatchHuggingFaceAcrossChunks) {
+// Prompt log-probs (echo / scoring) through the engine, chunked, against HF's on the V3 fixture; the second
+// round finds every prompt's full blocks in the prefix cache, and must score them all the same (a cached
+// block has no logits: a request with prompt_logprobs does not read the cache).
+TEST(EnginePromptLogprobs, MatchHuggingFaceAcrossChunksAndWithAWarmPrefixCache) {
   const std::string dir = std::string(DS_FIXTURES_DIR) + "/deepseek_v3_tiny_bf16";
   std::ifstream in(dir + "/expected.json");
   const auto expected = nlohmann::json::parse(in);
@@ -339,38 +380,43 @@ TEST(EnginePromptLogprobs, MatchHuggingFaceAcrossChunks) {
   config.num_gpu_blocks = 32;
   config.scheduler.max_num_batched_tokens = 24;  // the 80-token prompt spans four steps
   Engine engine(*model, config);
-  for (const auto& prompt : expected["prompts"]) {
-    EngineRequest r;
-    r.prompt_ids = prompt["prompt_ids"].get<std::vector<int32_t>>();
-    r.params.max_tokens = 1;
-    r.params.temperature = 0;
-    r.params.prompt_logprobs = 3;
-    r.params.logprobs = 2;
-    auto stream = engine.submit(r);
-    while (engine.has_work()) (void)engine.step();
-    RequestDelta d;
-    std::vector<std::optional<SampledToken>> got;
-    std::vector<SampledToken> sampled;
-    while (stream->try_next(d)) {
-      if (!d.prompt_logprobs.empty()) got = d.prompt_logprobs;
-      sampled.insert(sampled.end(), d.logprobs.begin(), d.logprobs.end());
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round == 0 ? "cold cache" : "warm cache");
+    for (const auto& prompt : expected["prompts"]) {
+      EngineRequest r;
+      r.prompt_ids = prompt["prompt_ids"].get<std::vector<int32_t>>();
+      r.params.max_tokens = 1;
+      r.params.temperature = 0;
+      r.params.prompt_logprobs = 3;
+      r.params.logprobs = 2;
+      auto stream = engine.submit(r);
+      while (engine.has_work()) (void)engine.step();
+      RequestDelta d;
+      std::vector<std::optional<SampledToken>> got;
+      std::vector<SampledToken> sampled;
+      while (stream->try_next(d)) {
+        if (!d.prompt_logprobs.empty()) got = d.prompt_logprobs;
+        sampled.insert(sampled.end(), d.logprobs.begin(), d.logprobs.end());
+      }
+      ASSERT_EQ(got.size(), r.prompt_ids.size());
+      EXPECT_FALSE(got[0].has_value());  // nothing predicts the first token
+      for (size_t i = 1; i < got.size(); ++i) {
+        ASSERT_TRUE(got[i].has_value());
+        EXPECT_EQ(got[i]->token, r.prompt_ids[i]);
+        EXPECT_NEAR(got[i]->logprob, prompt["prompt_logprobs"][i].get<double>(), 1e-3) << "position " << i;
+        EXPECT_EQ(got[i]->top_logprobs.size(), 3u);
+      }
+      // The sampled token's logprob and its top-2 against HF's ranking after the prompt.
+      ASSERT_EQ(sampled.size(), 1u);
+      EXPECT_EQ(sampled[0].token, prompt["last_top_logprobs"][0][0].get<int32_t>());
+      EXPECT_NEAR(sampled[0].logprob, prompt["last_top_logprobs"][0][1].get<double>(), 1e-3);
+      ASSERT_EQ(sampled[0].top_logprobs.size(), 2u);
+      EXPECT_EQ(sampled[0].top_logprobs[1].token, prompt["last_top_logprobs"][1][0].get<int32_t>());
     }
-    ASSERT_EQ(got.size(), r.prompt_ids.size());
-    EXPECT_FALSE(got[0].has_value());  // nothing predicts the first token
-    for (size_t i = 1; i < got.size(); ++i) {
-      ASSERT_TRUE(got[i].has_value());
-      EXPECT_EQ(got[i]->token, r.prompt_ids[i]);
-      EXPECT_NEAR(got[i]->logprob, prompt["prompt_logprobs"][i].get<double>(), 1e-3) << "position " << i;
-      EXPECT_EQ(got[i]->top_logprobs.size(), 3u);
-    }
-    // The sampled token's logprob and its top-2 against HF's ranking after the prompt.
-    ASSERT_EQ(sampled.size(), 1u);
-    EXPECT_EQ(sampled[0].token, prompt["last_top_logprobs"][0][0].get<int32_t>());
-    EXPECT_NEAR(sampled[0].logprob, prompt["last_top_logprobs"][0][1].get<double>(), 1e-3);
-    ASSERT_EQ(sampled[0].top_logprobs.size(), 2u);
-    EXPECT_EQ(sampled[0].top_logprobs[1].token, prompt["last_top_logprobs"][1][0].get<int32_t>());
   }
-  EXPECT_EQ(engine.stats().request_queue_time.count(), 4);
+  EXPECT_EQ(engine.stats().request_queue_time.count(), 8);
+  // Nothing was read from the cache, although every full block of the first round was registered in it.
+  EXPECT_EQ(engine.stats().prefix_cache_hits, 0);
 }
 
 }  // namespace

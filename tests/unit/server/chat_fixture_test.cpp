@@ -193,5 +193,110 @@ TEST_F(ChatFixtureTest, ClientChatTemplateAndKwargsAreIgnored) {
   }
 }
 
+// --allow-client-chat-template: the request's chat_template is rendered (same sandbox and limits, the
+// model's special tokens), its chat_template_kwargs become template variables, and a template error is a
+// 400 naming the line and column.
+class ClientChatTemplateTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    testing::HarnessOptions o;
+    o.model_dir = kChatDir;
+    o.with_model_tokenizer = true;
+    o.api.vocab_size = 0;
+    o.api.max_model_len = 0;
+    o.engine.max_model_len = 0;
+    o.api.allow_client_chat_template = true;
+    harness_ = new testing::ServerHarness(o);
+  }
+  static void TearDownTestSuite() { delete harness_; }
+  void TearDown() override { EXPECT_TRUE(harness_->wait_engine_idle()); }
+  static uint16_t port() { return harness_->port(); }
+  static std::vector<int32_t> encode(const std::string& text) {
+    return harness_->encoder().tokenizer().encode(text, false);
+  }
+  static json error_of(const std::string& path, const json& req) {
+    const auto r = post_json(port(), path, req);
+    EXPECT_EQ(r.status, 400) << r.body;
+    return r.status == 400 ? r.json()["error"] : json();
+  }
+  static testing::ServerHarness* harness_;
+};
+testing::ServerHarness* ClientChatTemplateTest::harness_ = nullptr;
+
+const json kMessages = json::array({{{"role", "user"}, {"content", "Hi there"}}});
+
+TEST_F(ClientChatTemplateTest, RequestTemplateAndKwargsAreRendered) {
+  const std::string tmpl =
+      "{{ bos_token }}{% for m in messages %}[{{ m.role }}|{{ m.content }}]{% endfor %}"
+      "{% if add_generation_prompt %}{{ greeting }}{% endif %}";
+  const json kwargs = {{"greeting", "Answer:"}};
+  const std::string bos = "<\uFF5Cbegin\u2581of\u2581sentence\uFF5C>";
+  const auto expected = encode(bos + "[user|Hi there]Answer:");
+  const auto tok =
+      post_json(port(), "/tokenize",
+                {{"messages", kMessages}, {"chat_template", tmpl}, {"chat_template_kwargs", kwargs}});
+  ASSERT_EQ(tok.status, 200) << tok.body;
+  EXPECT_EQ(ids_of(tok.json()["tokens"]), expected);
+  const auto chat = post_json(port(), "/v1/chat/completions",
+                              {{"messages", kMessages},
+                               {"chat_template", tmpl},
+                               {"chat_template_kwargs", kwargs},
+                               {"max_tokens", 2},
+                               {"return_token_ids", true}});
+  ASSERT_EQ(chat.status, 200) << chat.body;
+  EXPECT_EQ(ids_of(chat.json()["prompt_token_ids"]), expected);
+  // Without add_generation_prompt the kwarg is not printed.
+  const auto plain = post_json(port(), "/tokenize",
+                               {{"messages", kMessages},
+                                {"chat_template", tmpl},
+                                {"chat_template_kwargs", kwargs},
+                                {"add_generation_prompt", false}});
+  EXPECT_EQ(ids_of(plain.json()["tokens"]), encode(bos + "[user|Hi there]"));
+}
+
+TEST_F(ClientChatTemplateTest, KwargsReachTheModelsOwnTemplate) {
+  // DeepSeek-V3's template prints bos_token first; a kwarg of that name overrides the special token, as
+  // transformers' apply_chat_template(**kwargs) does.
+  const auto own = post_json(port(), "/tokenize", {{"messages", kMessages}});
+  const auto with = post_json(port(), "/tokenize",
+                              {{"messages", kMessages}, {"chat_template_kwargs", {{"bos_token", "CUSTOM"}}}});
+  ASSERT_EQ(with.status, 200) << with.body;
+  const std::string own_text = harness_->tokenizer()->decode(ids_of(own.json()["tokens"]), false);
+  const std::string text = harness_->tokenizer()->decode(ids_of(with.json()["tokens"]), false);
+  EXPECT_TRUE(text.starts_with("CUSTOM")) << text;
+  EXPECT_EQ(text.substr(6), own_text.substr(own_text.find("<\uFF5CUser\uFF5C>")))
+      << own_text << " / " << text;
+}
+
+TEST_F(ClientChatTemplateTest, TemplateErrorsAre400WithLineAndColumn) {
+  json e = error_of("/v1/chat/completions",
+                    {{"messages", kMessages}, {"chat_template", "ok\n{% for %}"}, {"max_tokens", 1}});
+  EXPECT_EQ(e["type"], "invalid_request_error");
+  EXPECT_NE(e["message"].get<std::string>().find("TemplateSyntaxError at line 2, column"), std::string::npos)
+      << e.dump();
+  e = error_of("/tokenize",
+               {{"messages", kMessages}, {"chat_template", "a\nb\n{{ messages[0].content.nope() }}"}});
+  EXPECT_NE(e["message"].get<std::string>().find("at line 3, column"), std::string::npos) << e.dump();
+  e = error_of("/tokenize",
+               {{"messages", kMessages}, {"chat_template", "{{ raise_exception('no tools here') }}"}});
+  EXPECT_NE(e["message"].get<std::string>().find("no tools here"), std::string::npos) << e.dump();
+  // The sandbox's limits hold for a client's template.
+  e = error_of("/v1/chat/completions", {{"messages", kMessages},
+                                        {"chat_template", "{% for i in range(999999999) %}x{% endfor %}"},
+                                        {"max_tokens", 1}});
+  EXPECT_NE(e["message"].get<std::string>().find("LimitError"), std::string::npos) << e.dump();
+  // Wrong types name the field; a kwarg may not replace an argument.
+  EXPECT_EQ(error_of("/tokenize", {{"messages", kMessages}, {"chat_template", 5}})["param"], "chat_template");
+  EXPECT_EQ(
+      error_of("/v1/chat/completions", {{"messages", kMessages}, {"chat_template_kwargs", "x"}})["param"],
+      "chat_template_kwargs");
+  e = error_of("/tokenize",
+               {{"messages", kMessages}, {"chat_template_kwargs", {{"messages", json::array()}}}});
+  EXPECT_NE(e["message"].get<std::string>().find("would replace an argument"), std::string::npos) << e.dump();
+  // Still serving with the model's template.
+  EXPECT_EQ(post_json(port(), "/v1/chat/completions", {{"messages", kMessages}, {"max_tokens", 1}}).status,
+            200);
+}
+
 }  // namespace
 }  // namespace ds::server

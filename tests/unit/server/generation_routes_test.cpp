@@ -228,6 +228,46 @@ TEST_F(CompletionsTest, EchoPrependsThePromptAndItsLogprobs) {
   EXPECT_EQ(lp["tokens"][3], "token_id:" + std::to_string(gen[0]));
 }
 
+// Streamed echo + logprobs + n > 1: the first chunk of every choice carries the echoed prompt and the
+// prompt's logprobs, the same as the non-streamed answer's. The non-streamed request ran first, so the
+// streamed ones find the prompt's two full blocks in the prefix cache: those positions used to come back
+// null for every choice.
+TEST_F(CompletionsTest, StreamedEchoGivesEveryChoiceThePromptLogprobs) {
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 37; ++i) prompt.push_back(1 + (i * 7) % 50);
+  json req = {{"prompt", prompt}, {"max_tokens", 3}, {"temperature", 1.0}, {"seed", 7},
+              {"n", 3},           {"echo", true},    {"logprobs", 2},      {"ignore_eos", true}};
+  const json whole = post_json(port(), "/v1/completions", req).json();
+  const json& expected = whole["choices"][0]["logprobs"];
+  const size_t len = prompt.size();
+  ASSERT_EQ(expected["tokens"].size(), len + 3);
+  EXPECT_TRUE(expected["token_logprobs"][0].is_null());
+  for (size_t i = 1; i < len; ++i) ASSERT_TRUE(expected["token_logprobs"][i].is_number()) << whole.dump();
+  for (const int n : {3, 5}) {
+    req["n"] = n;
+    req["stream"] = true;
+    const auto events = testing::sse_events(post_json(port(), "/v1/completions", req).body);
+    std::map<int, json> first;
+    for (const auto& e : events) {
+      if (e == "[DONE]") continue;
+      for (const auto& c : e["choices"])
+        if (!first.contains(c["index"])) first[c["index"]] = c;
+    }
+    ASSERT_EQ(first.size(), static_cast<size_t>(n));
+    for (const auto& [index, c] : first) {
+      const json& lp = c["logprobs"];
+      ASSERT_GE(lp["tokens"].size(), len) << "choice " << index << ": " << c.dump();
+      for (size_t i = 0; i < len; ++i) {
+        EXPECT_EQ(lp["tokens"][i], "token_id:" + std::to_string(prompt[i])) << index;
+        EXPECT_EQ(lp["token_logprobs"][i], expected["token_logprobs"][i])
+            << "choice " << index << " token " << i;
+        EXPECT_EQ(lp["top_logprobs"][i], expected["top_logprobs"][i]) << "choice " << index << " token " << i;
+        EXPECT_EQ(lp["text_offset"][i], expected["text_offset"][i]) << index;
+      }
+    }
+  }
+}
+
 TEST_F(CompletionsTest, ReturnTokensAsTokenIds) {
   json req = greedy({1, 2}, 2);
   req["logprobs"] = 1;
@@ -278,6 +318,8 @@ TEST_F(CompletionsTest, MetricsUseVllmNamesUnderTheDeepservePrefix) {
         "# TYPE deepserve:e2e_request_latency_seconds histogram",
         "# TYPE deepserve:request_queue_time_seconds histogram",
         "# TYPE deepserve:kv_cache_fragmentation_ratio gauge",
+        "# TYPE deepserve:batch_wait_time_seconds histogram",
+        "deepserve:batch_wait_time_seconds_count{model_name=\"tiny\"}",
         "deepserve:num_requests_running{model_name=\"tiny\"} 0",
         "deepserve:time_to_first_token_seconds_bucket{model_name=\"tiny\",le=\"+Inf\"}",
         "deepserve:request_success_total{model_name=\"tiny\",finished_reason=\"length\"}"}) {

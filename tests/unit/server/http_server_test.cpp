@@ -7,6 +7,7 @@
 
 #include "server/http_server.h"
 #include "server_harness.h"
+#include "util/check.h"
 
 namespace ds::server {
 namespace {
@@ -38,7 +39,7 @@ class HttpServerTest : public ::testing::Test {
       // Never answers; reports when the client leaves.
       ex->on_disconnect([this] { ++disconnects_; });
     });
-    server_->get("/throw", [](const std::shared_ptr<Exchange>&) { throw std::runtime_error("boom"); });
+    server_->get("/throw", [](const std::shared_ptr<Exchange>&) { DS_CHECK(1 + 1 == 3, "boom {}", 42); });
     server_->set_completion_hook([this](const ExchangeSummary& s) {
       std::lock_guard lock(mutex_);
       summaries_.push_back(s);
@@ -85,12 +86,22 @@ TEST_F(HttpServerTest, RoutesByMethodAndPath) {
   EXPECT_EQ(r.status, 200);
 }
 
-TEST_F(HttpServerTest, HandlerExceptionIsA500InOpenAiShape) {
+// A failed check inside a handler: 500 in OpenAI's shape saying only "internal error (request id X)"; the
+// check's text and file:line go to the log, under the same request id.
+TEST_F(HttpServerTest, HandlerExceptionIsA500InOpenAiShapeWithoutItsDetail) {
   start();
-  const auto r = testing::http(port_, "GET", "/throw");
+  const testing::CapturedLog log;
+  const auto r = testing::http(port_, "GET", "/throw", "", {"X-Request-Id: req-500"});
   EXPECT_EQ(r.status, 500);
   EXPECT_EQ(r.json()["error"]["type"], "server_error");
   EXPECT_EQ(r.json()["error"]["code"], "internal_error");
+  EXPECT_EQ(r.json()["error"]["message"], "internal error (request id req-500)");
+  EXPECT_EQ(r.body.find("boom"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find(".cpp"), std::string::npos) << r.body;
+  const std::string logged = log.text();
+  EXPECT_NE(logged.find("request req-500: internal error:"), std::string::npos) << logged;
+  EXPECT_NE(logged.find("http_server_test.cpp"), std::string::npos) << logged;
+  EXPECT_NE(logged.find("boom 42"), std::string::npos) << logged;
 }
 
 TEST_F(HttpServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {

@@ -207,31 +207,98 @@ TEST(LifecycleTest, DrainFinishesShortRequestsAndAbortsTheRest) {
 }
 
 // A fault inside the engine (here: a KV cache shrunk behind its back, so a step fails its slot check, as a
-// device fault would) ends a stream with an error event and [DONE], and a non-streamed request with a 500.
-TEST(LifecycleTest, EngineFailureIsAnErrorEventThenDone) {
+// device fault would) kills the engine: a stream in flight ends with an error event and [DONE], a
+// non-streamed request with a 500, both with a generic message (the check's file:line goes to the log only);
+// from then on /health and new requests answer 503.
+TEST(LifecycleTest, EngineFailureEndsEveryRequestAndMarksTheServerDead) {
   testing::HarnessOptions o;
   o.start_engine = false;
   testing::ServerHarness h(o);
   h.model().allocate_kv_cache(1, 16);  // the engine still believes it has 256 blocks
-  h.engine().start();
   json req = long_request(true, 40);
   req["prompt"] = std::vector<int>(20, 3);  // two blocks: one of them is past the shrunk cache
-  const auto r = testing::post_json(h.port(), "/v1/completions", req);
-  ASSERT_EQ(r.status, 200);
-  const auto events = testing::sse_events(r.body);
+  Connection stream(h.port());
+  stream.send(request_text("POST", "/v1/completions", req.dump(), {"X-Request-Id: streamed-1"}));
+  req.erase("stream");
+  Connection whole(h.port());
+  whole.send(request_text("POST", "/v1/completions", req.dump(), {"X-Request-Id: whole-1"}));
+  ASSERT_TRUE(wait_for([&] { return h.server().num_requests_in_flight() == 2; }));
+  EXPECT_EQ(testing::http(h.port(), "GET", "/health").status, 200);
+  h.engine().start();
+
+  const auto streamed = stream.read_reply();
+  ASSERT_EQ(streamed.status, 200);
+  const auto events = testing::sse_events(streamed.body);
   ASSERT_GE(events.size(), 2u);
   EXPECT_EQ(events.back(), "[DONE]");
   const json& error = events[events.size() - 2];
   ASSERT_TRUE(error.contains("error")) << error.dump();
   EXPECT_EQ(error["error"]["type"], "server_error");
   EXPECT_EQ(error["error"]["code"], "engine_error");
-  EXPECT_FALSE(error["error"]["message"].get<std::string>().empty());
+  EXPECT_EQ(error["error"]["message"], "internal error (request id streamed-1)");
 
-  req.erase("stream");
-  const auto whole = testing::post_json(h.port(), "/v1/completions", req);
-  EXPECT_EQ(whole.status, 500);
-  EXPECT_EQ(whole.json()["error"]["code"], "engine_error");
-  EXPECT_TRUE(h.wait_engine_idle());
+  const auto answer = whole.read_reply();
+  EXPECT_EQ(answer.status, 500);
+  EXPECT_EQ(answer.json()["error"]["code"], "engine_error");
+  EXPECT_EQ(answer.json()["error"]["message"], "internal error (request id whole-1)");
+  EXPECT_EQ(answer.body.find(".cpp"), std::string::npos) << answer.body;
+
+  ASSERT_TRUE(h.engine().dead());
+  EXPECT_NE(h.engine().failure().find("check failed"), std::string::npos) << h.engine().failure();
+  const auto health = testing::http(h.port(), "GET", "/health");
+  EXPECT_EQ(health.status, 503);
+  EXPECT_EQ(health.json()["error"]["code"], "engine_dead");
+  const auto refused = testing::post_json(h.port(), "/v1/completions", long_request(false, 2));
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_EQ(refused.json()["error"]["code"], "engine_dead");
+  EXPECT_EQ(refused.header("retry-after"), "1");
+  EXPECT_EQ(h.server().num_requests_in_flight(), 0u);
+  EXPECT_EQ(finished(h.engine().stats(), "error"), 2);
+}
+
+// Requests still in the engine's inbox when it fails end with an error too (fault injected at the first
+// step, before the inbox is read), and submit() refuses new ones.
+TEST(LifecycleTest, EngineFailureEndsQueuedRequestsToo) {
+  testing::HarnessOptions o;
+  o.start_engine = false;
+  o.engine.fail_at_step = 1;
+  testing::ServerHarness h(o);
+  json req = long_request(false, 4);
+  req["n"] = 3;
+  Connection c(h.port());
+  c.send(request_text("POST", "/v1/completions", req.dump()));
+  ASSERT_TRUE(wait_for([&] { return h.engine().has_work(); }));
+  h.engine().start();
+  const auto r = c.read_reply();
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(r.json()["error"]["code"], "engine_error");
+  EXPECT_TRUE(wait_for([&] { return h.engine().dead(); }));
+  EXPECT_EQ(finished(h.engine().stats(), "error"), 3);
+  EngineRequest again;
+  again.prompt_ids = {1, 2};
+  EXPECT_THROW((void)h.engine().submit(again), EngineDeadError);
+}
+
+// The real binary: after its engine fails it answers the requests in flight, then exits non-zero so that a
+// supervisor restarts it.
+TEST(LifecycleTest, ServeExitsNonZeroAfterTheEngineFails) {
+  testing::ServeProcess serve({"--model", std::string(DS_FIXTURES_DIR) + "/deepseek_v2_tiny_bf16",
+                               "--threads", "1", "--kv-cache-gib", "0.01"},
+                              {"DEEPSERVE_TEST_FAIL_AT_STEP=5"});
+  Connection stream(serve.port());
+  stream.send(request_text("POST", "/v1/completions", long_request(true, 200).dump()));
+  const auto reply = stream.read_reply();
+  ASSERT_EQ(reply.status, 200);
+  const auto events = testing::sse_events(reply.body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_EQ(events[events.size() - 2]["error"]["code"], "engine_error");
+  const auto code = serve.wait_exit(std::chrono::seconds(10));
+  ASSERT_TRUE(code.has_value()) << "still running after its engine failed";
+  EXPECT_EQ(*code, 1);
+  const std::string log = serve.stderr_text();
+  EXPECT_NE(log.find("the engine failed"), std::string::npos) << log;
+  EXPECT_NE(log.find("injected engine fault at step 5"), std::string::npos) << log;
 }
 
 // SIGTERM to the real binary.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "server_harness.h"
+#include "util/check.h"
 
 namespace ds::server {
 namespace {
@@ -251,6 +252,97 @@ TEST_F(RequestErrorsTest, OtherRequestsKeepWorkingAfterErrors) {
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.json()["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
             testing::reference_greedy({1, 2, 3}, 3));
+}
+
+// A body nested 100,000 levels deep in any field of any POST route: 400 naming the limit, and the server
+// keeps serving (without the limit, writing the error message or copying the value overflowed the stack).
+TEST(DeepJsonTest, DeeplyNestedFieldsAre400OnEveryPostRoute) {
+  testing::HarnessOptions o;
+  o.with_tokenizer = true;
+  o.with_chat_template = true;  // the default 16 MiB body limit: 100k levels are 200 KB
+  testing::ServerHarness h(o);
+  constexpr int kLevels = 100000;
+  const std::string deep_array = std::string(kLevels, '[') + std::string(kLevels, ']');
+  std::string deep_object;
+  for (int i = 0; i < kLevels; ++i) deep_object += "{\"a\":";
+  deep_object += '1';
+  deep_object.append(kLevels, '}');
+  const std::string messages = R"([{"role": "user", "content": "hi"}])";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"/v1/completions", R"({"prompt": )" + deep_array + "}"},
+      {"/v1/completions", R"({"prompt": [)" + deep_array + "]}"},
+      {"/v1/completions", R"({"prompt": [1], "stop": )" + deep_array + "}"},
+      {"/v1/completions", R"({"prompt": [1], "logit_bias": )" + deep_object + "}"},
+      {"/v1/completions", R"({"prompt": [1], "max_tokens": )" + deep_array + "}"},
+      {"/v1/completions", R"({"prompt": [1], "unknown_field": )" + deep_object + "}"},
+      {"/v1/chat/completions", R"({"messages": )" + deep_array + "}"},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": )" + deep_array + "}]}"},
+      {"/v1/chat/completions", R"({"messages": [)" + deep_object + "]}"},
+      {"/v1/chat/completions", R"({"messages": )" + messages + R"(, "tools": )" + deep_array + "}"},
+      {"/v1/chat/completions", R"({"messages": )" + messages + R"(, "tools": [)" + deep_object + "]}"},
+      {"/v1/chat/completions", R"({"messages": )" + messages + R"(, "stop": )" + deep_array + "}"},
+      {"/v1/chat/completions", R"({"messages": )" + messages + R"(, "logit_bias": )" + deep_object + "}"},
+      {"/v1/chat/completions", R"({"messages": )" + messages + R"(, "logprobs": )" + deep_array + "}"},
+      {"/v1/chat/completions",
+       R"({"messages": )" + messages + R"(, "chat_template_kwargs": )" + deep_object + "}"},
+      {"/tokenize", R"({"prompt": )" + deep_array + "}"},
+      {"/tokenize", R"({"messages": [)" + deep_object + "]}"},
+      {"/detokenize", R"({"tokens": )" + deep_array + "}"},
+      {"/detokenize", R"({"tokens": [1, )" + deep_object + "]}"},
+  };
+  for (const auto& [path, body] : cases) {
+    const auto r = testing::http(h.port(), "POST", path, body);
+    ASSERT_EQ(r.status, 400) << path << " " << body.substr(0, 80) << " -> " << r.body.substr(0, 200);
+    const json error = r.json().at("error");
+    EXPECT_EQ(error["type"], "invalid_request_error");
+    EXPECT_NE(error["message"].get<std::string>().find("more than 64 levels"), std::string::npos) << r.body;
+    EXPECT_LT(r.body.size(), 400u);
+  }
+  // 64 levels are fine as far as depth goes (and then refused for their type, quoted briefly).
+  const std::string at_limit =
+      R"({"prompt": [1], "max_tokens": )" + std::string(63, '[') + std::string(63, ']') + "}";
+  const auto r = testing::http(h.port(), "POST", "/v1/completions", at_limit);
+  ASSERT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(r.json()["error"]["param"], "max_tokens");
+  EXPECT_NE(r.json()["error"]["message"].get<std::string>().find("got [[[...]]]"), std::string::npos)
+      << r.body;
+  // Still serving.
+  EXPECT_EQ(post_json(h.port(), "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 2}}).status, 200);
+  EXPECT_EQ(testing::http(h.port(), "GET", "/health").status, 200);
+  EXPECT_TRUE(h.wait_engine_idle());
+}
+
+// A bug of ours inside a route (here: a chat renderer whose check fails) answers 500 with the request id
+// only; the check's text stays in the log.
+TEST(InternalErrorTest, FiveHundredNamesTheRequestIdNotTheCheck) {
+  testing::HarnessOptions o;
+  o.with_tokenizer = true;
+  o.chat_renderer = [](const ChatRenderInput&) -> std::string {
+    DS_CHECK(false, "renderer invariant {}", 7);
+    return {};
+  };
+  testing::ServerHarness h(o);
+  const testing::CapturedLog log;
+  const auto r = testing::http(h.port(), "POST", "/v1/chat/completions",
+                               R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})",
+                               {"X-Request-Id: chat-bug-1"});
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(r.json()["error"]["type"], "server_error");
+  EXPECT_EQ(r.json()["error"]["code"], "internal_error");
+  EXPECT_EQ(r.json()["error"]["message"], "internal error (request id chat-bug-1)");
+  EXPECT_EQ(r.body.find("renderer invariant"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("check failed"), std::string::npos) << r.body;
+  EXPECT_NE(log.text().find("request chat-bug-1: internal error:"), std::string::npos) << log.text();
+  EXPECT_NE(log.text().find("renderer invariant 7"), std::string::npos) << log.text();
+  EXPECT_TRUE(h.wait_engine_idle());
+}
+
+// Error messages quote a value briefly, however large it is.
+TEST_F(RequestErrorsTest, ErrorMessagesQuoteValuesBriefly) {
+  const json e = completion_400({{"max_tokens", std::vector<int>(5000, 1)}}, "max_tokens");
+  EXPECT_LT(e["message"].get<std::string>().size(), 200u) << e.dump();
+  const json f = completion_400({{"prompt", {1, std::string(10000, 'x')}}}, "prompt");
+  EXPECT_LT(f["message"].get<std::string>().size(), 300u) << f.dump();
 }
 
 }  // namespace

@@ -1,20 +1,32 @@
 #include "server_harness.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <fstream>
 #include <mutex>
+#include <regex>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
+
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "../tokenizer/tiny_tokenizer.h"
 #include "engine/offline.h"
 #include "server/chat_renderer.h"
+
+extern char** environ;
 
 namespace ds::server::testing {
 
@@ -235,6 +247,7 @@ ServerHarness::ServerHarness(HarnessOptions o) {
     tokenizer_ = std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_dir(tiny_tokenizer_dir()));
   }
   if (o.with_chat_template) renderer = &render_test_chat;
+  if (o.chat_renderer) renderer = o.chat_renderer;
   engine_ = std::make_unique<Engine>(*model_, o.engine, tokenizer());
   if (o.api.vocab_size == 0) o.api.vocab_size = model_->config().vocab_size;
   if (o.api.max_model_len == 0) o.api.max_model_len = engine_->config().max_model_len;
@@ -268,6 +281,138 @@ bool ServerHarness::wait_engine_idle(std::chrono::milliseconds timeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return false;
+}
+
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+ServeProcess::ServeProcess(const std::vector<std::string>& args, const std::vector<std::string>& env,
+                           std::chrono::milliseconds startup) {
+  static std::atomic<int> counter{0};
+  const std::string stem = std::filesystem::temp_directory_path().string() + "/deepserve_serve_" +
+                           std::to_string(::getpid()) + "_" + std::to_string(counter++);
+  stderr_path_ = stem + ".err";
+  stdout_path_ = stem + ".out";
+  std::vector<std::string> all = {DS_BINARY, "serve", "--port", "0"};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env_strings = env;
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
+  envp.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path_.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, stdout_path_.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, DS_BINARY, &actions, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw std::runtime_error("posix_spawn of " + std::string(DS_BINARY) + " failed");
+  pid_ = pid;
+  const auto deadline = std::chrono::steady_clock::now() + startup;
+  const std::regex listening("listening on http://127\\.0\\.0\\.1:(\\d+)");
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::smatch m;
+    const std::string text = stderr_text();
+    if (std::regex_search(text, m, listening)) {
+      port_ = static_cast<uint16_t>(std::stoi(m[1]));
+      return;
+    }
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("deepserve serve exited before listening: " + text);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  throw std::runtime_error("deepserve serve did not start listening: " + stderr_text());
+}
+
+ServeProcess::~ServeProcess() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+  std::remove(stderr_path_.c_str());
+  std::remove(stdout_path_.c_str());
+}
+
+std::string ServeProcess::stderr_text() const {
+  return read_file(stderr_path_);
+}
+
+std::string ServeProcess::stdout_text() const {
+  return read_file(stdout_path_);
+}
+
+std::optional<int> ServeProcess::wait_exit(std::chrono::milliseconds timeout) {
+  if (pid_ <= 0) return std::nullopt;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    }
+    if (std::chrono::steady_clock::now() > deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+namespace {
+
+// Keeps every formatted line; base_sink's mutex serializes sink_it_, text() takes the same lock.
+class StringSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  std::string text() {
+    std::lock_guard lock(mutex_);
+    return text_;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t formatted;
+    formatter_->format(msg, formatted);
+    text_.append(formatted.data(), formatted.size());
+  }
+  void flush_() override {}
+
+ private:
+  std::string text_;
+};
+
+}  // namespace
+
+struct CapturedLog::State {
+  std::shared_ptr<spdlog::logger> previous;
+  std::shared_ptr<StringSink> sink = std::make_shared<StringSink>();
+};
+
+CapturedLog::CapturedLog() : state_(std::make_unique<State>()) {
+  state_->previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("captured", state_->sink));
+}
+
+CapturedLog::~CapturedLog() {
+  spdlog::set_default_logger(state_->previous);
+}
+
+std::string CapturedLog::text() const {
+  return state_->sink->text();
 }
 
 std::vector<int32_t> reference_greedy(const std::vector<int32_t>& prompt, int64_t max_tokens) {

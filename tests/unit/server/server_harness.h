@@ -88,6 +88,7 @@ struct HarnessOptions {
   bool with_model_tokenizer = false;
   bool with_tokenizer = false;  // the tiny hand-written tokenizer instead
   bool with_chat_template = false;
+  ChatRenderer chat_renderer;  // when set: this renderer instead of the ones above
   ApiConfig api;
   HttpServerConfig http;
   EngineConfig engine;
@@ -124,6 +125,45 @@ class ServerHarness {
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<AccessLog> access_log_;
   std::unique_ptr<ApiServer> server_;
+};
+
+// `deepserve serve` (DS_BINARY) as a child process on an ephemeral port: stderr goes to a log file, stdout
+// (the access log) to another. The constructor waits for "listening on"; the destructor kills it if it still
+// runs.
+class ServeProcess {
+ public:
+  // `args` follow "serve --port 0"; `env` adds NAME=VALUE entries to this process's environment.
+  explicit ServeProcess(const std::vector<std::string>& args, const std::vector<std::string>& env = {},
+                        std::chrono::milliseconds startup = std::chrono::seconds(60));
+  ~ServeProcess();
+  ServeProcess(const ServeProcess&) = delete;
+  ServeProcess& operator=(const ServeProcess&) = delete;
+
+  [[nodiscard]] uint16_t port() const { return port_; }
+  [[nodiscard]] int pid() const { return pid_; }
+  [[nodiscard]] std::string stderr_text() const;
+  [[nodiscard]] std::string stdout_text() const;
+  // Waits for the process to exit: its exit code, -1 if it was killed by a signal, nullopt after the timeout.
+  std::optional<int> wait_exit(std::chrono::milliseconds timeout);
+
+ private:
+  int pid_ = -1;
+  uint16_t port_ = 0;
+  std::string stderr_path_, stdout_path_;
+};
+
+// Captures what spdlog's default logger writes while it lives (then restores the previous logger).
+class CapturedLog {
+ public:
+  CapturedLog();
+  ~CapturedLog();
+  CapturedLog(const CapturedLog&) = delete;
+  CapturedLog& operator=(const CapturedLog&) = delete;
+  [[nodiscard]] std::string text() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // Greedy tokens of the fixture model for a prompt, from the offline generate() on its own model instance.
