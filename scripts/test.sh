@@ -13,4 +13,6 @@ if command -v npm >/dev/null; then
 else
   echo "test: npm not found; the Tokenizers.js and openai-client tests will be skipped"
 fi
+# Everything but the GPU tests, the soak included (label soak: 1,000 concurrent streams against `deepserve
+# serve`, about a minute, run alone); `-LE 'gpu|soak'` leaves it out.
 ctest --test-dir build --output-on-failure -j "$(nproc)" -LE gpu "$@"

@@ -61,7 +61,11 @@ EngineConfig engine_config(const ServeOptions& o, DeepseekModel& model) {
   c.max_model_len = o.max_model_len;
   c.max_queue_len = o.max_queue_len;
   // Fault injection for the test of the engine-failure path (an operator's environment, never a request).
-  if (const char* step = std::getenv("DEEPSERVE_TEST_FAIL_AT_STEP")) c.fail_at_step = std::atoll(step);
+  if (const char* step = std::getenv("DEEPSERVE_TEST_FAIL_AT_STEP")) {
+    c.fail_at_step = std::atoll(step);
+    spdlog::warn("DEEPSERVE_TEST_FAIL_AT_STEP={}: the engine will fail on purpose at step {}", step,
+                 c.fail_at_step);
+  }
   const int64_t block_bytes = model.kv_block_bytes(o.block_size);
   c.num_cpu_blocks = static_cast<int64_t>(o.swap_space_gib * (1LL << 30)) / block_bytes;
   const int64_t max_model_len =
