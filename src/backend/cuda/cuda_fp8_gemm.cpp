@@ -11,13 +11,6 @@
 namespace ds::cuda {
 namespace {
 
-int alignment_of(const void* p) {
-  const auto a = reinterpret_cast<uintptr_t>(p);
-  int align = 256;
-  while (align > 1 && a % static_cast<uintptr_t>(align) != 0) align /= 2;
-  return align;
-}
-
 std::unique_ptr<GemmPlan> make_fp8_plan(const CudaContext& ctx, int64_t t, int64_t n, int64_t k, int64_t ldo,
                                         DType out_dtype, int align_o) {
   auto plan = std::make_unique<GemmPlan>();

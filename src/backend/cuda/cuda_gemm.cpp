@@ -6,15 +6,15 @@
 #include "util/check.h"
 
 namespace ds::cuda {
-namespace {
 
-// The largest power of two (up to 256) that divides the address: cuBLASLt picks kernels by alignment.
 int alignment_of(const void* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
   int align = 256;
   while (align > 1 && a % static_cast<uintptr_t>(align) != 0) align /= 2;
   return align;
 }
+
+namespace {
 
 std::unique_ptr<GemmPlan> make_plan(const CudaContext& ctx, int64_t t, int64_t n, int64_t k, int64_t ldx,
                                     int64_t ldw, int64_t ldo, DType out_dtype, int align_x, int align_w,

@@ -19,6 +19,9 @@ struct GemmPlan {
   bool supported = false;
 };
 
+// The largest power of two (up to 256) that divides the address: cuBLASLt picks kernels by alignment.
+[[nodiscard]] int alignment_of(const void* p);
+
 // out[T, N] = x[T, K] @ w[N, K]^T with x and w bf16 (row strides ldx, ldw), out F32 or BF16 (row stride
 // out.ld).
 void gemm_bf16(CudaContext& ctx, const void* x, int64_t ldx, const void* w, int64_t ldw, int64_t k,
