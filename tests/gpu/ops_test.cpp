@@ -90,6 +90,7 @@ struct LinearCase {
   DType w_dtype;
 };
 
+// Up to cuda::kStreamGemmMaxRows rows the streaming kernel runs, above it cuBLASLt: both are covered.
 TEST_F(LinearTest, MatchesForEveryWeightDtypeAndOddShapes) {
   Rng rng(4);
   const std::vector<LinearCase> cases = {
@@ -97,7 +98,8 @@ TEST_F(LinearTest, MatchesForEveryWeightDtypeAndOddShapes) {
       {5, 333, 75, DType::kBF16},     {16, 200, 300, DType::kBF16},    {130, 2048, 512, DType::kBF16},
       {4, 576, 7168, DType::kBF16},   {9, 160, 256, DType::kF8E4M3},   {9, 320, 128, DType::kF8E4M3},
       {33, 256, 192, DType::kF8E4M3}, {3, 1536, 7168, DType::kF8E4M3}, {7, 200, 300, DType::kF8E4M3},
-      {6, 8, 256, DType::kF32},       {5, 77, 33, DType::kF32},
+      {6, 8, 256, DType::kF32},       {5, 77, 33, DType::kF32},        {100, 320, 128, DType::kF8E4M3},
+      {64, 2048, 512, DType::kBF16},
   };
   for (const LinearCase& lc : cases) {
     auto w = make_weight(rng, lc.n, lc.k, lc.w_dtype, 1.0f / std::sqrt(static_cast<float>(lc.k)));
@@ -136,7 +138,8 @@ TEST_F(LinearTest, MlpMatches) {
                                                                  {33, 192, 96, DType::kBF16},
                                                                  {3, 200, 75, DType::kBF16},
                                                                  {5, 7168, 512, DType::kF8E4M3},
-                                                                 {1, 256, 64, DType::kF8E4M3}}) {
+                                                                 {1, 256, 64, DType::kF8E4M3},
+                                                                 {100, 256, 384, DType::kBF16}}) {
     auto gate = make_weight(rng, inter, hidden, dtype, 1.0f / std::sqrt(float(hidden)), "gate");
     auto up = make_weight(rng, inter, hidden, dtype, 1.0f / std::sqrt(float(hidden)), "up");
     auto down = make_weight(rng, hidden, inter, dtype, 1.0f / std::sqrt(float(inter)), "down");

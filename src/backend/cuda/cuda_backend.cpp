@@ -350,6 +350,16 @@ void CudaBackend::mlp(const Tensor& x, const MlpWeights& w, Tensor& out) {
   const int64_t t = x.rows(), inter = w.gate_proj.rows;
   DS_CHECK(w.up_proj.rows == inter && w.down_proj.cols == inter, "mlp {}: intermediate sizes differ",
            w.gate_proj.name());
+  if (x.dtype == DType::kBF16 && x.cols() == w.gate_proj.cols) {
+    // Decode-sized: gate and up with SiLU-and-mul in one streaming pass, then down.
+    Tensor act = empty({t, inter});  // [T, I]
+    const cuda::DeviceWeight gate = device_weight(w.gate_proj), up = device_weight(w.up_proj);
+    if (cuda::stream_gemm(*ctx_, x.data, x.cols(), gate, &up, matrix(act))) {
+      cuda::linear_into(*ctx_, matrix(act), w.down_proj, matrix(out));
+      ctx_->after_op("mlp");
+      return;
+    }
+  }
   Tensor gate = empty({t, inter});  // [T, I]
   Tensor up = empty({t, inter});    // [T, I]
   cuda::linear_into(*ctx_, matrix(x), w.gate_proj, matrix(gate));

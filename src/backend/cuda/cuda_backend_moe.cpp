@@ -35,8 +35,8 @@ void CudaBackend::moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk
   DS_CHECK(topk_ids.dtype == DType::kI32 && topk_weights.dtype == DType::kF32 && topk_ids.rows() == t_count &&
                topk_ids.cols() == p.top_k && topk_weights.rows() == t_count && topk_weights.cols() == p.top_k,
            "moe_gate outputs must be [{}, {}] I32 and F32", t_count, p.top_k);
-  DS_CHECK(p.top_k >= 1 && p.top_k <= 32 && p.top_k <= e_count, "top_k {} of {} experts (at most 32)",
-           p.top_k, e_count);
+  DS_CHECK(p.top_k >= 1 && p.top_k <= 32 && p.top_k <= e_count && e_count <= 1024,
+           "top_k {} of {} experts (at most 32 of at most 1024)", p.top_k, e_count);
   DS_CHECK(p.n_group >= 1 && p.n_group <= 64 && e_count % p.n_group == 0 && p.topk_group >= 1 &&
                p.topk_group <= p.n_group,
            "{} experts in {} groups, {} kept (at most 64 groups)", e_count, p.n_group, p.topk_group);

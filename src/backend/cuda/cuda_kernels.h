@@ -122,7 +122,8 @@ struct MlaDecodeParams {
 void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream);
 size_t mla_decode_smem_bytes();
 
-// The MoE router after the gate GEMM, one token per thread (the same steps, in the same order, as the CPU).
+// The MoE router after the gate GEMM, one token per warp (the same steps, in the same order, as the CPU), at
+// most 1024 experts in at most 64 groups, top_k at most 32.
 enum class GateMethod : int { kGreedy = 0, kGroupLimitedGreedy = 1, kNoauxTc = 2 };
 struct MoeGateKernelParams {
   const float* logits = nullptr;       // [num_tokens, num_experts]
@@ -168,9 +169,14 @@ struct MoeGemmParams {
   const float* const* w_up_scale = nullptr;  // [experts]
   bool fp8 = false;
   int64_t n = 0, k = 0;
-  const int4* tiles = nullptr;
+  const int4* tiles = nullptr;  // null: one weight (the *_one fields) over rows [0, dense_rows)
   const int32_t* num_tiles = nullptr;
-  int32_t max_tiles = 0;
+  int32_t max_tiles = 0;  // without tiles: ceil(dense_rows / kMoeTileRows)
+  const void* w_one = nullptr;
+  const void* w_up_one = nullptr;
+  const float* w_scale_one = nullptr;
+  const float* w_up_scale_one = nullptr;
+  int32_t dense_rows = 0;
   void* out = nullptr;  // [rows, n] at stride ldo
   DType out_dtype = DType::kBF16;
   int64_t ldo = 0;

@@ -2,7 +2,7 @@
 // for every expert's gate and up projections and one for the down projections, whatever the batch.
 //
 // moe_permute (one CTA) counts the (token, k) pairs per expert, lays the experts' rows out one after another
-// and cuts each expert's rows into tiles of kTileRows; moe_gemm then runs one CTA per (64 output columns, tile):
+// and cuts each expert's rows into tiles of kTileRows; moe_gemm then runs one CTA per (tile, 64 output columns):
 // out[rows of the tile, columns] = x[rows] @ W_e[columns, :]^T over the whole K dimension, on mma.sync m16n8k16
 // (bf16 operands, fp32 accumulation). The weight streams through shared memory in 64-wide K steps, three
 // stages of 16-byte cp.async deep, and is read once per tile: at decode, where an expert gets a handful of rows,
@@ -12,6 +12,8 @@
 // step's products accumulate unscaled (e4m3 values are exact in bf16) and join the result times the block
 // scale: fp32 throughout, closer to the CPU's exact dequantization than HF's bf16-rounded weight.
 // The gate/up kernel computes both projections of the same rows and columns and writes silu(gate) * up in bf16.
+// Without tiles the same kernel is a plain GEMM of one weight over dense_rows rows: the decode-sized linears and
+// MLPs, which cuBLASLt runs at a small share of the bandwidth at a few rows.
 #include <cuda_fp8.h>
 
 #include "backend/cuda/cuda_common.cuh"
@@ -56,11 +58,17 @@ __device__ __forceinline__ float silu(float v) {
 
 template <bool kFp8, bool kGateUp>
 __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
-  const int tile_index = static_cast<int>(blockIdx.y);
-  if (tile_index >= *p.num_tiles) return;
-  const int4 tile = p.tiles[tile_index];  // expert, first row, end row
-  const int expert = tile.x, row0 = tile.y, rows = tile.z - tile.y;
-  const int64_t n0 = int64_t{blockIdx.x} * kBn;
+  // Tiles vary fastest, so the tiles that read the same weight columns run side by side and share them in L2.
+  const int tile_index = static_cast<int>(blockIdx.x);
+  int expert = 0, row0 = tile_index * kBm, rows = 0;
+  if (p.tiles != nullptr) {
+    if (tile_index >= *p.num_tiles) return;
+    const int4 tile = p.tiles[tile_index];  // expert, first row, end row
+    expert = tile.x, row0 = tile.y, rows = tile.z - tile.y;
+  } else {
+    rows = min(kBm, p.dense_rows - row0);
+  }
+  const int64_t n0 = int64_t{blockIdx.y} * kBn;
   constexpr int kMats = kGateUp ? 2 : 1;
   constexpr int kWRow = w_row_bytes<kFp8>();
   constexpr int kElem = kFp8 ? 1 : 2;
@@ -69,11 +77,12 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
   extern __shared__ __align__(16) unsigned char smem[];
   const unsigned char* w_base[kMats];
   const float* w_scale[kMats];
-  w_base[0] = static_cast<const unsigned char*>(p.w[expert]);
-  w_scale[0] = kFp8 ? p.w_scale[expert] : nullptr;
+  const bool grouped = p.tiles != nullptr;
+  w_base[0] = static_cast<const unsigned char*>(grouped ? p.w[expert] : p.w_one);
+  w_scale[0] = kFp8 ? (grouped ? p.w_scale[expert] : p.w_scale_one) : nullptr;
   if constexpr (kGateUp) {
-    w_base[1] = static_cast<const unsigned char*>(p.w_up[expert]);
-    w_scale[1] = kFp8 ? p.w_up_scale[expert] : nullptr;
+    w_base[1] = static_cast<const unsigned char*>(grouped ? p.w_up[expert] : p.w_up_one);
+    w_scale[1] = kFp8 ? (grouped ? p.w_up_scale[expert] : p.w_up_scale_one) : nullptr;
   }
 
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
@@ -211,7 +220,7 @@ void launch_moe_gemm_t(const MoeGemmParams& p, cudaStream_t stream) {
   const cudaError_t attr =
       cudaFuncSetAttribute(moe_gemm_kernel<kFp8, kGateUp>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (attr != cudaSuccess) return;  // left as the last error; the caller's launch check reports it
-  const dim3 grid(static_cast<unsigned int>((p.n + kBn - 1) / kBn), static_cast<unsigned int>(p.max_tiles));
+  const dim3 grid(static_cast<unsigned int>(p.max_tiles), static_cast<unsigned int>((p.n + kBn - 1) / kBn));
   moe_gemm_kernel<kFp8, kGateUp><<<grid, kThreads, smem, stream>>>(p);
 }
 
@@ -225,7 +234,7 @@ void launch_moe_permute(const MoePermuteParams& p, cudaStream_t stream) {
 
 void launch_moe_gemm(const MoeGemmParams& p, cudaStream_t stream) {
   if (p.max_tiles == 0 || p.n == 0) return;
-  const bool gate_up = p.w_up != nullptr;
+  const bool gate_up = p.tiles != nullptr ? p.w_up != nullptr : p.w_up_one != nullptr;
   if (p.fp8) {
     gate_up ? launch_moe_gemm_t<true, true>(p, stream) : launch_moe_gemm_t<true, false>(p, stream);
   } else {
