@@ -164,6 +164,13 @@ void ProfilingBackend::add(Tensor& acc, const Tensor& x) {
   inner_.add(acc, x);
 }
 
+void ProfilingBackend::add_rms_norm(Tensor& residual, const Tensor& branch, const Weight& weight, float eps,
+                                    Tensor& out) {
+  Scope s(*this, "add_rms_norm (residual)",
+          touch(weight) + 2 * tensor_bytes(residual) + tensor_bytes(branch) + tensor_bytes(out), 0);
+  inner_.add_rms_norm(residual, branch, weight, eps, out);
+}
+
 void ProfilingBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
   Scope s(*this, "silu_mul", tensor_bytes(gate_up) + tensor_bytes(out), 0);
   inner_.silu_mul(gate_up, out);
@@ -209,19 +216,20 @@ void ProfilingBackend::mla_attention(const MlaAttentionParams& p, const ForwardB
   inner_.mla_attention(p, batch);
 }
 
-void ProfilingBackend::moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<int32_t>& topk_ids,
-                                std::vector<float>& topk_weights) {
+void ProfilingBackend::moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk_ids, Tensor& topk_weights) {
   double bytes = touch(*p.gate) + tensor_bytes(x);
   if (p.e_score_correction_bias != nullptr) bytes += touch(*p.e_score_correction_bias);
   const double flops = 2.0 * static_cast<double>(x.rows()) * static_cast<double>(p.gate->rows) *
                        static_cast<double>(p.gate->cols);
-  Scope s(*this, "moe_gate (router GEMM, top-k, ids to host)", bytes, flops);
+  Scope s(*this, "moe_gate (router GEMM, top-k)", bytes, flops);
   inner_.moe_gate(x, p, topk_ids, topk_weights);
 }
 
-void ProfilingBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> experts,
-                                   std::span<const int32_t> topk_ids, std::span<const float> topk_weights,
-                                   int64_t top_k, Tensor& out) {
+void ProfilingBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids_t,
+                                   const Tensor& topk_weights, Tensor& out) {
+  std::vector<float> id_values(static_cast<size_t>(topk_ids_t.numel()));
+  inner_.copy_to_host(topk_ids_t, id_values);
+  const std::vector<int32_t> topk_ids(id_values.begin(), id_values.end());
   std::set<int32_t> used(topk_ids.begin(), topk_ids.end());
   double bytes = tensor_bytes(x) + 2 * tensor_bytes(out), flops = 0;
   std::vector<int64_t> count(experts.size(), 0);
@@ -240,7 +248,7 @@ void ProfilingBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> 
     step_.experts_touched += static_cast<int64_t>(used.size());
   }
   Scope s(*this, "moe_experts (routed)", bytes, flops);
-  inner_.moe_experts(x, experts, topk_ids, topk_weights, top_k, out);
+  inner_.moe_experts(x, experts, topk_ids_t, topk_weights, out);
 }
 
 void ProfilingBackend::mlp(const Tensor& x, const MlpWeights& w, Tensor& out) {

@@ -62,6 +62,9 @@ class ProfilingBackend final : public Backend {
   [[nodiscard]] Tensor empty_f32(std::vector<int64_t> shape) override {
     return inner_.empty_f32(std::move(shape));
   }
+  [[nodiscard]] Tensor empty_i32(std::vector<int64_t> shape) override {
+    return inner_.empty_i32(std::move(shape));
+  }
   [[nodiscard]] Tensor empty_host(std::vector<int64_t> shape) override {
     return inner_.empty_host(std::move(shape));
   }
@@ -77,16 +80,17 @@ class ProfilingBackend final : public Backend {
                      Tensor& out) override;
   void linear(const Tensor& x, const Weight& w, Tensor& out) override;
   void add(Tensor& acc, const Tensor& x) override;
+  void add_rms_norm(Tensor& residual, const Tensor& branch, const Weight& weight, float eps, Tensor& out) override;
   void silu_mul(const Tensor& gate_up, Tensor& out) override;
   void rope(Tensor& x, std::span<const int32_t> positions, int64_t num_heads, int64_t head_dim,
             int64_t rope_offset, const RopeParams& rope) override;
   void store_kv(const Tensor& latent, const Tensor& k_rope_src, int64_t k_rope_col_offset,
                 std::span<const int64_t> slot_mapping, Tensor& kv_cache) override;
   void mla_attention(const MlaAttentionParams& p, const ForwardBatch& batch) override;
-  void moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<int32_t>& topk_ids,
-                std::vector<float>& topk_weights) override;
-  void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, std::span<const int32_t> topk_ids,
-                   std::span<const float> topk_weights, int64_t top_k, Tensor& out) override;
+  void moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk_ids, Tensor& topk_weights) override;
+  // Copies the choices to the host first (outside the timed scope) to count the experts' bytes and FLOPs.
+  void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids,
+                   const Tensor& topk_weights, Tensor& out) override;
   void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) override;
   void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
 

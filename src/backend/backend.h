@@ -3,8 +3,8 @@
 // Model code (src/model) is written once against Backend; the CPU backend is the fp32 reference, the CUDA
 // backend (src/backend/cuda) implements the same ops and is tested op by op against it (tests/gpu).
 // Ops accept tensors of either activation dtype the backend makes (empty / empty_f32) and write out's dtype.
-// Host-side arguments (ids, positions, slot mappings, the ForwardBatch, router choices) stay host-side: a
-// device backend copies what it needs.
+// Host-side arguments (ids, positions, slot mappings, the ForwardBatch) stay host-side: a device backend copies
+// what it needs. The router's choices are backend tensors: they never leave the device.
 #pragma once
 
 #include <cstdint>
@@ -123,15 +123,19 @@ class Backend {
   // outputs added to it) and the logits, where bf16 rounding would add up over the layers or reach the
   // log-probs directly.
   [[nodiscard]] virtual Tensor empty_f32(std::vector<int64_t> shape) = 0;
+  // An uninitialized int32 tensor in the backend's memory (the router's expert ids).
+  [[nodiscard]] virtual Tensor empty_i32(std::vector<int64_t> shape) = 0;
   // An uninitialized tensor in host memory the backend can copy to and from quickly (the KV swap pool).
   [[nodiscard]] virtual Tensor empty_host(std::vector<int64_t> shape) = 0;
   // Copies whole blocks ([block_size] rows each) between caches of the same width; either may be host memory.
   virtual void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) = 0;
   [[nodiscard]] Tensor zeros(std::vector<int64_t> shape);
   virtual void fill_zero(Tensor& t) = 0;
-  // Copies (and converts to fp32) every element of t to the host; returns when the data is there.
+  // Copies (and converts to fp32) every element of t to the host; returns when the data is there. I32 tensors
+  // convert exactly (their values stay below 2^24).
   virtual void copy_to_host(const Tensor& t, std::span<float> out) = 0;
-  // Copies host fp32 values into t, converting to t's dtype (rounding to nearest even for bf16).
+  // Copies host fp32 values into t, converting to t's dtype (rounding to nearest even for bf16; I32 takes
+  // integral values only).
   virtual void copy_from_host(std::span<const float> in, Tensor& t) = 0;
 
   // out[t, :] = table[ids[t], :]
@@ -144,6 +148,12 @@ class Backend {
   virtual void linear(const Tensor& x, const Weight& w, Tensor& out) = 0;
   // acc += x
   virtual void add(Tensor& acc, const Tensor& x) = 0;
+  // residual += branch, then out = rms_norm(residual): the two steps between every attention and MLP, which a
+  // GPU backend fuses into one pass over the residual stream.
+  virtual void add_rms_norm(Tensor& residual, const Tensor& branch, const Weight& weight, float eps, Tensor& out) {
+    add(residual, branch);
+    rms_norm(residual, weight, eps, out);
+  }
   // out[T, I] = silu(gate_up[:, :I]) * gate_up[:, I:]  where gate_up is [T, 2I]
   virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;
   // Rotates, in place, the rope part of every head: x[t, h*head_dim + rope_offset + (0..rotary_dim)].
@@ -154,12 +164,13 @@ class Backend {
                         std::span<const int64_t> slot_mapping, Tensor& kv_cache) = 0;
   // Causal multi-head latent attention over the paged cache (every token's keys are already stored).
   virtual void mla_attention(const MlaAttentionParams& p, const ForwardBatch& batch) = 0;
-  // Router: topk_ids/topk_weights [T, top_k].
-  virtual void moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<int32_t>& topk_ids,
-                        std::vector<float>& topk_weights) = 0;
-  // out += sum_k topk_weights[t,k] * expert[topk_ids[t,k]](x[t])
-  virtual void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, std::span<const int32_t> topk_ids,
-                           std::span<const float> topk_weights, int64_t top_k, Tensor& out) = 0;
+  // Router: writes topk_ids [T, top_k] (I32, from empty_i32) and topk_weights [T, top_k] (F32), tensors of
+  // this backend, so a device backend keeps the routing on the device (no copy to the host, no wait).
+  virtual void moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk_ids, Tensor& topk_weights) = 0;
+  // out += sum_k topk_weights[t,k] * expert[topk_ids[t,k]](x[t]), with top_k = topk_ids.cols(). An id outside
+  // [0, experts) is a bug of the caller: the CPU backend throws; a device backend skips that pair.
+  virtual void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids,
+                           const Tensor& topk_weights, Tensor& out) = 0;
   // out = down(silu(gate(x)) * up(x))
   virtual void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) = 0;
   // out[i, :] = x[rows[i], :]

@@ -11,6 +11,7 @@ namespace ds {
 size_t dtype_size(DType dtype) {
   switch (dtype) {
     case DType::kF32:
+    case DType::kI32:
       return 4;
     case DType::kF16:
     case DType::kBF16:
@@ -32,6 +33,8 @@ std::string_view dtype_name(DType dtype) {
       return "BF16";
     case DType::kF8E4M3:
       return "F8_E4M3";
+    case DType::kI32:
+      return "I32";
   }
   DS_CHECK(false, "unknown DType {}", static_cast<int>(dtype));
   return {};
@@ -116,6 +119,9 @@ void convert_to_f32(DType dtype, const void* src, float* dst, size_t n) {
       for (size_t i = 0; i < n; ++i) dst[i] = table[static_cast<uint8_t>(in[i])];
       return;
     }
+    case DType::kI32:
+      for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(load<int32_t>(in + 4 * i));
+      return;
   }
   DS_CHECK(false, "unknown DType {}", static_cast<int>(dtype));
 }

@@ -9,10 +9,11 @@
 
 namespace ds {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kF8E4M3 };
+// kI32 is not a checkpoint dtype (parse_safetensors_dtype refuses it): backends use it for the router's expert ids.
+enum class DType : uint8_t { kF32, kF16, kBF16, kF8E4M3, kI32 };
 
 [[nodiscard]] size_t dtype_size(DType dtype);
-// The safetensors spelling: "F32", "F16", "BF16", "F8_E4M3".
+// The safetensors spelling: "F32", "F16", "BF16", "F8_E4M3" (and "I32").
 [[nodiscard]] std::string_view dtype_name(DType dtype);
 [[nodiscard]] std::optional<DType> parse_safetensors_dtype(std::string_view name);
 

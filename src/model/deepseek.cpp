@@ -82,6 +82,7 @@ Tensor DeepseekModel::forward_eager(const ForwardBatch& batch, std::vector<std::
   const int64_t t = batch.num_tokens(), h = c.hidden_size;
   const StepScope step(backend_, batch, table_pitch);
 
+  const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor hidden = backend_.empty_f32({t, h});  // [T, hidden] residual stream
   backend_.embedding(weights_.embed_tokens, batch.token_ids, hidden);
   auto record = [&](const Tensor& x) {
@@ -96,22 +97,25 @@ Tensor DeepseekModel::forward_eager(const ForwardBatch& batch, std::vector<std::
   Tensor branch = backend_.empty_f32({t, h});
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     const LayerWeights& layer = weights_.layers[static_cast<size_t>(i)];
-    backend_.rms_norm(hidden, layer.input_layernorm, static_cast<float>(c.rms_norm_eps), normed);
+    // The previous layer's MLP output joins the residual stream in the same pass that normalizes it.
+    if (i == 0) {
+      backend_.rms_norm(hidden, layer.input_layernorm, eps, normed);
+    } else {
+      backend_.add_rms_norm(hidden, branch, layer.input_layernorm, eps, normed);
+      record(hidden);  // HF's list holds the input of each layer
+    }
     attention(i, normed, batch, branch);
-    backend_.add(hidden, branch);
-    backend_.rms_norm(hidden, layer.post_attention_layernorm, static_cast<float>(c.rms_norm_eps), normed);
+    backend_.add_rms_norm(hidden, branch, layer.post_attention_layernorm, eps, normed);
     if (layer.is_moe) {
       moe(layer.moe, normed, branch);
     } else {
       backend_.mlp(normed, layer.mlp, branch);
     }
-    backend_.add(hidden, branch);
-    // HF's list holds the input of each layer and ends with the final norm; skip the last layer's raw output.
-    if (i + 1 < c.num_hidden_layers) record(hidden);
   }
+  if (c.num_hidden_layers > 0) backend_.add(hidden, branch);  // the last layer's MLP output
   if (trace != nullptr) {
     Tensor all_normed = backend_.empty({t, h});
-    backend_.rms_norm(hidden, weights_.norm, static_cast<float>(c.rms_norm_eps), all_normed);
+    backend_.rms_norm(hidden, weights_.norm, eps, all_normed);
     record(all_normed);
   }
   // Only the rows that need logits go through the final norm and lm_head.
@@ -119,7 +123,7 @@ Tensor DeepseekModel::forward_eager(const ForwardBatch& batch, std::vector<std::
   Tensor last = backend_.empty_f32({n, h});
   backend_.gather_rows(hidden, batch.logits_indices, last);
   Tensor last_normed = backend_.empty({n, h});
-  backend_.rms_norm(last, weights_.norm, static_cast<float>(c.rms_norm_eps), last_normed);
+  backend_.rms_norm(last, weights_.norm, eps, last_normed);
   Tensor logits;
   if (logits_into != nullptr) {
     DS_CHECK(logits_into->rows() == n && logits_into->cols() == c.vocab_size && logits_into->dtype == DType::kF32,
@@ -187,15 +191,15 @@ void DeepseekModel::moe(const MoeWeights& w, const Tensor& x, Tensor& out) {
   gate.scoring_func = c.scoring_func;
   gate.norm_topk_prob = c.norm_topk_prob;
   gate.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
-  std::vector<int32_t> topk_ids;   // [T, top_k]
-  std::vector<float> topk_weights;  // [T, top_k]
+  Tensor topk_ids = backend_.empty_i32({x.rows(), gate.top_k});      // [T, top_k]
+  Tensor topk_weights = backend_.empty_f32({x.rows(), gate.top_k});  // [T, top_k]
   backend_.moe_gate(x, gate, topk_ids, topk_weights);
   if (w.has_shared_experts) {
     backend_.mlp(x, w.shared_experts, out);
   } else {
     backend_.fill_zero(out);
   }
-  backend_.moe_experts(x, w.experts, topk_ids, topk_weights, c.num_experts_per_tok, out);
+  backend_.moe_experts(x, w.experts, topk_ids, topk_weights, out);
 }
 
 }  // namespace ds

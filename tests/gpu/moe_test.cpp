@@ -50,10 +50,12 @@ TEST_F(MoeTest, RouterChoosesTheSameExpertsWithTheSameWeights) {
     p.norm_topk_prob = gc.norm;
     p.routed_scaling_factor = gc.scaling;
     auto [xc, xg] = pair({gc.tokens, gc.hidden}, rng.normal(gc.tokens * gc.hidden));
-    std::vector<int32_t> ids_c, ids_g;
-    std::vector<float> w_c, w_g;
-    cpu_.moe_gate(xc, p, ids_c, w_c);
-    gpu_.moe_gate(xg, p, ids_g, w_g);
+    Tensor ids_ct = cpu_.empty_i32({gc.tokens, gc.top_k}), w_ct = cpu_.empty_f32({gc.tokens, gc.top_k});
+    Tensor ids_gt = gpu_.empty_i32({gc.tokens, gc.top_k}), w_gt = gpu_.empty_f32({gc.tokens, gc.top_k});
+    cpu_.moe_gate(xc, p, ids_ct, w_ct);
+    gpu_.moe_gate(xg, p, ids_gt, w_gt);
+    const std::vector<float> ids_c = host(cpu_, ids_ct), ids_g = host(gpu_, ids_gt);
+    const std::vector<float> w_c = host(cpu_, w_ct), w_g = host(gpu_, w_gt);
     ASSERT_EQ(ids_c.size(), ids_g.size());
     // Same experts in the same order; the router logits agree to fp32 summation order (~1e-7 relative), so a
     // difference would need two experts within that of each other: with random scores, it does not happen.
@@ -73,16 +75,23 @@ TEST_F(MoeTest, RouterChoosesTheSameExpertsWithTheSameWeights) {
   }
 }
 
+// The grouped expert GEMMs (bf16 and block-FP8 weights whose sizes are multiples of 8 / 16) and the per-expert
+// path with the routing copied to the host (the other shapes and dtypes), against the CPU. `skewed`: every
+// token picks experts 0..top_k-1, so those experts span several 32-row tiles.
 TEST_F(MoeTest, RoutedExpertsMatch) {
   Rng rng(31);
-  for (const auto& [tokens, hidden, inter, experts, top_k, dtype] :
-       std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, DType>>{
-           {33, 256, 64, 8, 3, DType::kBF16},
-           {33, 256, 64, 8, 3, DType::kF8E4M3},
-           {9, 192, 48, 8, 2, DType::kBF16},
-           {1, 256, 64, 8, 3, DType::kF8E4M3},
-           {6, 7168, 256, 16, 8, DType::kF8E4M3},
-           {5, 200, 75, 12, 4, DType::kBF16}}) {
+  for (const auto& [tokens, hidden, inter, experts, top_k, dtype, skewed] :
+       std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, DType, bool>>{
+           {33, 256, 64, 8, 3, DType::kBF16, false},
+           {33, 256, 64, 8, 3, DType::kF8E4M3, false},
+           {9, 192, 48, 8, 2, DType::kBF16, false},          // V2 fixture: n and k not multiples of 64
+           {1, 256, 64, 8, 3, DType::kF8E4M3, false},
+           {6, 7168, 256, 16, 8, DType::kF8E4M3, false},     // V3's hidden size
+           {5, 200, 75, 12, 4, DType::kBF16, false},         // intermediate 75: the per-expert path
+           {5, 128, 64, 6, 2, DType::kF32, false},           // F32 weights: the per-expert path
+           {70, 256, 128, 4, 2, DType::kBF16, true},         // 70 rows per expert: 3 tiles each
+           {100, 384, 192, 8, 3, DType::kF8E4M3, true},      // partial 128-blocks of scales, 4 tiles each
+           {64, 2048, 1408, 64, 6, DType::kBF16, false}}) {  // V2-Lite's expert shape
     std::vector<std::unique_ptr<HostWeight>> holders;
     std::vector<MlpWeights> mlps;
     for (int64_t e = 0; e < experts; ++e) {
@@ -99,7 +108,7 @@ TEST_F(MoeTest, RoutedExpertsMatch) {
     for (int64_t t = 0; t < tokens; ++t) {
       std::vector<int32_t> all(static_cast<size_t>(experts - 2));
       std::iota(all.begin(), all.end(), 0);
-      std::shuffle(all.begin(), all.end(), rng.gen());
+      if (!skewed) std::shuffle(all.begin(), all.end(), rng.gen());
       for (int64_t k = 0; k < top_k; ++k) {
         ids.push_back(all[static_cast<size_t>(k)]);
         weights.push_back(rng.uniform(0.1f, 1.5f));
@@ -108,8 +117,15 @@ TEST_F(MoeTest, RoutedExpertsMatch) {
     auto [xc, xg] = pair({tokens, hidden}, rng.normal(tokens * hidden));
     // out already holds the shared experts' output; the routed ones are added to it.
     auto [c, g] = pair({tokens, hidden}, rng.normal(tokens * hidden, 0.5f));
-    cpu_.moe_experts(xc, mlps, ids, weights, top_k, c);
-    gpu_.moe_experts(xg, mlps, ids, weights, top_k, g);
+    Tensor ids_c = cpu_.empty_i32({tokens, top_k}), ids_g = gpu_.empty_i32({tokens, top_k});
+    Tensor w_c = cpu_.empty_f32({tokens, top_k}), w_g = gpu_.empty_f32({tokens, top_k});
+    const std::vector<float> id_values(ids.begin(), ids.end());
+    cpu_.copy_from_host(id_values, ids_c);
+    gpu_.copy_from_host(id_values, ids_g);
+    cpu_.copy_from_host(weights, w_c);
+    gpu_.copy_from_host(weights, w_g);
+    cpu_.moe_experts(xc, mlps, ids_c, w_c, c);
+    gpu_.moe_experts(xg, mlps, ids_g, w_g, g);
     EXPECT_LT(error(c, g), kChainTol) << tokens << " tokens, " << experts << " experts of " << hidden << "x"
                                       << inter << " " << dtype_name(dtype);
   }

@@ -52,6 +52,23 @@ TEST_F(NormTest, RmsNormMatches) {
   }
 }
 
+// The fused residual add: the residual (F32, as the model keeps it) gets the branch added, and the output is
+// the norm of the sum; both must match the CPU's add then rms_norm.
+TEST_F(NormTest, AddRmsNormUpdatesTheResidualAndNormalizesIt) {
+  Rng rng(4);
+  for (const auto& [rows, cols] : std::vector<std::pair<int64_t, int64_t>>{{1, 256}, {33, 7168}, {5, 75}}) {
+    auto w = make_norm_weight(rng, cols);
+    prepare(*w);
+    auto [rc, rg] = pair({rows, cols}, rng.normal(rows * cols, 3.0f), /*f32=*/true);
+    auto [bc, bg] = pair({rows, cols}, rng.normal(rows * cols, 1.0f), /*f32=*/true);
+    auto [c, g] = outputs({rows, cols}, /*f32=*/false);
+    cpu_.add_rms_norm(rc, bc, w->weight, 1e-6f, c);
+    gpu_.add_rms_norm(rg, bg, w->weight, 1e-6f, g);
+    EXPECT_LT(error(rc, rg), kF32Tol) << rows << "x" << cols << " residual";
+    EXPECT_LT(error(c, g), kBf16Tol) << rows << "x" << cols << " normalized";
+  }
+}
+
 TEST_F(NormTest, RmsNormOfAColumnWindow) {
   Rng rng(3);
   // kv_a = [latent | k_rope]: the latent part is normalized, as the model does.

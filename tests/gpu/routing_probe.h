@@ -35,6 +35,7 @@ class RoutingProbe final : public Backend {
   DType activation_dtype() const override { return inner_.activation_dtype(); }
   Tensor empty_f32(std::vector<int64_t> shape) override { return inner_.empty_f32(std::move(shape)); }
   Tensor empty_host(std::vector<int64_t> shape) override { return inner_.empty_host(std::move(shape)); }
+  Tensor empty_i32(std::vector<int64_t> shape) override { return inner_.empty_i32(std::move(shape)); }
   void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) override {
     inner_.copy_blocks(from, to, moves, block_size);
   }
@@ -53,6 +54,9 @@ class RoutingProbe final : public Backend {
   }
   void linear(const Tensor& x, const Weight& w, Tensor& out) override { inner_.linear(x, w, out); }
   void add(Tensor& acc, const Tensor& x) override { inner_.add(acc, x); }
+  void add_rms_norm(Tensor& residual, const Tensor& branch, const Weight& weight, float eps, Tensor& out) override {
+    inner_.add_rms_norm(residual, branch, weight, eps, out);
+  }
   void silu_mul(const Tensor& gate_up, Tensor& out) override { inner_.silu_mul(gate_up, out); }
   void rope(Tensor& x, std::span<const int32_t> positions, int64_t num_heads, int64_t head_dim,
             int64_t rope_offset, const RopeParams& rope) override {
@@ -65,21 +69,27 @@ class RoutingProbe final : public Backend {
   void mla_attention(const MlaAttentionParams& p, const ForwardBatch& batch) override {
     inner_.mla_attention(p, batch);
   }
-  void moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<int32_t>& topk_ids,
-                std::vector<float>& topk_weights) override {
+  void moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk_ids, Tensor& topk_weights) override {
     inner_.moe_gate(x, p, topk_ids, topk_weights);
-    calls.push_back({topk_ids, topk_weights, p.top_k});
+    std::vector<float> ids(static_cast<size_t>(topk_ids.numel()));
+    RouterCall call;
+    call.top_k = p.top_k;
+    inner_.copy_to_host(topk_ids, ids);
+    call.topk_ids.assign(ids.begin(), ids.end());
+    call.topk_weights.resize(static_cast<size_t>(topk_weights.numel()));
+    inner_.copy_to_host(topk_weights, call.topk_weights);
+    calls.push_back(std::move(call));
     if (pinned == nullptr) return;
     DS_CHECK(next_pinned < pinned->size(), "router call {} has no pinned choice", next_pinned);
     const RouterCall& r = (*pinned)[next_pinned++];
-    DS_CHECK(r.topk_ids.size() == topk_ids.size(), "pinned router call of {} choices for {}",
-             r.topk_ids.size(), topk_ids.size());
-    topk_ids = r.topk_ids;
-    topk_weights = r.topk_weights;
+    DS_CHECK(r.topk_ids.size() == ids.size(), "pinned router call of {} choices for {}", r.topk_ids.size(),
+             ids.size());
+    inner_.copy_from_host(std::vector<float>(r.topk_ids.begin(), r.topk_ids.end()), topk_ids);
+    inner_.copy_from_host(r.topk_weights, topk_weights);
   }
-  void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, std::span<const int32_t> topk_ids,
-                   std::span<const float> topk_weights, int64_t top_k, Tensor& out) override {
-    inner_.moe_experts(x, experts, topk_ids, topk_weights, top_k, out);
+  void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids,
+                   const Tensor& topk_weights, Tensor& out) override {
+    inner_.moe_experts(x, experts, topk_ids, topk_weights, out);
   }
   void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) override { inner_.mlp(x, w, out); }
   void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override {

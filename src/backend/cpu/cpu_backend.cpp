@@ -34,15 +34,40 @@ Tensor CpuBackend::empty(std::vector<int64_t> shape) {
   return t;
 }
 
-void CpuBackend::fill_zero(Tensor& t) { std::memset(t.data, 0, static_cast<size_t>(t.numel()) * sizeof(float)); }
+Tensor CpuBackend::empty_i32(std::vector<int64_t> shape) {
+  Tensor t;
+  t.shape = std::move(shape);
+  t.dtype = DType::kI32;
+  const int64_t n = std::max<int64_t>(t.numel(), 1);
+  auto storage = std::shared_ptr<int32_t[]>(new int32_t[static_cast<size_t>(n)]);
+  t.data = storage.get();
+  t.storage = std::shared_ptr<void>(storage, storage.get());
+  return t;
+}
+
+void CpuBackend::fill_zero(Tensor& t) {
+  std::memset(t.data, 0, static_cast<size_t>(t.numel()) * dtype_size(t.dtype));
+}
 
 void CpuBackend::copy_to_host(const Tensor& t, std::span<float> out) {
   DS_CHECK(static_cast<int64_t>(out.size()) == t.numel(), "copy of {} elements into {}", t.numel(), out.size());
+  if (t.dtype == DType::kI32) {
+    convert_to_f32(t.dtype, t.data, out.data(), out.size());
+    return;
+  }
   std::memcpy(out.data(), t.f32(), out.size() * sizeof(float));
 }
 
 void CpuBackend::copy_from_host(std::span<const float> in, Tensor& t) {
   DS_CHECK(static_cast<int64_t>(in.size()) == t.numel(), "copy of {} elements into {}", in.size(), t.numel());
+  if (t.dtype == DType::kI32) {
+    auto* out = static_cast<int32_t*>(t.data);
+    for (size_t i = 0; i < in.size(); ++i) {
+      DS_CHECK(in[i] == std::trunc(in[i]) && std::abs(in[i]) < 16777216.0f, "{} is not an int32 value", in[i]);
+      out[i] = static_cast<int32_t>(in[i]);
+    }
+    return;
+  }
   std::memcpy(t.f32(), in.data(), in.size() * sizeof(float));
 }
 

@@ -14,6 +14,7 @@ class CpuBackend final : public Backend {
   [[nodiscard]] Tensor empty(std::vector<int64_t> shape) override;
   [[nodiscard]] Tensor empty_f32(std::vector<int64_t> shape) override { return empty(std::move(shape)); }
   [[nodiscard]] Tensor empty_host(std::vector<int64_t> shape) override { return empty(std::move(shape)); }
+  [[nodiscard]] Tensor empty_i32(std::vector<int64_t> shape) override;
   void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) override;
   void fill_zero(Tensor& t) override;
   void copy_to_host(const Tensor& t, std::span<float> out) override;
@@ -30,10 +31,9 @@ class CpuBackend final : public Backend {
   void store_kv(const Tensor& latent, const Tensor& k_rope_src, int64_t k_rope_col_offset,
                 std::span<const int64_t> slot_mapping, Tensor& kv_cache) override;
   void mla_attention(const MlaAttentionParams& p, const ForwardBatch& batch) override;
-  void moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<int32_t>& topk_ids,
-                std::vector<float>& topk_weights) override;
-  void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, std::span<const int32_t> topk_ids,
-                   std::span<const float> topk_weights, int64_t top_k, Tensor& out) override;
+  void moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk_ids, Tensor& topk_weights) override;
+  void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids,
+                   const Tensor& topk_weights, Tensor& out) override;
   void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) override;
   void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
 

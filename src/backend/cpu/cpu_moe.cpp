@@ -26,9 +26,15 @@ std::vector<int32_t> top_k_indices(const std::vector<float>& v, int64_t k) {
 
 }  // namespace
 
-void CpuBackend::moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<int32_t>& topk_ids,
-                          std::vector<float>& topk_weights) {
+void CpuBackend::moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk_ids_out,
+                          Tensor& topk_weights_out) {
   const int64_t t_count = x.rows(), e_count = p.gate->rows;
+  DS_CHECK(topk_ids_out.dtype == DType::kI32 && topk_ids_out.rows() == t_count &&
+               topk_ids_out.cols() == p.top_k && topk_weights_out.rows() == t_count &&
+               topk_weights_out.cols() == p.top_k,
+           "moe_gate outputs must be [{}, {}]", t_count, p.top_k);
+  std::span<int32_t> topk_ids(static_cast<int32_t*>(topk_ids_out.data), static_cast<size_t>(t_count * p.top_k));
+  std::span<float> topk_weights(topk_weights_out.f32(), static_cast<size_t>(t_count * p.top_k));
   Tensor logits = empty({t_count, e_count});
   linear(x, *p.gate, logits);
   std::vector<float> bias;
@@ -37,8 +43,6 @@ void CpuBackend::moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<i
     dequantize_rows(*p.e_score_correction_bias, 0, 1, bias.data());
   }
   const TopkMethod method = p.topk_method;
-  topk_ids.assign(static_cast<size_t>(t_count * p.top_k), 0);
-  topk_weights.assign(static_cast<size_t>(t_count * p.top_k), 0.0f);
   for (int64_t t = 0; t < t_count; ++t) {
     const float* l = logits.f32() + t * e_count;
     std::vector<float> scores(static_cast<size_t>(e_count));
@@ -83,12 +87,15 @@ void CpuBackend::moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<i
   }
 }
 
-void CpuBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> experts, std::span<const int32_t> topk_ids,
-                             std::span<const float> topk_weights, int64_t top_k, Tensor& out) {
-  const int64_t t_count = x.rows(), hidden = x.cols();
-  DS_CHECK(static_cast<int64_t>(topk_ids.size()) == t_count * top_k && out.rows() == t_count &&
-               out.cols() == hidden,
+void CpuBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids_in,
+                             const Tensor& topk_weights_in, Tensor& out) {
+  const int64_t t_count = x.rows(), hidden = x.cols(), top_k = topk_ids_in.cols();
+  DS_CHECK(topk_ids_in.dtype == DType::kI32 && topk_ids_in.rows() == t_count && topk_weights_in.rows() == t_count &&
+               topk_weights_in.cols() == top_k && out.rows() == t_count && out.cols() == hidden,
            "moe_experts shapes");
+  const std::span<const int32_t> topk_ids(static_cast<const int32_t*>(topk_ids_in.data),
+                                          static_cast<size_t>(t_count * top_k));
+  const std::span<const float> topk_weights(topk_weights_in.f32(), static_cast<size_t>(t_count * top_k));
   // Group the (token, slot) pairs by expert and run each expert once over its tokens.
   std::vector<std::vector<int32_t>> assigned(experts.size());
   for (int64_t i = 0; i < t_count * top_k; ++i) {

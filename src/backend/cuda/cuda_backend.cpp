@@ -3,6 +3,7 @@
 #include "backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +26,8 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
   const char* mla = std::getenv("DEEPSERVE_MLA");
   legacy_mla_ = options.legacy_mla || (mla != nullptr && std::strcmp(mla, "legacy") == 0);
   ctx_->fp8_gemm = options.fp8_gemm && cuda::fp8_gemm_enabled();
+  const char* grouped = std::getenv("DS_MOE_GROUPED");
+  grouped_experts_ = options.grouped_experts && (grouped == nullptr || std::strcmp(grouped, "0") != 0);
 }
 
 CudaBackend::~CudaBackend() {
@@ -166,6 +169,10 @@ Tensor CudaBackend::empty_f32(std::vector<int64_t> shape) {
   return allocate(std::move(shape), DType::kF32);
 }
 
+Tensor CudaBackend::empty_i32(std::vector<int64_t> shape) {
+  return allocate(std::move(shape), DType::kI32);
+}
+
 Tensor CudaBackend::empty_host(std::vector<int64_t> shape) {
   Tensor t;
   t.shape = std::move(shape);
@@ -225,6 +232,16 @@ void CudaBackend::copy_from_host(std::span<const float> in, Tensor& t) {
   DS_CHECK(static_cast<int64_t>(in.size()) == t.numel(), "copy of {} elements into {}", in.size(), t.numel());
   if (t.dtype == DType::kF32) {
     DS_CUDA_CHECK(cudaMemcpyAsync(t.data, in.data(), in.size_bytes(), cudaMemcpyHostToDevice, ctx_->stream));
+  } else if (t.dtype == DType::kI32) {
+    std::vector<int32_t> ints(in.size());
+    for (size_t i = 0; i < in.size(); ++i) {
+      DS_CHECK(in[i] == std::trunc(in[i]) && std::abs(in[i]) < 16777216.0f, "{} is not an int32 value", in[i]);
+      ints[i] = static_cast<int32_t>(in[i]);
+    }
+    DS_CUDA_CHECK(
+        cudaMemcpyAsync(t.data, ints.data(), ints.size() * 4, cudaMemcpyHostToDevice, ctx_->stream));
+    synchronize();  // before `ints` goes
+    return;
   } else {
     DS_CHECK(t.dtype == DType::kBF16, "copy_from_host into {}", dtype_name(t.dtype));
     std::vector<uint16_t> bits(in.size());
@@ -259,6 +276,20 @@ void CudaBackend::rms_norm_cols(const Tensor& x, int64_t col_offset, const Weigh
   w.rows = 1;
   cuda::launch_rms_norm(col_slice(matrix(x), col_offset, width), w, eps, matrix(out), ctx_->stream);
   ctx_->after_op("rms_norm");
+}
+
+void CudaBackend::add_rms_norm(Tensor& residual, const Tensor& branch, const Weight& weight, float eps,
+                               Tensor& out) {
+  const int64_t width = weight.rows * weight.cols;
+  DS_CHECK(residual.rows() == branch.rows() && residual.cols() == branch.cols() && residual.cols() == width &&
+               out.rows() == residual.rows() && out.cols() == width,
+           "add_rms_norm shapes: residual [{}, {}], branch [{}, {}], weight {}, out [{}, {}]", residual.rows(),
+           residual.cols(), branch.rows(), branch.cols(), width, out.rows(), out.cols());
+  cuda::DeviceWeight w = device_weight(weight);
+  w.cols = width;
+  w.rows = 1;
+  cuda::launch_add_rms_norm(matrix(residual), matrix(branch), w, eps, matrix(out), ctx_->stream);
+  ctx_->after_op("add_rms_norm");
 }
 
 void CudaBackend::linear(const Tensor& x, const Weight& w, Tensor& out) {

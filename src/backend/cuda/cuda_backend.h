@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/backend.h"
@@ -34,6 +35,10 @@ struct CudaBackendOptions {
   // (DeepSeek-V3's scheme); false expands them to bf16 for each GEMM instead (HF's numerics, slower).
   // DS_FP8_GEMM=0 turns it off too.
   bool fp8_gemm = true;
+  // The routed experts as grouped GEMMs with the routing on the device (bf16 and block-FP8 experts); false
+  // copies the routing to the host and runs one cuBLASLt GEMM per expert (the earlier path, for comparison).
+  // DS_MOE_GROUPED=0 turns it off too.
+  bool grouped_experts = true;
 };
 
 class CudaBackend final : public Backend {
@@ -53,6 +58,7 @@ class CudaBackend final : public Backend {
   void reset_memory_peak() override;
   [[nodiscard]] Tensor empty(std::vector<int64_t> shape) override;
   [[nodiscard]] Tensor empty_f32(std::vector<int64_t> shape) override;
+  [[nodiscard]] Tensor empty_i32(std::vector<int64_t> shape) override;
   // Pinned host memory in the compute dtype (BF16), for the KV swap pool.
   [[nodiscard]] Tensor empty_host(std::vector<int64_t> shape) override;
   void copy_blocks(const Tensor& from, Tensor& to, std::span<const BlockMove> moves, int32_t block_size) override;
@@ -66,16 +72,16 @@ class CudaBackend final : public Backend {
                      Tensor& out) override;
   void linear(const Tensor& x, const Weight& w, Tensor& out) override;
   void add(Tensor& acc, const Tensor& x) override;
+  void add_rms_norm(Tensor& residual, const Tensor& branch, const Weight& weight, float eps, Tensor& out) override;
   void silu_mul(const Tensor& gate_up, Tensor& out) override;
   void rope(Tensor& x, std::span<const int32_t> positions, int64_t num_heads, int64_t head_dim,
             int64_t rope_offset, const RopeParams& rope) override;
   void store_kv(const Tensor& latent, const Tensor& k_rope_src, int64_t k_rope_col_offset,
                 std::span<const int64_t> slot_mapping, Tensor& kv_cache) override;
   void mla_attention(const MlaAttentionParams& p, const ForwardBatch& batch) override;
-  void moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<int32_t>& topk_ids,
-                std::vector<float>& topk_weights) override;
-  void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, std::span<const int32_t> topk_ids,
-                   std::span<const float> topk_weights, int64_t top_k, Tensor& out) override;
+  void moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk_ids, Tensor& topk_weights) override;
+  void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids,
+                   const Tensor& topk_weights, Tensor& out) override;
   void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) override;
   void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
 
@@ -106,10 +112,26 @@ class CudaBackend final : public Backend {
   // Shared with every tensor's deleter, so that tensors outliving the backend still free on a live stream.
   std::shared_ptr<cuda::CudaContext> ctx_;
   bool legacy_mla_ = false;
+  bool grouped_experts_ = true;
   // Device memory for w's data (out of memory: a UserError with the sizes), and w's block scales uploaded as fp32.
   void* allocate_weight(const Weight& w, size_t bytes);
   void upload_scales(Weight& w);
   std::vector<void*> weight_allocations_;  // cudaMalloc'ed by prepare_weight, freed by the destructor
+
+  // The routed experts of one MoE layer as the grouped expert GEMMs read them: device arrays of the experts'
+  // weight and block-scale pointers, built on first use (keyed by the experts' address, which the model keeps).
+  struct ExpertTable {
+    const void* const* pointers = nullptr;  // [6][count]: gate, up, down, then their scales
+    int64_t count = 0, inter = 0, hidden = 0;
+    bool fp8 = false;
+    bool grouped = false;  // bf16 or block-FP8 weights of one shape: the grouped path applies
+  };
+  const ExpertTable& expert_table(std::span<const MlpWeights> experts);
+  // The routed experts for weights the grouped path does not take: routing copied to the host, one cuBLASLt
+  // GEMM per expert and projection.
+  void moe_experts_on_host_routing(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids,
+                                   const Tensor& topk_weights, Tensor& out);
+  std::unordered_map<const MlpWeights*, ExpertTable> expert_tables_;
   uint64_t weight_bytes_ = 0;
 };
 

@@ -1,7 +1,8 @@
-// CudaBackend's MoE: the router (gate GEMM in fp32 output, then the router kernel, choices copied back to the
-// host as the interface asks) and the routed experts: tokens gathered into expert order, each expert's
-// gate/up/down GEMMs over its contiguous rows, then one weighted combine per token (no atomics, so the sum
-// is deterministic).
+// CudaBackend's MoE: the router (gate GEMM in fp32 output, then the router kernel; the choices stay on the
+// device) and the routed experts. Experts of bf16 or block-FP8 weights run as two grouped GEMMs over rows put
+// in expert order on the device (cuda_moe_gemm.cu): nothing goes to the host and nothing waits. Other
+// weight types (F32/F16 test checkpoints) copy the choices to the host and run each expert's GEMMs through
+// cuBLASLt. Both end with one weighted combine per token in k order (no atomics: the sum is deterministic).
 #include <algorithm>
 #include <numeric>
 #include <vector>
@@ -29,9 +30,11 @@ cuda::GateMethod gate_method(TopkMethod m) {
 
 }  // namespace
 
-void CudaBackend::moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<int32_t>& topk_ids,
-                           std::vector<float>& topk_weights) {
+void CudaBackend::moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk_ids, Tensor& topk_weights) {
   const int64_t t_count = x.rows(), e_count = p.gate->rows;
+  DS_CHECK(topk_ids.dtype == DType::kI32 && topk_weights.dtype == DType::kF32 && topk_ids.rows() == t_count &&
+               topk_ids.cols() == p.top_k && topk_weights.rows() == t_count && topk_weights.cols() == p.top_k,
+           "moe_gate outputs must be [{}, {}] I32 and F32", t_count, p.top_k);
   DS_CHECK(p.top_k >= 1 && p.top_k <= 32 && p.top_k <= e_count, "top_k {} of {} experts (at most 32)",
            p.top_k, e_count);
   DS_CHECK(p.n_group >= 1 && p.n_group <= 64 && e_count % p.n_group == 0 && p.topk_group >= 1 &&
@@ -41,8 +44,6 @@ void CudaBackend::moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<
   cuda::linear_into(*ctx_, cuda::matrix(x), *p.gate, cuda::matrix(logits));
   const cuda::DeviceBuffer scores(ctx_->stream, static_cast<size_t>(t_count * e_count) * sizeof(float));
   const cuda::DeviceBuffer choice(ctx_->stream, static_cast<size_t>(t_count * e_count) * sizeof(float));
-  const cuda::DeviceBuffer ids(ctx_->stream, static_cast<size_t>(t_count * p.top_k) * sizeof(int32_t));
-  const cuda::DeviceBuffer weights(ctx_->stream, static_cast<size_t>(t_count * p.top_k) * sizeof(float));
   cuda::DeviceWeight bias;
   const bool has_bias = p.e_score_correction_bias != nullptr && !p.e_score_correction_bias->empty();
   if (has_bias) {
@@ -57,8 +58,8 @@ void CudaBackend::moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<
   k.bias = has_bias ? &bias : nullptr;
   k.scores = scores.as<float>();
   k.choice = choice.as<float>();
-  k.topk_ids = ids.as<int32_t>();
-  k.topk_weights = weights.as<float>();
+  k.topk_ids = static_cast<int32_t*>(topk_ids.data);
+  k.topk_weights = topk_weights.f32();
   k.num_tokens = t_count;
   k.num_experts = e_count;
   k.top_k = p.top_k;
@@ -69,26 +70,141 @@ void CudaBackend::moe_gate(const Tensor& x, const MoeGateParams& p, std::vector<
   k.norm_topk_prob = p.norm_topk_prob;
   k.routed_scaling_factor = p.routed_scaling_factor;
   cuda::launch_moe_gate(k, ctx_->stream);
+  DS_CUDA_CHECK_LAUNCH();
   ctx_->after_op("moe_gate");
-  topk_ids.assign(static_cast<size_t>(t_count * p.top_k), 0);
-  topk_weights.assign(static_cast<size_t>(t_count * p.top_k), 0.0f);
-  DS_CUDA_CHECK(cudaMemcpyAsync(topk_ids.data(), ids.as<int32_t>(), topk_ids.size() * sizeof(int32_t),
-                                cudaMemcpyDeviceToHost, ctx_->stream));
-  DS_CUDA_CHECK(cudaMemcpyAsync(topk_weights.data(), weights.as<float>(), topk_weights.size() * sizeof(float),
-                                cudaMemcpyDeviceToHost, ctx_->stream));
-  synchronize();
 }
 
-void CudaBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> experts,
-                              std::span<const int32_t> topk_ids, std::span<const float> topk_weights,
-                              int64_t top_k, Tensor& out) {
-  const int64_t t_count = x.rows(), hidden = x.cols();
+const CudaBackend::ExpertTable& CudaBackend::expert_table(std::span<const MlpWeights> experts) {
+  auto it = expert_tables_.find(experts.data());
+  if (it != expert_tables_.end() && it->second.count == static_cast<int64_t>(experts.size())) return it->second;
+  ExpertTable table;
+  table.count = static_cast<int64_t>(experts.size());
+  const MlpWeights& first = experts.front();
+  table.inter = first.gate_proj.rows;
+  table.hidden = first.gate_proj.cols;
+  const DType dtype = first.gate_proj.tensor->dtype;
+  table.fp8 = dtype == DType::kF8E4M3;
+  const int64_t align = table.fp8 ? 16 : 8;  // elements per 16-byte chunk of a row
+  bool grouped = (dtype == DType::kBF16 || table.fp8) && table.hidden % align == 0 && table.inter % align == 0 &&
+                 table.count <= 1024;
+  for (const MlpWeights& e : experts) {
+    for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) {
+      grouped = grouped && w->tensor->dtype == dtype && w->device_data != nullptr;
+      if (table.fp8)
+        grouped = grouped && w->device_scale_inv != nullptr && w->block_rows == 128 && w->block_cols == 128;
+    }
+    grouped = grouped && e.gate_proj.rows == table.inter && e.up_proj.rows == table.inter &&
+              e.gate_proj.cols == table.hidden && e.up_proj.cols == table.hidden &&
+              e.down_proj.rows == table.hidden && e.down_proj.cols == table.inter;
+  }
+  table.grouped = grouped;
+  if (grouped) {
+    // [6][experts]: gate, up, down weights, then their block scales (null for bf16).
+    std::vector<const void*> pointers;
+    for (int part = 0; part < 6; ++part) {
+      for (const MlpWeights& e : experts) {
+        const Weight& w = part % 3 == 0 ? e.gate_proj : part % 3 == 1 ? e.up_proj : e.down_proj;
+        pointers.push_back(part < 3 ? w.device_data : static_cast<const void*>(w.device_scale_inv));
+      }
+    }
+    void* device = nullptr;
+    DS_CUDA_CHECK(cudaMalloc(&device, pointers.size() * sizeof(void*)));
+    weight_allocations_.push_back(device);
+    DS_CUDA_CHECK(cudaMemcpy(device, pointers.data(), pointers.size() * sizeof(void*), cudaMemcpyHostToDevice));
+    table.pointers = static_cast<const void* const*>(device);
+  }
+  return expert_tables_[experts.data()] = table;
+}
+
+void CudaBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids,
+                              const Tensor& topk_weights, Tensor& out) {
+  const int64_t t_count = x.rows(), hidden = x.cols(), top_k = topk_ids.cols();
   const int64_t pairs = t_count * top_k;
-  DS_CHECK(static_cast<int64_t>(topk_ids.size()) == pairs &&
-               static_cast<int64_t>(topk_weights.size()) == pairs && out.rows() == t_count &&
-               out.cols() == hidden,
+  DS_CHECK(topk_ids.dtype == DType::kI32 && topk_weights.dtype == DType::kF32 && topk_ids.rows() == t_count &&
+               topk_weights.rows() == t_count && topk_weights.cols() == top_k && out.rows() == t_count &&
+               out.cols() == hidden && !experts.empty(),
            "moe_experts shapes");
   if (pairs == 0) return;
+  const ExpertTable& table = expert_table(experts);
+  if (!table.grouped || !grouped_experts_ || x.dtype != DType::kBF16 || table.hidden != hidden) {
+    moe_experts_on_host_routing(x, experts, topk_ids, topk_weights, out);
+    return;
+  }
+  const auto e_count = static_cast<int64_t>(experts.size());
+  const int64_t max_tiles = std::min(pairs, (pairs + cuda::kMoeTileRows - 1) / cuda::kMoeTileRows +
+                                                std::min(e_count, pairs));
+  // One scratch allocation: tiles (int4, first for alignment), token_of_row, row_of_pair, num_tiles.
+  const cuda::DeviceBuffer scratch(ctx_->stream,
+                                   static_cast<size_t>(max_tiles) * 16 + static_cast<size_t>(2 * pairs + 1) * 4);
+  cuda::MoePermuteParams perm;
+  perm.topk_ids = static_cast<const int32_t*>(topk_ids.data);
+  perm.pairs = pairs;
+  perm.top_k = static_cast<int32_t>(top_k);
+  perm.num_experts = static_cast<int32_t>(e_count);
+  perm.tiles = scratch.as<int4>();
+  perm.token_of_row = reinterpret_cast<int32_t*>(perm.tiles + max_tiles);
+  perm.row_of_pair = perm.token_of_row + pairs;
+  perm.num_tiles = perm.row_of_pair + pairs;
+  perm.max_tiles = static_cast<int32_t>(max_tiles);
+  cuda::launch_moe_permute(perm, ctx_->stream);
+  DS_CUDA_CHECK_LAUNCH();
+
+  const int64_t inter = table.inter;
+  const auto* ptrs = table.pointers;
+  Tensor act = empty({pairs, inter});     // [pairs, I] silu(x W_gate^T) * (x W_up^T), rows in expert order
+  Tensor y = empty_f32({pairs, hidden});  // [pairs, hidden] each pair's expert output, before its weight
+  cuda::MoeGemmParams g;
+  g.fp8 = table.fp8;
+  g.tiles = perm.tiles;
+  g.num_tiles = perm.num_tiles;
+  g.max_tiles = perm.max_tiles;
+  g.x = static_cast<const __nv_bfloat16*>(x.data);
+  g.ldx = hidden;
+  g.x_rows = perm.token_of_row;
+  g.w = ptrs;
+  g.w_up = ptrs + e_count;
+  g.w_scale = table.fp8 ? reinterpret_cast<const float* const*>(ptrs + 3 * e_count) : nullptr;
+  g.w_up_scale = table.fp8 ? reinterpret_cast<const float* const*>(ptrs + 4 * e_count) : nullptr;
+  g.n = inter;
+  g.k = hidden;
+  g.out = act.data;
+  g.out_dtype = DType::kBF16;
+  g.ldo = inter;
+  cuda::launch_moe_gemm(g, ctx_->stream);
+  DS_CUDA_CHECK_LAUNCH();
+
+  cuda::MoeGemmParams d = g;
+  d.x = static_cast<const __nv_bfloat16*>(act.data);
+  d.ldx = inter;
+  d.x_rows = nullptr;
+  d.w = ptrs + 2 * e_count;
+  d.w_up = nullptr;
+  d.w_scale = table.fp8 ? reinterpret_cast<const float* const*>(ptrs + 5 * e_count) : nullptr;
+  d.w_up_scale = nullptr;
+  d.n = hidden;
+  d.k = inter;
+  d.out = y.data;
+  d.out_dtype = DType::kF32;
+  d.ldo = hidden;
+  cuda::launch_moe_gemm(d, ctx_->stream);
+  DS_CUDA_CHECK_LAUNCH();
+  cuda::launch_moe_combine(cuda::matrix(y), perm.row_of_pair, topk_weights.f32(), top_k, cuda::matrix(out),
+                           ctx_->stream);
+  DS_CUDA_CHECK_LAUNCH();
+  ctx_->after_op("moe_experts");
+}
+
+void CudaBackend::moe_experts_on_host_routing(const Tensor& x, std::span<const MlpWeights> experts,
+                                              const Tensor& topk_ids_t, const Tensor& topk_weights_t, Tensor& out) {
+  const int64_t t_count = x.rows(), hidden = x.cols(), top_k = topk_ids_t.cols();
+  const int64_t pairs = t_count * top_k;
+  std::vector<int32_t> topk_ids(static_cast<size_t>(pairs));
+  std::vector<float> topk_weights(static_cast<size_t>(pairs));
+  DS_CUDA_CHECK(cudaMemcpyAsync(topk_ids.data(), topk_ids_t.data, topk_ids.size() * sizeof(int32_t),
+                                cudaMemcpyDeviceToHost, ctx_->stream));
+  DS_CUDA_CHECK(cudaMemcpyAsync(topk_weights.data(), topk_weights_t.data, topk_weights.size() * sizeof(float),
+                                cudaMemcpyDeviceToHost, ctx_->stream));
+  synchronize();
   // Counting sort of the (token, k) pairs by expert; within an expert, in pair order.
   std::vector<int64_t> offsets(experts.size() + 1, 0);
   for (int32_t e : topk_ids) {
@@ -109,7 +225,7 @@ void CudaBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> exper
 
   const cuda::DeviceBuffer d_tokens = cuda::upload(*ctx_, std::span<const int32_t>(token_of_row));
   const cuda::DeviceBuffer d_rows = cuda::upload(*ctx_, std::span<const int32_t>(row_of_pair));
-  const cuda::DeviceBuffer d_weights = cuda::upload(*ctx_, topk_weights);
+  const cuda::DeviceBuffer d_weights = cuda::upload(*ctx_, std::span<const float>(topk_weights));
   Tensor xin = empty({pairs, hidden});    // [pairs, hidden] x in expert order
   Tensor gate = empty({pairs, inter});    // [pairs, I]
   Tensor up = empty({pairs, inter});      // [pairs, I]

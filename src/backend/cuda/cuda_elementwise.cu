@@ -13,12 +13,18 @@ __global__ void embedding_kernel(DeviceWeight table, const int32_t* ids, MatrixR
   for (int64_t c = threadIdx.x; c < out.cols; c += blockDim.x) store_at(out, t, c, weight_at(table, id, c));
 }
 
-__global__ void rms_norm_kernel(MatrixRef x, DeviceWeight weight, float eps, MatrixRef out) {
+// With branch.data set, x[r, :] += branch[r, :] first (the fused residual add): each thread reads back only
+// the elements it wrote itself.
+__global__ void rms_norm_kernel(MatrixRef x, MatrixRef branch, DeviceWeight weight, float eps, MatrixRef out) {
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
   float sum = 0.0f;
   for (int64_t c = threadIdx.x; c < x.cols; c += blockDim.x) {
-    const float v = load_at(x, r, c);
+    float v = load_at(x, r, c);
+    if (branch.data != nullptr) {
+      v += load_at(branch, r, c);
+      store_at(x, r, c, v);
+    }
     sum += v * v;
   }
   sum = block_sum(sum, shared);
@@ -135,7 +141,14 @@ void launch_embedding(const DeviceWeight& table, const int32_t* ids, MatrixRef o
 
 void launch_rms_norm(MatrixRef x, const DeviceWeight& weight, float eps, MatrixRef out, cudaStream_t stream) {
   if (out.rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned int>(out.rows), kThreads, 0, stream>>>(x, weight, eps, out);
+  rms_norm_kernel<<<static_cast<unsigned int>(out.rows), kThreads, 0, stream>>>(x, MatrixRef{}, weight, eps, out);
+}
+
+void launch_add_rms_norm(MatrixRef residual, MatrixRef branch, const DeviceWeight& weight, float eps, MatrixRef out,
+                         cudaStream_t stream) {
+  if (out.rows == 0) return;
+  rms_norm_kernel<<<static_cast<unsigned int>(out.rows), kThreads, 0, stream>>>(residual, branch, weight, eps,
+                                                                                 out);
 }
 
 void launch_add(MatrixRef acc, MatrixRef x, cudaStream_t stream) {

@@ -33,6 +33,9 @@ struct MatrixRef {
 void launch_embedding(const DeviceWeight& table, const int32_t* ids, MatrixRef out, cudaStream_t stream);
 // out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * weight   (x may be a column window of a wider matrix)
 void launch_rms_norm(MatrixRef x, const DeviceWeight& weight, float eps, MatrixRef out, cudaStream_t stream);
+// residual += branch, then out = rms_norm(residual) as launch_rms_norm, in one pass over each row.
+void launch_add_rms_norm(MatrixRef residual, MatrixRef branch, const DeviceWeight& weight, float eps, MatrixRef out,
+                         cudaStream_t stream);
 // acc += x, elementwise over [rows, cols]
 void launch_add(MatrixRef acc, MatrixRef x, cudaStream_t stream);
 // out = silu(gate) * up, elementwise over [rows, cols]
@@ -153,7 +156,46 @@ struct MoeGateKernelParams {
 };
 void launch_moe_gate(const MoeGateKernelParams& p, cudaStream_t stream);
 
-// out[t, :] += sum_k weights[t, k] * y[rows[t, k], :]   (y: the routed experts' outputs, permuted by expert)
+// The routed experts with the routing on the device (cuda_moe_gemm.cu).
+inline constexpr int kMoeTileRows = 32;  // rows of one expert per tile of the expert GEMMs
+// One CTA: counts the (token, k) pairs of topk_ids per expert, puts each expert's pairs in consecutive rows
+// (row_of_pair[pair], token_of_row[row]; -1 for an id outside [0, num_experts)) and cuts every expert's rows
+// into tiles of tile_rows: tiles[i] = (expert, first row, end row, 0), *num_tiles of them.
+struct MoePermuteParams {
+  const int32_t* topk_ids = nullptr;  // [pairs]
+  int64_t pairs = 0;
+  int32_t top_k = 0, num_experts = 0, tile_rows = kMoeTileRows;
+  int32_t* token_of_row = nullptr;  // [pairs]
+  int32_t* row_of_pair = nullptr;   // [pairs]
+  int4* tiles = nullptr;            // [max_tiles]
+  int32_t* num_tiles = nullptr;     // [1]
+  int32_t max_tiles = 0;            // at least min(pairs, ceil(pairs / tile_rows) + min(experts, pairs))
+};
+void launch_moe_permute(const MoePermuteParams& p, cudaStream_t stream);
+// For every tile of moe_permute: out[rows, :n] = x[rows] @ W_expert[:n, :k]^T, bf16 or FP8 (128x128 block
+// scales) weights, fp32 accumulation. With w_up set (the gate/up kernel) out = silu(x W^T) * (x U^T) instead.
+// x is bf16 with rows of k at stride ldx, 16-byte aligned; k a multiple of 8 (bf16) or 16 (FP8).
+struct MoeGemmParams {
+  const __nv_bfloat16* x = nullptr;
+  int64_t ldx = 0;
+  const int32_t* x_rows = nullptr;           // permuted row -> row of x (the gather); null: the same row
+  const void* const* w = nullptr;            // [experts] device pointers to [n, k] weights
+  const void* const* w_up = nullptr;         // [experts] the up projections, or null
+  const float* const* w_scale = nullptr;     // [experts] FP8 block scales [ceil(n/128), ceil(k/128)]
+  const float* const* w_up_scale = nullptr;  // [experts]
+  bool fp8 = false;
+  int64_t n = 0, k = 0;
+  const int4* tiles = nullptr;
+  const int32_t* num_tiles = nullptr;
+  int32_t max_tiles = 0;
+  void* out = nullptr;  // [rows, n] at stride ldo
+  DType out_dtype = DType::kBF16;
+  int64_t ldo = 0;
+};
+void launch_moe_gemm(const MoeGemmParams& p, cudaStream_t stream);
+
+// out[t, :] += sum_k weights[t, k] * y[rows[t, k], :]   (y: the routed experts' outputs, permuted by expert;
+// a pair whose row is -1 is skipped)
 void launch_moe_combine(MatrixRef y, const int32_t* rows, const float* weights, int64_t top_k, MatrixRef out,
                         cudaStream_t stream);
 

@@ -85,7 +85,10 @@ __global__ void moe_combine_kernel(MatrixRef y, const int32_t* rows, const float
   const int64_t t = blockIdx.x;
   for (int64_t c = threadIdx.x; c < out.cols; c += blockDim.x) {
     float acc = load_at(out, t, c);
-    for (int64_t k = 0; k < top_k; ++k) acc += weights[t * top_k + k] * load_at(y, rows[t * top_k + k], c);
+    for (int64_t k = 0; k < top_k; ++k) {
+      const int32_t row = rows[t * top_k + k];
+      if (row >= 0) acc += weights[t * top_k + k] * load_at(y, row, c);
+    }
     store_at(out, t, c, acc);
   }
 }
