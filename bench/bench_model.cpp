@@ -2,6 +2,7 @@
 //
 //   bench_model --model DIR [--label NAME] [--batches 1,8,32,64,128,256] [--context 1024] [--prompt 1024]
 //   bench_model --mla-op                      the MLA decode op alone on FlashMLA's shapes
+//   bench_model --model DIR --cuda-graphs     decode rows replay CUDA graphs (DEEPSERVE_BENCH_GRAPHS=1 too)
 //
 // In one process: the ceilings (device-to-device copy bandwidth, cuBLASLt bf16 GEMM rate at 8192^3), then the
 // prefill of one prompt, then decode steps at each batch size with `context` tokens already cached per

@@ -12,15 +12,17 @@ namespace ds {
 
 std::string DecodeGraphSummary::line() const {
   if (sizes.empty()) return fmt::format("warning: no CUDA graphs, decode steps run eagerly: {}", failure);
-  return fmt::format("captured CUDA graphs for {} decode batch sizes ({}..{}) in {:.1f} s, {:.0f} MiB", sizes.size(),
-                     sizes.front(), sizes.back(), seconds, static_cast<double>(memory_bytes) / (1 << 20));
+  return fmt::format("captured CUDA graphs for {} decode batch sizes ({}..{}) in {:.1f} s, {:.0f} MiB",
+                     sizes.size(), sizes.front(), sizes.back(), seconds,
+                     static_cast<double>(memory_bytes) / (1 << 20));
 }
 
 std::vector<int64_t> decode_graph_sizes(int64_t max_num_seqs) {
   constexpr int64_t kLargest = 256;
   std::vector<int64_t> sizes;
   for (int64_t s = 1; s <= std::min(max_num_seqs, kLargest); s *= 2) sizes.push_back(s);
-  if (max_num_seqs < kLargest && (sizes.empty() || sizes.back() != max_num_seqs)) sizes.push_back(max_num_seqs);
+  if (max_num_seqs < kLargest && (sizes.empty() || sizes.back() != max_num_seqs))
+    sizes.push_back(max_num_seqs);
   return sizes;
 }
 
@@ -68,7 +70,8 @@ ForwardBatch capture_batch(int64_t size) {
   return b;
 }
 
-DecodeGraphSummary DeepseekModel::capture_decode_graphs(std::span<const int64_t> sizes, int32_t max_blocks_per_seq) {
+DecodeGraphSummary DeepseekModel::capture_decode_graphs(std::span<const int64_t> sizes,
+                                                        int32_t max_blocks_per_seq) {
   DS_CHECK(!kv_cache_.empty(), "allocate_kv_cache before capture_decode_graphs");
   DS_CHECK(std::is_sorted(sizes.begin(), sizes.end()) && !sizes.empty() && sizes.front() >= 1,
            "decode graph sizes must be ascending and positive");
@@ -88,7 +91,8 @@ DecodeGraphSummary DeepseekModel::capture_decode_graphs(std::span<const int64_t>
     const ForwardBatch batch = capture_batch(size);
     DecodeGraph graph;
     graph.size = size;
-    graph.logits = backend_.empty_f32({size, config_.vocab_size});  // outside the graph: it outlives the replay
+    graph.logits =
+        backend_.empty_f32({size, config_.vocab_size});  // outside the graph: it outlives the replay
     // The warm-up: GEMM plans, kernel attributes, buffers, all made where nothing is recorded.
     (void)forward_eager(batch, nullptr, &graph.logits, max_blocks_per_seq);
     backend_.begin_capture();
@@ -137,15 +141,17 @@ Tensor DeepseekModel::replay_decode_graph(const ForwardBatch& batch, int64_t siz
   // The checks the ops make on the host when they run eagerly; a replay runs none of them.
   batch.validate(num_kv_blocks_ * block_size_, block_size_);
   for (int32_t id : batch.token_ids)
-    DS_CHECK(id >= 0 && id < config_.vocab_size, "token id {} outside the vocabulary [0, {})", id, config_.vocab_size);
+    DS_CHECK(id >= 0 && id < config_.vocab_size, "token id {} outside the vocabulary [0, {})", id,
+             config_.vocab_size);
   for (int64_t s = 0; s < batch.num_seqs(); ++s) {
     const int32_t len = batch.seq_lens[static_cast<size_t>(s)];
-    DS_CHECK(batch.positions[static_cast<size_t>(s)] == len - 1, "seq {}: decode token at position {} of context {}", s,
-             batch.positions[static_cast<size_t>(s)], len);
+    DS_CHECK(batch.positions[static_cast<size_t>(s)] == len - 1,
+             "seq {}: decode token at position {} of context {}", s, batch.positions[static_cast<size_t>(s)],
+             len);
     for (int64_t b = 0; b < (len + block_size_ - 1) / block_size_; ++b) {
       const int32_t block = batch.block_table[static_cast<size_t>(s * batch.max_blocks_per_seq + b)];
-      DS_CHECK(block >= 0 && block < num_kv_blocks_, "seq {}: block {} outside the cache ({} blocks)", s, block,
-               num_kv_blocks_);
+      DS_CHECK(block >= 0 && block < num_kv_blocks_, "seq {}: block {} outside the cache ({} blocks)", s,
+               block, num_kv_blocks_);
     }
   }
   const auto graph = std::find_if(decode_graphs_.begin(), decode_graphs_.end(),

@@ -24,7 +24,8 @@ bool CudaBackend::supports_graphs() const {
 }
 
 void CudaBackend::begin_capture() {
-  DS_CHECK(supports_graphs(), "graphs cannot be captured with DEEPSERVE_CUDA_SYNC (it synchronizes every op)");
+  DS_CHECK(supports_graphs(),
+           "graphs cannot be captured with DEEPSERVE_CUDA_SYNC (it synchronizes every op)");
   synchronize();
   ctx_->step.freeze();
   for (cuda::Scratch* s : ctx_->scratches()) s->keep_addresses();
@@ -39,8 +40,9 @@ int64_t CudaBackend::end_capture() {
   if (ended != cudaSuccess || graph == nullptr) {
     (void)cudaGetLastError();  // capture errors are not sticky: the stream and context stay usable
     if (graph != nullptr) (void)cudaGraphDestroy(graph);
-    throw InternalError(fmt::format("CUDA graph capture failed: {} ({}); an op copied to the host or synchronized",
-                                    cudaGetErrorName(ended), cudaGetErrorString(ended)));
+    throw InternalError(
+        fmt::format("CUDA graph capture failed: {} ({}); an op copied to the host or synchronized",
+                    cudaGetErrorName(ended), cudaGetErrorString(ended)));
   }
   cudaGraphExec_t exec = nullptr;
   const cudaError_t made = cudaGraphInstantiateWithFlags(&exec, graph, 0);

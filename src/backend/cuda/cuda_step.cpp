@@ -32,15 +32,25 @@ StepBuffers::~StepBuffers() {
 
 void StepBuffers::begin(const ForwardBatch& b, int32_t table_pitch, cudaStream_t stream) {
   const int32_t pitch = table_pitch > 0 ? table_pitch : b.max_blocks_per_seq;
-  DS_CHECK(pitch >= b.max_blocks_per_seq, "block table pitch {} below the batch's {} blocks per sequence", pitch,
-           b.max_blocks_per_seq);
+  DS_CHECK(pitch >= b.max_blocks_per_seq, "block table pitch {} below the batch's {} blocks per sequence",
+           pitch, b.max_blocks_per_seq);
   const auto n = static_cast<size_t>(b.num_tokens()), seqs = static_cast<size_t>(b.num_seqs());
-  host_ = {b.slot_mapping.data(), b.token_ids.data(),      b.positions.data(), b.query_start_loc.data(),
-           b.seq_lens.data(),     b.logits_indices.data(), nullptr,            b.block_table.data()};
-  bytes_ = {b.slot_mapping.size() * sizeof(int64_t),  b.token_ids.size() * sizeof(int32_t),
-            b.positions.size() * sizeof(int32_t),     b.query_start_loc.size() * sizeof(int32_t),
-            b.seq_lens.size() * sizeof(int32_t),      b.logits_indices.size() * sizeof(int32_t),
-            n * sizeof(int32_t),                      b.block_table.size() * sizeof(int32_t)};
+  host_ = {b.slot_mapping.data(),
+           b.token_ids.data(),
+           b.positions.data(),
+           b.query_start_loc.data(),
+           b.seq_lens.data(),
+           b.logits_indices.data(),
+           nullptr,
+           b.block_table.data()};
+  bytes_ = {b.slot_mapping.size() * sizeof(int64_t),
+            b.token_ids.size() * sizeof(int32_t),
+            b.positions.size() * sizeof(int32_t),
+            b.query_start_loc.size() * sizeof(int32_t),
+            b.seq_lens.size() * sizeof(int32_t),
+            b.logits_indices.size() * sizeof(int32_t),
+            n * sizeof(int32_t),
+            b.block_table.size() * sizeof(int32_t)};
   size_t at = 0;
   for (size_t i = 0; i < kCount; ++i) {
     offset_[i] = at;
@@ -91,9 +101,11 @@ void StepBuffers::begin(const ForwardBatch& b, int32_t table_pitch, cudaStream_t
 
   for (size_t i = 0; i < kCount; ++i)
     if (host_[i] != nullptr && bytes_[i] > 0) std::memcpy(pinned_ + offset_[i], host_[i], bytes_[i]);
-  auto* seq_of_token = reinterpret_cast<int32_t*>(pinned_ + offset_[static_cast<size_t>(StepArray::kSeqOfToken)]);
+  auto* seq_of_token =
+      reinterpret_cast<int32_t*>(pinned_ + offset_[static_cast<size_t>(StepArray::kSeqOfToken)]);
   for (size_t s = 0; s < seqs; ++s)
-    for (int32_t t = b.query_start_loc[s]; t < b.query_start_loc[s + 1]; ++t) seq_of_token[t] = static_cast<int32_t>(s);
+    for (int32_t t = b.query_start_loc[s]; t < b.query_start_loc[s + 1]; ++t)
+      seq_of_token[t] = static_cast<int32_t>(s);
   if (table_at > 0) DS_CUDA_CHECK(cudaMemcpyAsync(base_, pinned_, table_at, cudaMemcpyHostToDevice, stream));
   const size_t row_bytes = static_cast<size_t>(b.max_blocks_per_seq) * sizeof(int32_t);
   if (seqs > 0 && row_bytes > 0)

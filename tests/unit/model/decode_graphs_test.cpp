@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 
 #include "backend/cpu/cpu_backend.h"
-#include "model/deepseek.h"
 #include "fixture.h"
+#include "model/deepseek.h"
 
 namespace ds {
 namespace {
