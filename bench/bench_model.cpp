@@ -2,6 +2,7 @@
 //
 //   bench_model --model DIR [--label NAME] [--batches 1,8,32,64,128,256] [--context 1024] [--prompt 1024]
 //   bench_model --mla-op                      the MLA decode op alone on FlashMLA's shapes
+//   bench_model --model DIR --cuda-graphs     decode rows replay CUDA graphs (DEEPSERVE_BENCH_GRAPHS=1 too)
 //
 // In one process: the ceilings (device-to-device copy bandwidth, cuBLASLt bf16 GEMM rate at 8192^3), then the
 // prefill of one prompt, then decode steps at each batch size with `context` tokens already cached per
@@ -21,6 +22,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -47,6 +49,7 @@ struct Options {
   int iters = 10;
   double row_budget_ms = 4000;  // fewer repetitions (at least 3) for rows slower than this in total
   bool mla_op = false;
+  bool cuda_graphs = false;  // decode rows replay CUDA graphs captured for the batch sizes (DEEPSERVE_BENCH_GRAPHS=1)
   std::string out;      // markdown tables appended here (and printed)
   std::string ops_out;  // per-op split appended here
 };
@@ -113,7 +116,7 @@ StepResult run_step(const Options& o, DeepseekModel& model, CudaBackend& cuda, P
   check_cuda(cudaEventDestroy(stop), "cudaEventDestroy");
 
   prof.begin_step(true);
-  const Tensor logits = model.forward(batch);
+  const Tensor logits = model.forward_eager(batch);  // ops one by one, even where forward() replays a graph
   StepResult r;
   r.cost = prof.end_step();
   std::vector<float> host(static_cast<size_t>(logits.numel()));
@@ -270,6 +273,15 @@ int run(const Options& o) {
   for (int b : o.batches) max_batch = std::max(max_batch, b);
   const int64_t blocks_per_seq = (std::max(o.context + 1, o.prompt) + o.block_size - 1) / o.block_size;
   model->allocate_kv_cache(int64_t{max_batch} * blocks_per_seq, o.block_size);
+  if (o.cuda_graphs) {
+    // Before the prefill: the capture's warm-up writes slot 0, which the prefill then fills for real.
+    std::vector<int64_t> sizes(o.batches.begin(), o.batches.end());
+    std::sort(sizes.begin(), sizes.end());
+    sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+    const DecodeGraphSummary g =
+        model->capture_decode_graphs(sizes, static_cast<int32_t>(blocks_per_seq));
+    emit(o.out, fmt::format("\nDecode steps replay CUDA graphs: {}.\n", g.line()));
+  }
 
   std::vector<StepResult> rows;
   std::string ops;
@@ -293,7 +305,9 @@ int run(const Options& o) {
     rows.push_back(run_step(o, *model, cuda, prof, step, fmt::format("decode @{}", o.context)));
     ops += ops_table(label, rows.back(), ceil);
   }
-  emit(o.out, step_table(fmt::format("{}: prefill and decode (CUDA events, median)", label), rows, ceil));
+  emit(o.out, step_table(fmt::format("{}: prefill and decode{} (CUDA events, median)", label,
+                                     o.cuda_graphs ? " through CUDA graphs" : ""),
+                         rows, ceil));
   emit(o.ops_out, ops);
   return 0;
 }
@@ -314,9 +328,14 @@ int main(int argc, char** argv) {
   app.add_option("--iters", o.iters, "timed steps per row (fewer for slow rows, at least 3)");
   app.add_option("--row-budget-ms", o.row_budget_ms, "time one row may take before repetitions are cut");
   app.add_flag("--mla-op", o.mla_op, "also time the MLA decode op alone on FlashMLA's shapes");
+  app.add_flag("--cuda-graphs", o.cuda_graphs,
+               "decode rows replay CUDA graphs (captured at start for the batch sizes; the per-op split stays "
+               "eager); DEEPSERVE_BENCH_GRAPHS=1 turns it on too");
   app.add_option("--out", o.out, "append the summary tables (markdown) to this file");
   app.add_option("--ops-out", o.ops_out, "append the per-op split (markdown) to this file");
   CLI11_PARSE(app, argc, argv);
+  if (const char* env = std::getenv("DEEPSERVE_BENCH_GRAPHS"); env != nullptr && std::string(env) == "1")
+    o.cuda_graphs = true;
   try {
     return ds::bench::run(o);
   } catch (const std::exception& e) {

@@ -107,6 +107,19 @@ else
   row "generate --device cuda" info "differs from CPU (see generate.txt; near-ties?); $timing"
 fi
 
+echo "== deepserve generate --device cuda: CUDA graphs (the default) vs --enforce-eager"
+eager_out=$("$BUILD/deepserve" "${args[@]}" --device cuda --enforce-eager 2>"$BUILD/generate-eager.err")
+eager_rc=$?
+{ echo "eager: $eager_out"; cat "$BUILD/generate-eager.err"; } >>"$LOGS/generate.txt"
+captured=$(grep -Eo '(captured CUDA graphs|no CUDA graphs)[^;]*' "$BUILD/generate-cuda.err" | head -1)
+if [ $eager_rc -ne 0 ]; then
+  row "generate --enforce-eager" FAIL "exit $eager_rc (generate.txt)"
+elif [ "$eager_out" = "$gpu_out" ]; then
+  row "generate --enforce-eager" ok "same 32 tokens as with graphs (${captured:-no capture line})"
+else
+  row "generate --enforce-eager" FAIL "tokens differ from the graphs' (generate.txt; ${captured:-no capture line})"
+fi
+
 echo "== deepserve serve --device cuda vs cpu (scripted fixture, tests/e2e/serve_compare.py)"
 # The openai-client tests need Node, which this machine lacks: the same answers are checked here with Python's
 # standard library, against a CPU server and a GPU server on the scripted fixture (reasoning and a tool call).

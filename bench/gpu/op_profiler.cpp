@@ -227,6 +227,12 @@ void ProfilingBackend::moe_gate(const Tensor& x, const MoeGateParams& p, Tensor&
 
 void ProfilingBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids_t,
                                    const Tensor& topk_weights, Tensor& out) {
+  // Only a profiled step reads the choices back (a copy to the host and a wait): the timed steps, and the
+  // recording of a CUDA graph, run the op alone.
+  if (!active_) {
+    inner_.moe_experts(x, experts, topk_ids_t, topk_weights, out);
+    return;
+  }
   std::vector<float> id_values(static_cast<size_t>(topk_ids_t.numel()));
   inner_.copy_to_host(topk_ids_t, id_values);
   const std::vector<int32_t> topk_ids(id_values.begin(), id_values.end());

@@ -94,6 +94,19 @@ class ProfilingBackend final : public Backend {
   void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) override;
   void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
 
+  // Step buffers and graphs go straight to the inner backend (a replayed graph runs no op of this class, so
+  // a profiled step is an eager one: DeepseekModel::forward_eager).
+  void stage_step(const ForwardBatch& batch, int32_t table_pitch = 0) override {
+    inner_.stage_step(batch, table_pitch);
+  }
+  void unstage_step() override { inner_.unstage_step(); }
+  [[nodiscard]] bool supports_graphs() const override { return inner_.supports_graphs(); }
+  void begin_capture() override { inner_.begin_capture(); }
+  [[nodiscard]] int64_t end_capture() override { return inner_.end_capture(); }
+  void replay_graph(int64_t graph) override { inner_.replay_graph(graph); }
+  void clear_graphs() override { inner_.clear_graphs(); }
+  [[nodiscard]] int64_t graph_memory_bytes() override { return inner_.graph_memory_bytes(); }
+
  private:
   class Scope;  // events and costs around one forwarded op
   // Bytes of w on the device (as stored), counted into the step's weight bytes the first time it is seen.

@@ -23,8 +23,27 @@ void ForwardBatch::validate(int64_t num_kv_slots, int32_t block_size) const {
     DS_CHECK(seq_lens[s] <= int64_t{max_blocks_per_seq} * block_size, "seq {}: context {} exceeds its blocks", s,
              seq_lens[s]);
   }
-  for (int64_t slot : slot_mapping) DS_CHECK(slot >= 0 && slot < num_kv_slots, "slot {} out of range", slot);
+  for (int64_t slot : slot_mapping) DS_CHECK(slot >= -1 && slot < num_kv_slots, "slot {} out of range", slot);
   for (int32_t i : logits_indices) DS_CHECK(i >= 0 && i < n, "logits index {} out of range", i);
+}
+
+bool ForwardBatch::is_decode() const {
+  if (num_tokens() != num_seqs() || static_cast<int64_t>(logits_indices.size()) != num_tokens()) return false;
+  for (int64_t i = 0; i < num_tokens(); ++i)
+    if (query_start_loc[static_cast<size_t>(i)] != i || logits_indices[static_cast<size_t>(i)] != i) return false;
+  return true;
+}
+
+void Backend::begin_capture() {
+  throw InternalError("this backend cannot capture graphs");
+}
+
+int64_t Backend::end_capture() {
+  throw InternalError("this backend cannot capture graphs");
+}
+
+void Backend::replay_graph(int64_t) {
+  throw InternalError("this backend cannot replay graphs");
 }
 
 }  // namespace ds

@@ -24,13 +24,17 @@ struct ForwardBatch {
   std::vector<int32_t> seq_lens;         // [num_seqs] context length including this step's tokens
   std::vector<int32_t> block_table;      // [num_seqs, max_blocks_per_seq] KV block ids, row-major
   int32_t max_blocks_per_seq = 0;
-  std::vector<int64_t> slot_mapping;     // [num_tokens] KV slot = block_id * block_size + offset
+  std::vector<int64_t> slot_mapping;     // [num_tokens] KV slot = block_id * block_size + offset; -1: the
+                                         // token's KV is not stored (padding rows of a captured decode graph)
   std::vector<int32_t> logits_indices;   // token rows whose logits are returned, in order
 
   [[nodiscard]] int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
   [[nodiscard]] int64_t num_seqs() const { return static_cast<int64_t>(seq_lens.size()); }
   // Checks the shapes agree with each other (a broken batch is our bug, not the user's).
   void validate(int64_t num_kv_slots, int32_t block_size) const;
+  // Every sequence computes exactly one new token and every token's logits are returned, in order: the steps
+  // a decode graph replays.
+  [[nodiscard]] bool is_decode() const;
 };
 
 // One KV block copied from block src of one cache to block dst of another (or the same) cache.
@@ -171,6 +175,43 @@ class Backend {
   virtual void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) = 0;
   // out[i, :] = x[rows[i], :]
   virtual void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) = 0;
+
+  // One step's host arrays on the device. The model calls stage_step(batch) before the step's ops and
+  // unstage_step() after them; in between, an op given one of the batch's own arrays (the same data() and size)
+  // may read the backend's copy instead of copying it again. A device backend copies all of them at once, to
+  // device buffers whose addresses a captured graph can keep. table_pitch > 0 lays the block table out with
+  // that many entries per sequence on the device (a graph's fixed width; the host rows keep
+  // max_blocks_per_seq, the rest of each device row is never read). The CPU reads the host arrays.
+  virtual void stage_step(const ForwardBatch& batch, int32_t table_pitch = 0) {}
+  virtual void unstage_step() {}
+
+  // CUDA graphs (DESIGN.md: backend/cuda). A backend without them answers false and throws from the rest.
+  // Between begin_capture and end_capture every op is recorded instead of run (host-side checks still run,
+  // on the arguments seen at capture); replay_graph runs the recording again on whatever the step buffers
+  // (stage_step) and the tensors it used hold then. end_capture throws if an op could not be recorded (it
+  // copied to the host, or synchronized); the backend is usable again afterwards.
+  [[nodiscard]] virtual bool supports_graphs() const { return false; }
+  virtual void begin_capture();
+  [[nodiscard]] virtual int64_t end_capture();  // a handle for replay_graph
+  virtual void replay_graph(int64_t graph);
+  // Drops every captured graph and the memory its recorded allocations hold.
+  virtual void clear_graphs() {}
+  // Device memory held by captured graphs (their recorded allocations).
+  [[nodiscard]] virtual int64_t graph_memory_bytes() { return 0; }
+};
+
+// Backend::stage_step for a scope: unstage_step however the scope is left.
+class StepScope {
+ public:
+  StepScope(Backend& backend, const ForwardBatch& batch, int32_t table_pitch = 0) : backend_(backend) {
+    backend_.stage_step(batch, table_pitch);
+  }
+  ~StepScope() { backend_.unstage_step(); }
+  StepScope(const StepScope&) = delete;
+  StepScope& operator=(const StepScope&) = delete;
+
+ private:
+  Backend& backend_;
 };
 
 }  // namespace ds

@@ -77,11 +77,13 @@ EngineConfig engine_config(const GenerateOptions& o, DeepseekModel& model, int64
   c.block_size = o.block_size;
   c.scheduler.max_num_seqs = o.max_num_seqs;
   c.scheduler.max_num_batched_tokens = o.max_num_batched_tokens;
+  c.cuda_graphs = o.device == "cuda" && !o.enforce_eager;
   const int64_t needed_blocks = (min_tokens_needed + o.block_size - 1) / o.block_size;
   if (o.kv_cache_gib == 0 && model.backend().device_memory()) {
-    const KvCachePlan plan = plan_kv_cache(
-        model, KvCachePlanInput{o.gpu_memory_utilization, o.block_size, o.max_num_batched_tokens, o.max_num_seqs,
-                                model.config().max_position_embeddings, needed_blocks});
+    KvCachePlanInput in{o.gpu_memory_utilization, o.block_size, o.max_num_batched_tokens, o.max_num_seqs,
+                        model.config().max_position_embeddings, needed_blocks};
+    if (c.cuda_graphs) in.decode_graph_max_batch = decode_graph_sizes(o.max_num_seqs).back();
+    const KvCachePlan plan = plan_kv_cache(model, in);
     std::fprintf(stderr, "deepserve: %s\n", plan.summary.c_str());
     c.num_gpu_blocks = plan.num_blocks;
     return c;
@@ -93,6 +95,14 @@ EngineConfig engine_config(const GenerateOptions& o, DeepseekModel& model, int64
              gib, budget_blocks, o.block_size, needed_blocks);
   c.num_gpu_blocks = budget_blocks;
   return c;
+}
+
+// The decode-graph capture's line, or why --enforce-eager did nothing.
+void report_graphs(const GenerateOptions& o, const Engine& engine) {
+  if (engine.config().cuda_graphs) std::fprintf(stderr, "deepserve: %s\n", engine.decode_graphs().line().c_str());
+  if (o.enforce_eager && o.device != "cuda")
+    std::fprintf(stderr, "deepserve: --enforce-eager has no effect on --device %s (graphs are CUDA only)\n",
+                 o.device.c_str());
 }
 
 int run_single(const GenerateOptions& o, DeepseekModel& model, const PromptEncoder* encoder) {
@@ -114,6 +124,7 @@ int run_single(const GenerateOptions& o, DeepseekModel& model, const PromptEncod
   request.params.ignore_eos = o.ignore_eos;
   Engine engine(model, engine_config(o, model, static_cast<int64_t>(request.prompt_ids.size()) + o.max_tokens),
                 encoder != nullptr ? &encoder->tokenizer() : nullptr);
+  report_graphs(o, engine);
   const std::vector<int32_t> prompt_ids = request.prompt_ids;
   std::string text;
   auto stream = engine.submit(std::move(request));
@@ -206,6 +217,7 @@ int run_batch(const GenerateOptions& o, DeepseekModel& model, const PromptEncode
     lines.push_back(std::move(line));
   }
   Engine engine(model, engine_config(o, model, longest), encoder != nullptr ? &encoder->tokenizer() : nullptr);
+  report_graphs(o, engine);
   for (auto& [index, request] : requests) {
     try {
       lines[index].stream = engine.submit(std::move(request));
@@ -271,6 +283,9 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
   cmd->add_option("--threads", o.threads, "CPU threads (0 = all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--ignore-eos", o.ignore_eos, "Keep generating past the end-of-sequence token");
   cmd->add_flag("--json", o.json, "Print {prompt_ids, token_ids, text, finish_reason} as JSON at the end");
+  cmd->add_flag("--enforce-eager", o.enforce_eager,
+               "No CUDA graphs: launch every op of every step from the host (decode steps are otherwise "
+               "replayed from graphs captured at start-up)");
   cmd->add_option("--max-num-seqs", o.max_num_seqs, "Sequences per step")->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--max-num-batched-tokens", o.max_num_batched_tokens, "Tokens per step")
       ->check(CLI::Range(1, 1 << 24));

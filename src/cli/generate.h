@@ -30,6 +30,7 @@ struct GenerateOptions {
   int64_t max_num_seqs = 64;
   int64_t max_num_batched_tokens = 2048;
   int32_t block_size = 16;
+  bool enforce_eager = false;  // --enforce-eager: no CUDA graphs, every op launched from the host
   double kv_cache_gib = 0.0;  // the latent KV cache, GiB; 0: 1 GiB on the CPU, from the next on a GPU
   double gpu_memory_utilization = 0.9;
 };

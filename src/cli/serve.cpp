@@ -60,6 +60,7 @@ EngineConfig engine_config(const ServeOptions& o, DeepseekModel& model) {
   c.enable_prefix_caching = o.enable_prefix_caching;
   c.max_model_len = o.max_model_len;
   c.max_queue_len = o.max_queue_len;
+  c.cuda_graphs = o.device == "cuda" && !o.enforce_eager;
   // Fault injection for the test of the engine-failure path (an operator's environment, never a request).
   if (const char* step = std::getenv("DEEPSERVE_TEST_FAIL_AT_STEP")) {
     c.fail_at_step = std::atoll(step);
@@ -76,9 +77,10 @@ EngineConfig engine_config(const ServeOptions& o, DeepseekModel& model) {
   } else if (o.kv_cache_gib > 0 || !model.backend().device_memory()) {
     c.num_gpu_blocks = static_cast<int64_t>((o.kv_cache_gib > 0 ? o.kv_cache_gib : 1.0) * (1LL << 30)) / block_bytes;
   } else {
-    const KvCachePlan plan = plan_kv_cache(
-        model, KvCachePlanInput{o.gpu_memory_utilization, o.block_size, o.max_num_batched_tokens, o.max_num_seqs,
-                                max_model_len, needed});
+    KvCachePlanInput in{o.gpu_memory_utilization, o.block_size, o.max_num_batched_tokens, o.max_num_seqs,
+                        max_model_len, needed};
+    if (c.cuda_graphs) in.decode_graph_max_batch = decode_graph_sizes(o.max_num_seqs).back();
+    const KvCachePlan plan = plan_kv_cache(model, in);
     std::fprintf(stderr, "deepserve: %s\n", plan.summary.c_str());
     c.num_gpu_blocks = plan.num_blocks;
   }
@@ -117,6 +119,9 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   cmd->add_option("--io-threads", o.io_threads, "HTTP I/O threads")->check(CLI::Range(1, 64));
   cmd->add_option("--max-model-len", o.max_model_len, "Context length (default: max_position_embeddings)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  cmd->add_flag("--enforce-eager", o.enforce_eager,
+               "No CUDA graphs: launch every op of every step from the host (decode steps are otherwise "
+               "replayed from graphs captured at start-up)");
   cmd->add_option("--max-num-seqs", o.max_num_seqs, "Sequences per engine step")
       ->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--max-num-batched-tokens", o.max_num_batched_tokens, "Tokens per engine step")
@@ -246,6 +251,10 @@ int run_serve(ServeOptions o) {
   }
   const tokenizer::Tokenizer* tokenizer = encoder ? &encoder->tokenizer() : nullptr;
   Engine engine(*model, engine_config(o, *model), tokenizer);
+  if (engine.config().cuda_graphs) std::fprintf(stderr, "deepserve: %s\n", engine.decode_graphs().line().c_str());
+  if (o.enforce_eager && o.device != "cuda")
+    std::fprintf(stderr, "deepserve: --enforce-eager has no effect on --device %s (graphs are CUDA only)\n",
+                 o.device.c_str());
 
   server::ApiConfig api;
   api.served_model_names = o.served_model_names;

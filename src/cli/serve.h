@@ -24,6 +24,7 @@ struct ServeOptions {
   int64_t max_num_seqs = 256;
   int64_t max_num_batched_tokens = 2048;
   int32_t block_size = 16;
+  bool enforce_eager = false;  // --enforce-eager: no CUDA graphs, every op launched from the host
   double kv_cache_gib = 0.0;  // 0: 1 GiB on the CPU; on a GPU, sized from gpu_memory_utilization
   double gpu_memory_utilization = 0.9;
   int64_t num_gpu_blocks_override = 0;

@@ -83,6 +83,10 @@ Engine::Engine(DeepseekModel& model, EngineConfig config, const tokenizer::Token
              model_.config().max_position_embeddings);
   model_.allocate_kv_cache(config_.num_gpu_blocks, config_.block_size);
   model_.allocate_swap_space(config_.num_cpu_blocks);
+  if (config_.cuda_graphs && model_.backend().supports_graphs()) {
+    const auto max_blocks = static_cast<int32_t>((config_.max_model_len + config_.block_size - 1) / config_.block_size);
+    decode_graphs_ = model_.capture_decode_graphs(decode_graph_sizes(config_.scheduler.max_num_seqs), max_blocks);
+  }
   publish_gauges();
 }
 

@@ -57,6 +57,10 @@ struct EngineConfig {
   // that have work) throws, as a backend fault would, before it reads the inbox. 0: never. Set only by code
   // (tests, and `deepserve serve` from an environment variable of the operator's); no request can reach it.
   int64_t fail_at_step = 0;
+  // Capture CUDA graphs of decode steps at construction, for batch sizes up to scheduler.max_num_seqs and
+  // tables up to max_model_len (DeepseekModel::capture_decode_graphs); a backend without graphs ignores it.
+  // `deepserve serve` and `generate` turn it on for --device cuda unless --enforce-eager.
+  bool cuda_graphs = false;
 };
 
 struct EngineRequest {
@@ -126,6 +130,8 @@ class Engine {
   // A snapshot taken at the end of the last step (any thread may call it; it never reads the step thread's state).
   [[nodiscard]] EngineStats stats() const;
   [[nodiscard]] const EngineConfig& config() const { return config_; }
+  // What the decode-graph capture at construction did (nothing, with EngineConfig::cuda_graphs off).
+  [[nodiscard]] const DecodeGraphSummary& decode_graphs() const { return decode_graphs_; }
   // BlockManager invariants over every live sequence, and no per-request state left behind by finished ones
   // (tests call it after each step).
   void check_invariants() const;
@@ -199,6 +205,7 @@ class Engine {
   std::string failure_;        // guarded by inbox_mutex_
   int64_t steps_started_ = 0;  // steps with work, for fail_at_step
   std::mt19937_64 unseeded_rng_;
+  DecodeGraphSummary decode_graphs_;
 };
 
 }  // namespace ds

@@ -4,6 +4,7 @@
 #include <numeric>
 #include <vector>
 
+#include "model/decode_graphs.h"
 #include "util/check.h"
 
 namespace ds {
@@ -58,19 +59,31 @@ KvCachePlan plan_kv_cache(DeepseekModel& model, const KvCachePlanInput& in) {
   }
   const auto after = backend.device_memory();
   const int64_t activations = std::max<int64_t>(0, after->peak_pool_bytes - probe_blocks * block_bytes);
+  int64_t graphs = 0;
+  if (in.decode_graph_max_batch > 0) {
+    backend.reset_memory_peak();
+    const auto idle = backend.device_memory();
+    const Tensor logits = model.forward_eager(capture_batch(in.decode_graph_max_batch));
+    std::vector<float> host(static_cast<size_t>(logits.numel()));
+    backend.copy_to_host(logits, host);
+    graphs = 2 * std::max<int64_t>(0, backend.device_memory()->peak_pool_bytes - idle->peak_pool_bytes);
+  }
   model.allocate_kv_cache(1, in.block_size);  // frees the profiling cache (a 1-block cache is all that remains)
   backend.reset_memory_peak();
 
   const auto total = static_cast<double>(before->total_bytes);
   const double budget = in.gpu_memory_utilization * total;
   const double other = static_cast<double>(used_before - before->weight_bytes);
-  const double for_kv = budget - static_cast<double>(used_before) - static_cast<double>(activations);
+  const double for_kv =
+      budget - static_cast<double>(used_before) - static_cast<double>(activations) - static_cast<double>(graphs);
   const int64_t blocks = for_kv > 0 ? static_cast<int64_t>(for_kv / static_cast<double>(block_bytes)) : 0;
   const std::string split = fmt::format(
       "{:.2f} GiB = --gpu-memory-utilization {:.2f} x {:.2f} GiB: weights {:.2f} GiB, CUDA context, workspaces "
-      "and other processes {:.2f} GiB, activations of a {}-token step {:.2f} GiB, KV cache {:.2f} GiB",
+      "and other processes {:.2f} GiB, activations of a {}-token step {:.2f} GiB, {}KV cache {:.2f} GiB",
       budget / kGiB, in.gpu_memory_utilization, total / kGiB, double(before->weight_bytes) / kGiB, other / kGiB,
-      tokens, double(activations) / kGiB, std::max(0.0, for_kv) / kGiB);
+      tokens, double(activations) / kGiB,
+      in.decode_graph_max_batch > 0 ? fmt::format("decode graphs {:.2f} GiB, ", double(graphs) / kGiB) : "",
+      std::max(0.0, for_kv) / kGiB);
   DS_REQUIRE(blocks >= in.min_blocks, UserError,
              "not enough GPU memory for the KV cache: {}; that is {} blocks of {} tokens, and one request of "
              "--max-model-len needs {}. Raise --gpu-memory-utilization, or lower --max-model-len or "

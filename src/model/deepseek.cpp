@@ -29,6 +29,7 @@ DeepseekModel::DeepseekModel(ModelConfig config, Checkpoint checkpoint, Backend&
 
 void DeepseekModel::allocate_kv_cache(int64_t num_blocks, int32_t block_size) {
   DS_CHECK(num_blocks > 0 && block_size > 0, "kv cache of {} blocks of {}", num_blocks, block_size);
+  clear_decode_graphs();  // they read the old cache
   kv_cache_.clear();
   for (int64_t i = 0; i < config_.num_hidden_layers; ++i)
     kv_cache_.push_back(backend_.empty({num_blocks * block_size, config_.kv_cache_dim()}));
@@ -67,10 +68,19 @@ int64_t DeepseekModel::kv_block_bytes(int32_t block_size) const {
 }
 
 Tensor DeepseekModel::forward(const ForwardBatch& batch, std::vector<std::vector<float>>* trace) {
+  if (trace == nullptr) {
+    if (const int64_t size = decode_graph_size(batch); size > 0) return replay_decode_graph(batch, size);
+  }
+  return forward_eager(batch, trace);
+}
+
+Tensor DeepseekModel::forward_eager(const ForwardBatch& batch, std::vector<std::vector<float>>* trace,
+                                    const Tensor* logits_into, int32_t table_pitch) {
   DS_CHECK(!kv_cache_.empty(), "allocate_kv_cache before forward");
   batch.validate(num_kv_blocks_ * block_size_, block_size_);
   const ModelConfig& c = config_;
   const int64_t t = batch.num_tokens(), h = c.hidden_size;
+  const StepScope step(backend_, batch, table_pitch);
 
   const float eps = static_cast<float>(c.rms_norm_eps);
   Tensor hidden = backend_.empty_f32({t, h});  // [T, hidden] residual stream
@@ -114,7 +124,14 @@ Tensor DeepseekModel::forward(const ForwardBatch& batch, std::vector<std::vector
   backend_.gather_rows(hidden, batch.logits_indices, last);
   Tensor last_normed = backend_.empty({n, h});
   backend_.rms_norm(last, weights_.norm, eps, last_normed);
-  Tensor logits = backend_.empty_f32({n, c.vocab_size});
+  Tensor logits;
+  if (logits_into != nullptr) {
+    DS_CHECK(logits_into->rows() == n && logits_into->cols() == c.vocab_size && logits_into->dtype == DType::kF32,
+             "logits buffer [{}, {}] for [{}, {}]", logits_into->rows(), logits_into->cols(), n, c.vocab_size);
+    logits = *logits_into;
+  } else {
+    logits = backend_.empty_f32({n, c.vocab_size});
+  }
   backend_.linear(last_normed, weights_.lm_head, logits);
   return logits;
 }

@@ -9,6 +9,7 @@
 #include "backend/backend.h"
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "model/decode_graphs.h"
 #include "model/weights.h"
 
 namespace ds {
@@ -42,9 +43,34 @@ class DeepseekModel {
   // With a trace, also copies the residual stream [T, hidden] to the host after the embedding and after each
   // decoder layer, then the final-normed rows: the same list HF returns as hidden_states, for layer-by-layer
   // comparison with another backend or the reference.
+  // A decode batch (ForwardBatch::is_decode) of at most the largest captured size replays the decode graph of
+  // the next size up instead (see capture_decode_graphs); its logits are then rows of that graph's output
+  // buffer, valid until the next forward.
   [[nodiscard]] Tensor forward(const ForwardBatch& batch, std::vector<std::vector<float>>* trace = nullptr);
 
+  // CUDA graphs of decode steps (decode_graphs.cpp), one per batch size in `sizes` (ascending), for tables
+  // of up to max_blocks_per_seq blocks per sequence: each size is run once (the warm-up) and then recorded.
+  // Call it after allocate_kv_cache and before the cache holds anything: the warm-up writes slot 0. Sizes
+  // that are not captured and other batches run eagerly. A step that cannot be recorded (an op that copies
+  // to the host) leaves no graph, and the summary says why; errors of the warm-up itself are thrown.
+  DecodeGraphSummary capture_decode_graphs(std::span<const int64_t> sizes, int32_t max_blocks_per_seq);
+  void clear_decode_graphs();
+  // The captured size a batch would replay at; 0 when it runs eagerly.
+  [[nodiscard]] int64_t decode_graph_size(const ForwardBatch& batch) const;
+  // forward() without graphs: every op queued from the host (--enforce-eager's path, and the reference the
+  // graphs are tested against). With logits_into, the logits are written there ([logits rows, vocab], F32);
+  // table_pitch as in Backend::stage_step.
+  [[nodiscard]] Tensor forward_eager(const ForwardBatch& batch, std::vector<std::vector<float>>* trace = nullptr,
+                                     const Tensor* logits_into = nullptr, int32_t table_pitch = 0);
+
  private:
+  struct DecodeGraph {
+    int64_t size = 0;    // sequences
+    int64_t handle = 0;  // Backend::replay_graph's
+    Tensor logits;       // [size, vocab] the graph's output, allocated before it was recorded
+  };
+  [[nodiscard]] Tensor replay_decode_graph(const ForwardBatch& batch, int64_t size);
+
   // x: normed hidden [T, hidden] -> out [T, hidden]
   void attention(int64_t layer, const Tensor& x, const ForwardBatch& batch, Tensor& out);
   void moe(const MoeWeights& w, const Tensor& x, Tensor& out);
@@ -59,6 +85,8 @@ class DeepseekModel {
   std::vector<Tensor> swap_space_;
   int64_t num_kv_blocks_ = 0;
   int32_t block_size_ = 0;
+  std::vector<DecodeGraph> decode_graphs_;  // ascending sizes
+  int32_t graph_table_pitch_ = 0;
 };
 
 }  // namespace ds

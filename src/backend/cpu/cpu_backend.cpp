@@ -160,7 +160,8 @@ void CpuBackend::store_kv(const Tensor& latent, const Tensor& k_rope_src, int64_
   float* cache = kv_cache.f32();
   for (int64_t t = 0; t < latent.rows(); ++t) {
     const int64_t slot = slot_mapping[static_cast<size_t>(t)];
-    DS_CHECK(slot >= 0 && slot < kv_cache.rows(), "KV slot {} outside the cache ({} slots)", slot, kv_cache.rows());
+    DS_CHECK(slot >= -1 && slot < kv_cache.rows(), "KV slot {} outside the cache ({} slots)", slot, kv_cache.rows());
+    if (slot < 0) continue;  // a padding row: nothing stored
     float* dst = cache + slot * kv_cache.cols();
     std::memcpy(dst, latent.f32() + t * lora, static_cast<size_t>(lora) * sizeof(float));
     std::memcpy(dst + lora, k_rope_src.f32() + t * k_rope_src.cols() + k_rope_col_offset,

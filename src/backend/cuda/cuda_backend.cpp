@@ -18,7 +18,6 @@ namespace ds {
 using cuda::col_slice;
 using cuda::device_weight;
 using cuda::matrix;
-using cuda::upload;
 
 CudaBackend::CudaBackend(CudaBackendOptions options) {
   const char* env = std::getenv("DEEPSERVE_CUDA_SYNC");
@@ -130,6 +129,11 @@ Tensor CudaBackend::allocate(std::vector<int64_t> shape, DType dtype) {
   std::shared_ptr<cuda::CudaContext> ctx = ctx_;
   t.storage = std::shared_ptr<void>(p, [ctx](void* q) {
     const cudaError_t status = cudaFreeAsync(q, ctx->stream);
+    // A tensor allocated in a capture that failed: the discarded graph owned it.
+    if (status == cudaErrorStreamCaptureInvalidated) {
+      (void)cudaGetLastError();
+      return;
+    }
     if (status != cudaSuccess)
       std::fprintf(stderr, "deepserve: cudaFreeAsync: %s\n", cudaGetErrorString(status));
   });
@@ -252,7 +256,7 @@ void CudaBackend::embedding(const Weight& table, std::span<const int32_t> ids, T
   DS_CHECK(out.rows() == static_cast<int64_t>(ids.size()) && out.cols() == table.cols, "embedding out shape");
   for (int32_t id : ids)
     DS_CHECK(id >= 0 && id < table.rows, "token id {} outside the vocabulary [0, {})", id, table.rows);
-  const cuda::DeviceBuffer d_ids = upload(*ctx_, ids);
+  const cuda::DeviceArray d_ids = cuda::device_array(*ctx_, ids);
   cuda::launch_embedding(device_weight(table), d_ids.as<int32_t>(), matrix(out), ctx_->stream);
   ctx_->after_op("embedding");
 }
@@ -315,10 +319,10 @@ void CudaBackend::rope(Tensor& x, std::span<const int32_t> positions, int64_t nu
                rope_offset + 2 * half <= head_dim,
            "rope shapes: x [{}, {}], heads {}, head_dim {}, offset {}", x.rows(), x.cols(), num_heads,
            head_dim, rope_offset);
-  const cuda::DeviceBuffer d_pos = upload(*ctx_, positions);
-  const cuda::DeviceBuffer d_freq = upload(*ctx_, std::span<const float>(rope.inv_freq));
-  cuda::launch_rope(matrix(x), d_pos.as<int32_t>(), num_heads, head_dim, rope_offset, d_freq.as<float>(),
-                    half, rope.attention_factor, ctx_->stream);
+  const cuda::DeviceArray d_pos = cuda::device_array(*ctx_, positions);
+  const float* d_freq = cuda::rope_table(*ctx_, rope.inv_freq);
+  cuda::launch_rope(matrix(x), d_pos.as<int32_t>(), num_heads, head_dim, rope_offset, d_freq, half,
+                    rope.attention_factor, ctx_->stream);
   ctx_->after_op("rope");
 }
 
@@ -330,9 +334,9 @@ void CudaBackend::store_kv(const Tensor& latent, const Tensor& k_rope_src, int64
                rope >= 0 && k_rope_col_offset + rope <= k_rope_src.cols(),
            "store_kv shapes");
   for (int64_t slot : slot_mapping)
-    DS_CHECK(slot >= 0 && slot < kv_cache.rows(), "KV slot {} outside the cache ({} slots)", slot,
+    DS_CHECK(slot >= -1 && slot < kv_cache.rows(), "KV slot {} outside the cache ({} slots)", slot,
              kv_cache.rows());
-  const cuda::DeviceBuffer d_slots = upload(*ctx_, slot_mapping);
+  const cuda::DeviceArray d_slots = cuda::device_array(*ctx_, slot_mapping);
   cuda::launch_store_kv(matrix(latent), col_slice(matrix(k_rope_src), k_rope_col_offset, rope),
                         d_slots.as<int64_t>(), matrix(kv_cache), ctx_->stream);
   ctx_->after_op("store_kv");
@@ -341,7 +345,7 @@ void CudaBackend::store_kv(const Tensor& latent, const Tensor& k_rope_src, int64
 void CudaBackend::gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) {
   DS_CHECK(out.rows() == static_cast<int64_t>(rows.size()) && out.cols() == x.cols(), "gather_rows shapes");
   for (int32_t r : rows) DS_CHECK(r >= 0 && r < x.rows(), "row {} out of range", r);
-  const cuda::DeviceBuffer d_rows = upload(*ctx_, rows);
+  const cuda::DeviceArray d_rows = cuda::device_array(*ctx_, rows);
   cuda::launch_gather_rows(matrix(x), d_rows.as<int32_t>(), matrix(out), ctx_->stream);
   ctx_->after_op("gather_rows");
 }

@@ -85,6 +85,18 @@ class CudaBackend final : public Backend {
   void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) override;
   void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
 
+  // cuda_graphs.cpp: the step's arrays in one pinned copy, and CUDA graphs of whole steps. Capture records
+  // thread-locally on the backend's stream; tensors allocated while recording become the graph's own
+  // allocations (freed within it, as the model's are). Not with sync_each_op (it synchronizes).
+  void stage_step(const ForwardBatch& batch, int32_t table_pitch = 0) override;
+  void unstage_step() override;
+  [[nodiscard]] bool supports_graphs() const override;
+  void begin_capture() override;
+  [[nodiscard]] int64_t end_capture() override;
+  void replay_graph(int64_t graph) override;
+  void clear_graphs() override;
+  [[nodiscard]] int64_t graph_memory_bytes() override;
+
   // Waits for every queued op; throws if one failed.
   void synchronize();
   [[nodiscard]] std::string device_name() const;

@@ -7,6 +7,7 @@
 // - any other shape (the tiny fixtures) or DEEPSERVE_MLA=legacy: the first kernel, one thread block per
 //   (token, head), fp32 throughout (cuda_attention.cu).
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -17,44 +18,24 @@
 namespace ds {
 namespace {
 
-// The tensor-core path: see the file comment. Shapes and the batch are checked by the caller.
-void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const ForwardBatch& batch) {
+// Where the attention kernel finds its work: tiles, their pieces, and which CTA runs which (cuda_kernels.h).
+struct MlaPlan {
+  const cuda::MlaTile* tiles = nullptr;
+  const cuda::MlaSegment* segments = nullptr;
+  const int32_t* cta_seg_begin = nullptr;
+  int32_t num_ctas = 0, max_tile_rows = 0;
+  const int32_t* split_tiles = nullptr;
+  int32_t num_split_tiles = 0, num_parts = 0;
+  const int32_t* positions = nullptr;    // device [num_tokens]
+  const int32_t* block_table = nullptr;  // device [num_seqs, table_pitch]
+  int32_t table_pitch = 0;
+};
+
+// The plan made on the host from the batch and uploaded (any batch); `meta` keeps the upload alive.
+MlaPlan host_plan(cuda::CudaContext& ctx, int64_t heads, const ForwardBatch& batch,
+                  std::unique_ptr<cuda::DeviceBuffer>& meta) {
   using cuda::kMlaBlockKeys;
-  using cuda::kMlaLatent;
   using cuda::kMlaTileRows;
-  const int64_t heads = p.num_heads, nope = p.qk_nope_head_dim, vdim = p.v_head_dim, lora = p.kv_lora_rank;
-  const int64_t num_tokens = batch.num_tokens();
-  if (num_tokens == 0) return;
-
-  // The query and kv_b_proj in bf16, as the GEMMs and the kernel take them.
-  cuda::MatrixRef q = cuda::matrix(*p.q);
-  if (q.dtype != DType::kBF16) {
-    void* buf = ctx.input_bf16.get(ctx.stream, static_cast<size_t>(q.rows * q.cols) * 2);
-    cuda::launch_convert(q, cuda::MatrixRef{buf, DType::kBF16, q.rows, q.cols, q.cols}, ctx.stream);
-    DS_CUDA_CHECK_LAUNCH();
-    q = cuda::MatrixRef{buf, DType::kBF16, q.rows, q.cols, q.cols};
-  }
-  const cuda::DeviceWeight w = cuda::device_weight(*p.kv_b_proj);
-  const void* w_bf16 = w.data;
-  if (w.dtype != DType::kBF16 || w.scale_inv != nullptr) {
-    // FP8 kv_b_proj (V3): expanded to bf16 for the two GEMMs, as linear() does (fp8 * scale rounded to bf16).
-    void* buf = ctx.weight_bf16.get(ctx.stream, static_cast<size_t>(w.rows * w.cols) * 2);
-    cuda::launch_weight_to_bf16(w, buf, ctx.stream);
-    DS_CUDA_CHECK_LAUNCH();
-    w_bf16 = buf;
-  }
-
-  // q_latent[t, h, :] = W_UK_h^T q_nope[t, h, :]: per head, column-major D [512, T] = A [512, nope] B [nope,
-  // T], A = rows [h * (nope + v), + nope) of kv_b_proj read column-major, B = the query's nope columns.
-  const size_t latent_bytes = static_cast<size_t>(num_tokens * heads * kMlaLatent) * 2;
-  void* q_latent = ctx.mla_q.get(ctx.stream, latent_bytes);
-  cuda::BatchedGemm uk;
-  uk.m = kMlaLatent, uk.n = num_tokens, uk.k = nope, uk.batch = heads, uk.trans_a = false;
-  uk.a = w_bf16, uk.lda = lora, uk.stride_a = (nope + vdim) * lora;
-  uk.b = q.data, uk.ldb = q.ld, uk.stride_b = nope + p.qk_rope_head_dim;
-  uk.d = q_latent, uk.d_dtype = DType::kBF16, uk.ldd = heads * kMlaLatent, uk.stride_d = kMlaLatent;
-  cuda::gemm_bf16_batched(ctx, uk);
-
   // Tiles of 64 (token, head) rows of one sequence; every tile's key blocks dealt to one CTA per SM.
   std::vector<cuda::MlaTile> tiles;
   const int64_t tokens_per_tile = heads <= kMlaTileRows ? kMlaTileRows / heads : 1;
@@ -131,11 +112,11 @@ void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const For
   // Everything the kernels read, in one upload: tiles, segments, CTA offsets, split tiles, positions, table.
   static_assert(sizeof(cuda::MlaTile) == 8 * sizeof(int32_t) &&
                 sizeof(cuda::MlaSegment) == 4 * sizeof(int32_t));
-  std::vector<int32_t> meta;
-  auto append = [&meta](const void* data, size_t bytes) {
-    const size_t at = meta.size();
-    const auto* words = static_cast<const int32_t*>(data);  // the structs are int32 fields only
-    meta.insert(meta.end(), words, words + bytes / sizeof(int32_t));
+  std::vector<int32_t> words;
+  auto append = [&words](const void* data, size_t bytes) {
+    const size_t at = words.size();
+    const auto* fields = static_cast<const int32_t*>(data);  // the structs are int32 fields only
+    words.insert(words.end(), fields, fields + bytes / sizeof(int32_t));
     return at;
   };
   const size_t tiles_at = append(tiles.data(), tiles.size() * sizeof(cuda::MlaTile));
@@ -144,13 +125,125 @@ void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const For
   const size_t split_at = append(split_tiles.data(), split_tiles.size() * sizeof(int32_t));
   const size_t pos_at = append(batch.positions.data(), batch.positions.size() * sizeof(int32_t));
   const size_t table_at = append(batch.block_table.data(), batch.block_table.size() * sizeof(int32_t));
-  const cuda::DeviceBuffer d_meta = cuda::upload(ctx, std::span<const int32_t>(meta));
-  const int32_t* m = d_meta.as<int32_t>();
+  meta = std::make_unique<cuda::DeviceBuffer>(cuda::upload(ctx, std::span<const int32_t>(words)));
+  const int32_t* m = meta->as<int32_t>();
+  MlaPlan plan;
+  plan.tiles = reinterpret_cast<const cuda::MlaTile*>(m + tiles_at);
+  plan.segments = reinterpret_cast<const cuda::MlaSegment*>(m + segs_at);
+  plan.cta_seg_begin = m + cta_at;
+  plan.num_ctas = static_cast<int32_t>(cta_begin.size()) - 1;
+  for (const cuda::MlaTile& t : tiles) plan.max_tile_rows = std::max(plan.max_tile_rows, t.ntok * t.nheads);
+  plan.split_tiles = m + split_at;
+  plan.num_split_tiles = static_cast<int32_t>(split_tiles.size());
+  plan.num_parts = num_parts;
+  plan.positions = m + pos_at;
+  plan.block_table = m + table_at;
+  plan.table_pitch = batch.max_blocks_per_seq;
+  return plan;
+
+}
+
+// A decode batch staged by stage_step: one token per sequence, the step's arrays on the device.
+bool decode_plan_applies(const cuda::CudaContext& ctx, const ForwardBatch& batch) {
+  if (!ctx.step.active() || batch.num_tokens() != batch.num_seqs() ||
+      ctx.step.find(batch.positions.data(), batch.positions.size() * sizeof(int32_t)) == nullptr)
+    return false;
+  for (int64_t s = 0; s <= batch.num_seqs(); ++s)
+    if (batch.query_start_loc[static_cast<size_t>(s)] != s) return false;
+  return true;
+}
+
+// The decode plan made on the device (cuda_kernels.h: launch_mla_decode_plan): its grid depends on the number
+// of sequences only, so a graph can replay it whatever the contexts. Each tile's keys are split in as many
+// pieces as there are SMs per tile (one wave), empty ones included when a context is short.
+MlaPlan decode_plan(cuda::CudaContext& ctx, int64_t heads, const ForwardBatch& batch) {
+  using cuda::kMlaTileRows;
+  const auto head_groups = static_cast<int32_t>((heads + kMlaTileRows - 1) / kMlaTileRows);
+  const int64_t num_tiles = batch.num_seqs() * head_groups;
+  const auto splits = static_cast<int32_t>(std::max<int64_t>(1, ctx.sm_count / std::max<int64_t>(num_tiles, 1)));
+  const int64_t num_ctas = num_tiles * splits;
+  static_assert(sizeof(cuda::MlaTile) == 8 * sizeof(int32_t) && sizeof(cuda::MlaSegment) == 4 * sizeof(int32_t));
+  const size_t words = static_cast<size_t>(num_tiles * 8 + num_ctas * 4 + (num_ctas + 1) + num_tiles);
+  auto* base = static_cast<int32_t*>(ctx.mla_plan.get(ctx.stream, words * sizeof(int32_t)));
+  cuda::MlaDecodePlanBuffers out;
+  out.tiles = base;
+  out.segments = out.tiles + num_tiles * 8;
+  out.cta_seg_begin = out.segments + num_ctas * 4;
+  out.split_tiles = out.cta_seg_begin + num_ctas + 1;
+  cuda::MlaDecodePlanParams p;
+  p.positions = static_cast<const int32_t*>(
+      ctx.step.find(batch.positions.data(), batch.positions.size() * sizeof(int32_t)));
+  p.num_seqs = static_cast<int32_t>(batch.num_seqs());
+  p.num_heads = static_cast<int32_t>(heads);
+  p.head_groups = head_groups;
+  p.splits = splits;
+  cuda::launch_mla_decode_plan(p, out, ctx.stream);
+  DS_CUDA_CHECK_LAUNCH();
+  MlaPlan plan;
+  plan.tiles = reinterpret_cast<const cuda::MlaTile*>(out.tiles);
+  plan.segments = reinterpret_cast<const cuda::MlaSegment*>(out.segments);
+  plan.cta_seg_begin = out.cta_seg_begin;
+  plan.num_ctas = static_cast<int32_t>(num_ctas);
+  plan.max_tile_rows = static_cast<int32_t>(std::min<int64_t>(heads, kMlaTileRows));
+  plan.split_tiles = out.split_tiles;
+  plan.num_split_tiles = splits > 1 ? static_cast<int32_t>(num_tiles) : 0;
+  plan.num_parts = splits > 1 ? static_cast<int32_t>(num_ctas) : 0;
+  plan.positions = p.positions;
+  plan.block_table = ctx.step.device<int32_t>(cuda::StepArray::kBlockTable);
+  plan.table_pitch = ctx.step.table_pitch();
+  return plan;
+}
+
+// The tensor-core path: see the file comment. Shapes and the batch are checked by the caller.
+void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const ForwardBatch& batch) {
+  using cuda::kMlaBlockKeys;
+  using cuda::kMlaLatent;
+  using cuda::kMlaTileRows;
+  const int64_t heads = p.num_heads, nope = p.qk_nope_head_dim, vdim = p.v_head_dim, lora = p.kv_lora_rank;
+  const int64_t num_tokens = batch.num_tokens();
+  if (num_tokens == 0) return;
+
+  // The query and kv_b_proj in bf16, as the GEMMs and the kernel take them.
+  cuda::MatrixRef q = cuda::matrix(*p.q);
+  if (q.dtype != DType::kBF16) {
+    void* buf = ctx.input_bf16.get(ctx.stream, static_cast<size_t>(q.rows * q.cols) * 2);
+    cuda::launch_convert(q, cuda::MatrixRef{buf, DType::kBF16, q.rows, q.cols, q.cols}, ctx.stream);
+    DS_CUDA_CHECK_LAUNCH();
+    q = cuda::MatrixRef{buf, DType::kBF16, q.rows, q.cols, q.cols};
+  }
+  const cuda::DeviceWeight w = cuda::device_weight(*p.kv_b_proj);
+  const void* w_bf16 = w.data;
+  if (w.dtype != DType::kBF16 || w.scale_inv != nullptr) {
+    // FP8 kv_b_proj (V3): expanded to bf16 for the two GEMMs, as linear() does (fp8 * scale rounded to bf16).
+    void* buf = ctx.weight_bf16.get(ctx.stream, static_cast<size_t>(w.rows * w.cols) * 2);
+    cuda::launch_weight_to_bf16(w, buf, ctx.stream);
+    DS_CUDA_CHECK_LAUNCH();
+    w_bf16 = buf;
+  }
+
+  // q_latent[t, h, :] = W_UK_h^T q_nope[t, h, :]: per head, column-major D [512, T] = A [512, nope] B [nope,
+  // T], A = rows [h * (nope + v), + nope) of kv_b_proj read column-major, B = the query's nope columns.
+  const size_t latent_bytes = static_cast<size_t>(num_tokens * heads * kMlaLatent) * 2;
+  void* q_latent = ctx.mla_q.get(ctx.stream, latent_bytes);
+  cuda::BatchedGemm uk;
+  uk.m = kMlaLatent, uk.n = num_tokens, uk.k = nope, uk.batch = heads, uk.trans_a = false;
+  uk.a = w_bf16, uk.lda = lora, uk.stride_a = (nope + vdim) * lora;
+  uk.b = q.data, uk.ldb = q.ld, uk.stride_b = nope + p.qk_rope_head_dim;
+  uk.d = q_latent, uk.d_dtype = DType::kBF16, uk.ldd = heads * kMlaLatent, uk.stride_d = kMlaLatent;
+  cuda::gemm_bf16_batched(ctx, uk);
+
+  MlaPlan plan;
+  std::unique_ptr<cuda::DeviceBuffer> host_meta;  // the host plan's upload, alive until the kernels are queued
+  if (decode_plan_applies(ctx, batch)) {
+    plan = decode_plan(ctx, heads, batch);
+  } else {
+    plan = host_plan(ctx, heads, batch, host_meta);
+  }
 
   void* o_latent = ctx.mla_o.get(ctx.stream, latent_bytes);
-  const size_t part_o_bytes = static_cast<size_t>(num_parts) * kMlaTileRows * kMlaLatent * sizeof(float);
-  const size_t part_bytes = part_o_bytes + static_cast<size_t>(num_parts) * kMlaTileRows * 2 * sizeof(float);
-  auto* partials = static_cast<float*>(num_parts > 0 ? ctx.mla_partial.get(ctx.stream, part_bytes) : nullptr);
+  const size_t part_o_bytes = static_cast<size_t>(plan.num_parts) * kMlaTileRows * kMlaLatent * sizeof(float);
+  const size_t part_bytes = part_o_bytes + static_cast<size_t>(plan.num_parts) * kMlaTileRows * 2 * sizeof(float);
+  auto* partials = static_cast<float*>(plan.num_parts > 0 ? ctx.mla_partial.get(ctx.stream, part_bytes) : nullptr);
 
   cuda::MlaDecodeParams k;
   k.q_latent = static_cast<const __nv_bfloat16*>(q_latent);
@@ -159,19 +252,19 @@ void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const For
   const cuda::MatrixRef cache = cuda::matrix(*p.kv_cache);
   k.kv_cache = static_cast<const __nv_bfloat16*>(cache.data);
   k.kv_ld = cache.ld;
-  k.positions = m + pos_at;
-  k.block_table = m + table_at;
-  k.max_blocks_per_seq = batch.max_blocks_per_seq;
+  k.positions = plan.positions;
+  k.block_table = plan.block_table;
+  k.max_blocks_per_seq = plan.table_pitch;
   k.block_size = p.block_size;
   k.num_heads = heads;
   k.scale_log2 = p.softmax_scale * 1.4426950408889634f;
-  k.tiles = reinterpret_cast<const cuda::MlaTile*>(m + tiles_at);
-  k.segments = reinterpret_cast<const cuda::MlaSegment*>(m + segs_at);
-  k.cta_seg_begin = m + cta_at;
-  k.num_ctas = static_cast<int32_t>(cta_begin.size()) - 1;
-  for (const cuda::MlaTile& t : tiles) k.max_tile_rows = std::max(k.max_tile_rows, t.ntok * t.nheads);
-  k.split_tiles = m + split_at;
-  k.num_split_tiles = static_cast<int32_t>(split_tiles.size());
+  k.tiles = plan.tiles;
+  k.segments = plan.segments;
+  k.cta_seg_begin = plan.cta_seg_begin;
+  k.num_ctas = plan.num_ctas;
+  k.max_tile_rows = plan.max_tile_rows;
+  k.split_tiles = plan.split_tiles;
+  k.num_split_tiles = plan.num_split_tiles;
   k.part_o = partials;
   k.part_ml = partials == nullptr ? nullptr : partials + part_o_bytes / sizeof(float);
   k.o_latent = static_cast<__nv_bfloat16*>(o_latent);
@@ -232,9 +325,14 @@ void CudaBackend::mla_attention(const MlaAttentionParams& p, const ForwardBatch&
     ctx_->after_op("mla_attention");
     return;
   }
-  const cuda::DeviceBuffer d_positions = cuda::upload(*ctx_, std::span<const int32_t>(batch.positions));
-  const cuda::DeviceBuffer d_seq = cuda::upload(*ctx_, std::span<const int32_t>(seq_of_token));
-  const cuda::DeviceBuffer d_table = cuda::upload(*ctx_, std::span<const int32_t>(batch.block_table));
+  // The step's arrays when stage_step staged this batch (a graph can replay them), else uploads of them.
+  const cuda::DeviceArray d_positions = cuda::device_array(*ctx_, std::span<const int32_t>(batch.positions));
+  const bool staged = ctx_->step.find(batch.positions.data(), batch.positions.size() * sizeof(int32_t)) != nullptr;
+  std::unique_ptr<cuda::DeviceBuffer> d_seq, d_table;
+  if (!staged) {
+    d_seq = std::make_unique<cuda::DeviceBuffer>(cuda::upload(*ctx_, std::span<const int32_t>(seq_of_token)));
+    d_table = std::make_unique<cuda::DeviceBuffer>(cuda::upload(*ctx_, std::span<const int32_t>(batch.block_table)));
+  }
 
   cuda::MlaKernelParams k;
   k.q = cuda::matrix(*p.q);
@@ -242,9 +340,9 @@ void CudaBackend::mla_attention(const MlaAttentionParams& p, const ForwardBatch&
   k.kv_b_proj = cuda::device_weight(*p.kv_b_proj);
   k.out = cuda::matrix(*p.out);
   k.positions = d_positions.as<int32_t>();
-  k.seq_of_token = d_seq.as<int32_t>();
-  k.block_table = d_table.as<int32_t>();
-  k.max_blocks_per_seq = batch.max_blocks_per_seq;
+  k.seq_of_token = staged ? ctx_->step.device<int32_t>(cuda::StepArray::kSeqOfToken) : d_seq->as<int32_t>();
+  k.block_table = staged ? ctx_->step.device<int32_t>(cuda::StepArray::kBlockTable) : d_table->as<int32_t>();
+  k.max_blocks_per_seq = staged ? ctx_->step.table_pitch() : batch.max_blocks_per_seq;
   k.block_size = p.block_size;
   k.num_heads = heads;
   k.nope = nope;

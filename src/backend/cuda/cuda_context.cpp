@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "backend/cuda/cuda_gemm.h"
@@ -23,6 +24,11 @@ namespace {
 
 // Destructors must not throw: report and carry on (the next checked call will raise the sticky error).
 void report_in_destructor(cudaError_t status, const char* what) {
+  if (status == cudaErrorStreamCaptureInvalidated) {
+    // Freeing what a failed graph capture allocated: the discarded graph owned it (CudaBackend::end_capture).
+    (void)cudaGetLastError();
+    return;
+  }
   if (status != cudaSuccess)
     std::fprintf(stderr, "deepserve: CUDA error %s (%s) in %s\n", cudaGetErrorName(status),
                  cudaGetErrorString(status), what);
@@ -32,7 +38,19 @@ void report_in_destructor(cudaError_t status, const char* what) {
 
 void* Scratch::get(cudaStream_t stream, size_t bytes) {
   if (bytes > bytes_) {
-    release(stream);
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    DS_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+    DS_CHECK(capturing == cudaStreamCaptureStatusNone,
+             "a scratch buffer of {} bytes had to grow to {} while a graph was captured: run the same step "
+             "before capturing it",
+             bytes_, bytes);
+    if (keep_ && ptr_ != nullptr) {
+      kept_.push_back(ptr_);  // a graph may still read it
+    } else if (ptr_ != nullptr) {
+      report_in_destructor(cudaFreeAsync(ptr_, stream), "Scratch::get");
+    }
+    ptr_ = nullptr;
+    bytes_ = 0;
     DS_CUDA_CHECK(cudaMallocAsync(&ptr_, bytes, stream));
     bytes_ = bytes;
   }
@@ -41,6 +59,8 @@ void* Scratch::get(cudaStream_t stream, size_t bytes) {
 
 void Scratch::release(cudaStream_t stream) {
   if (ptr_ != nullptr) report_in_destructor(cudaFreeAsync(ptr_, stream), "Scratch::release");
+  for (void* p : kept_) report_in_destructor(cudaFreeAsync(p, stream), "Scratch::release");
+  kept_.clear();
   ptr_ = nullptr;
   bytes_ = 0;
 }
@@ -68,16 +88,14 @@ CudaContext::CudaContext(int device_index, bool sync) : device(device_index), sy
 
 CudaContext::~CudaContext() {
   report_in_destructor(cudaStreamSynchronize(stream), "~CudaContext (pending work)");
+  for (cudaGraphExec_t g : graphs)
+    if (g != nullptr) report_in_destructor(cudaGraphExecDestroy(g), "~CudaContext (graph)");
+  graphs.clear();
   gemm_plans.clear();
   batched_plans.clear();
-  input_bf16.release(stream);
-  weight_bf16.release(stream);
-  mla_q.release(stream);
-  mla_o.release(stream);
-  mla_partial.release(stream);
-  input_fp8.release(stream);
-  input_fp8_scales.release(stream);
-  output_fp8_padded.release(stream);
+  for (Scratch* s : scratches()) s->release(stream);
+  for (auto& [values, table] : rope_tables) report_in_destructor(cudaFreeAsync(table, stream), "~CudaContext (rope)");
+  step.release(stream);
   report_in_destructor(cudaStreamSynchronize(stream), "~CudaContext (scratch)");
   report_in_destructor(cudaFree(workspace), "~CudaContext (workspace)");
   if (lt != nullptr) cublasLtDestroy(lt);
@@ -98,6 +116,20 @@ DeviceBuffer::DeviceBuffer(cudaStream_t stream, size_t bytes) : stream_(stream) 
 
 DeviceBuffer::~DeviceBuffer() {
   if (ptr_ != nullptr) report_in_destructor(cudaFreeAsync(ptr_, stream_), "~DeviceBuffer");
+}
+
+const float* rope_table(CudaContext& ctx, std::span<const float> inv_freq) {
+  for (const auto& [values, table] : ctx.rope_tables)
+    if (std::equal(values.begin(), values.end(), inv_freq.begin(), inv_freq.end()))
+      return static_cast<const float*>(table);
+  void* table = nullptr;
+  DS_CUDA_CHECK(cudaMallocAsync(&table, std::max<size_t>(inv_freq.size_bytes(), 1), ctx.stream));
+  ctx.rope_tables.emplace_back(std::vector<float>(inv_freq.begin(), inv_freq.end()), table);
+  // From the copy kept in rope_tables, which outlives the asynchronous copy.
+  const std::vector<float>& kept = ctx.rope_tables.back().first;
+  if (!kept.empty())
+    DS_CUDA_CHECK(cudaMemcpyAsync(table, kept.data(), kept.size() * sizeof(float), cudaMemcpyHostToDevice, ctx.stream));
+  return static_cast<const float*>(table);
 }
 
 DeviceWeight device_weight(const Weight& w) {

@@ -12,10 +12,13 @@
 #include <memory>
 #include <span>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_step.h"
 
 namespace ds::cuda {
 
@@ -25,14 +28,19 @@ struct GemmPlan;
 using BatchedPlanKey = std::array<int64_t, 15>;
 
 // A device buffer that grows on demand and is reused op after op; stream order makes the reuse safe.
+// Growing while a graph is being captured is an error (the warm-up before a capture grows it); once graphs
+// hold its address (keep_addresses), a buffer outgrown later stays allocated until release.
 class Scratch {
  public:
   void* get(cudaStream_t stream, size_t bytes);
   void release(cudaStream_t stream);
+  void keep_addresses() { keep_ = true; }
 
  private:
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+  bool keep_ = false;
+  std::vector<void*> kept_;
 };
 
 struct CudaContext {
@@ -58,6 +66,17 @@ struct CudaContext {
   Scratch mla_partial;  // mla_attention: split-KV partials, fp32
   Scratch input_fp8, input_fp8_scales;  // activations quantized to e4m3 per 1x128 for an FP8 GEMM
   Scratch output_fp8_padded;            // an FP8 GEMM's output with its rows padded to a multiple of 16
+  Scratch mla_plan;                     // mla_attention: the decode plan the device writes (tiles, segments)
+  StepBuffers step;                     // Backend::stage_step's arrays
+  // RoPE inverse frequencies on the device, by value (a model's table is uploaded once; graphs keep its
+  // address).
+  std::vector<std::pair<std::vector<float>, void*>> rope_tables;
+  std::vector<cudaGraphExec_t> graphs;  // captured by CudaBackend::end_capture; null once cleared
+  // Every Scratch, for keep_addresses and release.
+  [[nodiscard]] std::array<Scratch*, 9> scratches() {
+    return {&input_bf16, &weight_bf16,      &mla_q,           &mla_o,   &mla_partial,
+            &input_fp8,  &input_fp8_scales, &output_fp8_padded, &mla_plan};
+  }
   // GEMM plans by (t, n, k, ldx, ldw, ldo, out dtype, pointer alignments).
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>,
            std::unique_ptr<GemmPlan>>
@@ -97,6 +116,27 @@ DeviceBuffer upload(const CudaContext& ctx, std::span<const T> host) {
         cudaMemcpyAsync(buf.as<T>(), host.data(), host.size_bytes(), cudaMemcpyHostToDevice, ctx.stream));
   return buf;
 }
+
+// A host array's device copy for one op: the step's own (Backend::stage_step) when `host` is one of its
+// arrays, else a new upload that lives as long as this object.
+struct DeviceArray {
+  const void* data = nullptr;
+  std::unique_ptr<DeviceBuffer> owned;
+  template <class T>
+  [[nodiscard]] const T* as() const {
+    return static_cast<const T*>(data);
+  }
+};
+template <class T>
+DeviceArray device_array(const CudaContext& ctx, std::span<const T> host) {
+  if (const void* staged = ctx.step.find(host.data(), host.size_bytes())) return DeviceArray{staged, nullptr};
+  auto buf = std::make_unique<DeviceBuffer>(upload(ctx, host));
+  const void* data = buf->template as<T>();
+  return DeviceArray{data, std::move(buf)};
+}
+
+// The RoPE table's device copy (uploaded the first time these values are seen).
+[[nodiscard]] const float* rope_table(CudaContext& ctx, std::span<const float> inv_freq);
 
 // One host-to-device copy for upload_parallel.
 struct HostToDevice {

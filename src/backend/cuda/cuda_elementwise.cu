@@ -72,6 +72,7 @@ __global__ void rope_kernel(MatrixRef x, const int32_t* positions, int64_t num_h
 __global__ void store_kv_kernel(MatrixRef latent, MatrixRef k_rope, const int64_t* slots, MatrixRef cache) {
   const int64_t t = blockIdx.x;
   const int64_t slot = slots[t];
+  if (slot < 0) return;  // a padding row: nothing stored
   for (int64_t c = threadIdx.x; c < cache.cols; c += blockDim.x) {
     const float v = c < latent.cols ? load_at(latent, t, c) : load_at(k_rope, t, c - latent.cols);
     store_at(cache, slot, c, v);

@@ -45,7 +45,7 @@ void launch_silu_mul(MatrixRef gate, MatrixRef up, MatrixRef out, cudaStream_t s
 void launch_rope(MatrixRef x, const int32_t* positions, int64_t num_heads, int64_t head_dim,
                  int64_t rope_offset, const float* inv_freq, int64_t half, float attention_factor,
                  cudaStream_t stream);
-// cache[slots[t], :] = latent[t, :] | k_rope[t, :]
+// cache[slots[t], :] = latent[t, :] | k_rope[t, :]; rows with slot -1 are skipped
 void launch_store_kv(MatrixRef latent, MatrixRef k_rope, const int64_t* slots, MatrixRef cache,
                      cudaStream_t stream);
 // out[i, :] = x[rows[i], :]
@@ -121,6 +121,23 @@ struct MlaDecodeParams {
 };
 void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream);
 size_t mla_decode_smem_bytes();
+
+// A decode batch's plan made on the device from its positions, with a grid fixed by the batch size (so a graph
+// can replay it): every (sequence, 64-head group) tile's key blocks cut into `splits` equal pieces, one CTA
+// each; pieces past a short context are empty and write only "no key" partials. Writes MlaDecodeParams'
+// tiles [num_seqs * head_groups], segments and cta_seg_begin [num_ctas + 1] (num_ctas = tiles * splits),
+// and split_tiles [tiles] when splits > 1.
+struct MlaDecodePlanParams {
+  const int32_t* positions = nullptr;  // [num_seqs]: each sequence's one new token
+  int32_t num_seqs = 0, num_heads = 0, head_groups = 0, splits = 1;
+};
+struct MlaDecodePlanBuffers {
+  int32_t* tiles = nullptr;     // MlaTile [tiles]
+  int32_t* segments = nullptr;  // MlaSegment [num_ctas]
+  int32_t* cta_seg_begin = nullptr;
+  int32_t* split_tiles = nullptr;
+};
+void launch_mla_decode_plan(const MlaDecodePlanParams& p, const MlaDecodePlanBuffers& out, cudaStream_t stream);
 
 // The MoE router after the gate GEMM, one token per warp (the same steps, in the same order, as the CPU), at
 // most 1024 experts in at most 64 groups, top_k at most 32.

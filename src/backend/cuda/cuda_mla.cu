@@ -64,6 +64,16 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     const MlaSegment seg = p.segments[si];
     const MlaTile tile = p.tiles[seg.tile];
     const int rows = tile.ntok * tile.nheads;
+    if (seg.kb1 <= seg.kb0) {
+      // An empty piece (the device-made decode plan gives short contexts fewer pieces than CTAs): no key, so
+      // the combine skips it. Uniform across the CTA, so no barrier is left unmatched.
+      if (seg.part >= 0)
+        for (int r = tid; r < rows; r += kThreads) {
+          p.part_ml[(int64_t{seg.part} * kRows + r) * 2] = -CUDART_INF_F;
+          p.part_ml[(int64_t{seg.part} * kRows + r) * 2 + 1] = 0.0f;
+        }
+      continue;
+    }
     const bool warp_active = pair * 16 < rows;
     int row_pos[2];  // this thread's rows g and g + 8 of the warp's 16: the key limit, -1 for no row
 #pragma unroll
@@ -266,6 +276,31 @@ __global__ void __launch_bounds__(128) mla_combine_kernel(MlaDecodeParams p) {
   reinterpret_cast<__nv_bfloat162*>(dst)[1] = __floats2bfloat162_rn(acc.z * inv, acc.w * inv);
 }
 
+// One thread per (tile, piece) of a decode batch: tile = (sequence, 64-head group), its keys cut into
+// `splits` equal runs of whole key blocks; CTA c runs segment c.
+__global__ void mla_decode_plan_kernel(MlaDecodePlanParams p, int32_t* tiles_out, int32_t* segments_out,
+                                       int32_t* cta_begin_out, int32_t* split_tiles_out) {
+  const int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  const int64_t num_tiles = int64_t{p.num_seqs} * p.head_groups;
+  if (i > num_tiles * p.splits) return;
+  cta_begin_out[i] = static_cast<int32_t>(i);  // [num_ctas + 1]: one segment each
+  if (i == num_tiles * p.splits) return;
+  const int32_t ti = static_cast<int32_t>(i / p.splits), piece = static_cast<int32_t>(i % p.splits);
+  const int32_t seq = ti / p.head_groups, group = ti % p.head_groups;
+  const int32_t kv_len = p.positions[seq] + 1;
+  const int32_t nblk = (kv_len + kMlaBlockKeys - 1) / kMlaBlockKeys;
+  const int32_t per = (nblk + p.splits - 1) / p.splits;
+  const int32_t kb0 = min(piece * per, nblk), kb1 = min(kb0 + per, nblk);
+  auto* seg = reinterpret_cast<MlaSegment*>(segments_out) + i;
+  *seg = MlaSegment{ti, kb0, kb1, p.splits > 1 ? static_cast<int32_t>(i) : -1};
+  if (piece != 0) return;
+  auto* tile = reinterpret_cast<MlaTile*>(tiles_out) + ti;
+  const int32_t head0 = group * kMlaTileRows;
+  *tile = MlaTile{seq, seq, 1, head0, min(kMlaTileRows, p.num_heads - head0), kv_len, p.splits,
+                  ti * p.splits};
+  if (p.splits > 1) split_tiles_out[ti] = ti;
+}
+
 constexpr size_t kSmemBytes =
     size_t{kRows + kStages * kKeys} * kStride * sizeof(__nv_bfloat16) + size_t{8 * 4 * 32} * sizeof(float4);
 
@@ -280,12 +315,24 @@ void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream) {
   static_assert(kLat / 4 == 128, "the combine kernel's 128 threads cover 4 columns each");
   // Tiles of at most 16 rows (decode at <= 16 heads) spread each row group over all 8 warps.
   auto* kernel = p.max_tile_rows <= 16 ? mla_decode_kernel<1> : mla_decode_kernel<4>;
-  const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes));
-  if (attr != cudaSuccess) return;  // left as the last error; the caller's launch check reports it
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &capturing) != cudaSuccess) return;  // the caller's launch check reports it
+  // While a graph is recorded, the warm-up run before it has set the attribute already.
+  if (capturing == cudaStreamCaptureStatusNone) {
+    const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                  static_cast<int>(kSmemBytes));
+    if (attr != cudaSuccess) return;  // left as the last error; the caller's launch check reports it
+  }
   kernel<<<static_cast<unsigned>(p.num_ctas), kThreads, kSmemBytes, stream>>>(p);
   if (p.num_split_tiles > 0)
     mla_combine_kernel<<<dim3(static_cast<unsigned>(p.num_split_tiles), kRows), 128, 0, stream>>>(p);
+}
+
+void launch_mla_decode_plan(const MlaDecodePlanParams& p, const MlaDecodePlanBuffers& out, cudaStream_t stream) {
+  const int64_t threads = int64_t{p.num_seqs} * p.head_groups * p.splits + 1;
+  constexpr int kBlock = 128;
+  mla_decode_plan_kernel<<<static_cast<unsigned>((threads + kBlock - 1) / kBlock), kBlock, 0, stream>>>(
+      p, out.tiles, out.segments, out.cta_seg_begin, out.split_tiles);
 }
 
 }  // namespace ds::cuda

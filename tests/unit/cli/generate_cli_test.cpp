@@ -157,3 +157,23 @@ TEST(GenerateCliErrors, MissingModelDirectoryIsNamed) {
 }
 
 }  // namespace
+
+// --enforce-eager is accepted everywhere; on the CPU (no graphs) it changes nothing and says so.
+TEST(GenerateCliEager, EnforceEagerIsANoteOnTheCpu) {
+  const std::string args = "generate --model " + fixture("deepseek_v2_tiny_bf16") +
+                           " --prompt-ids 5,6,7 --max-tokens 4 --temperature 0 --ignore-eos --json";
+  const CliRun plain = run(args), eager = run(args + " --enforce-eager");
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  ASSERT_EQ(eager.exit_code, 0) << eager.output;
+  EXPECT_NE(eager.output.find("--enforce-eager has no effect on --device cpu (graphs are CUDA only)"),
+            std::string::npos)
+      << eager.output;
+  EXPECT_EQ(plain.output.find("enforce-eager"), std::string::npos) << plain.output;
+  // The JSON (the last line) is the same.
+  auto last_line = [](const std::string& s) {
+    const size_t end = s.find_last_not_of('\n');
+    return s.substr(s.rfind('\n', end) + 1, end - s.rfind('\n', end));
+  };
+  EXPECT_EQ(last_line(eager.output), last_line(plain.output));
+  EXPECT_NE(last_line(plain.output).find("\"token_ids\""), std::string::npos) << plain.output;
+}
