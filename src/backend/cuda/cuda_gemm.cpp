@@ -3,6 +3,10 @@
 // column-major [N, T]. That is cuBLASLt's "TN" layout, the one every Hopper kernel (and FP8) supports.
 #include "backend/cuda/cuda_gemm.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
 #include "util/check.h"
 
 namespace ds::cuda {
@@ -217,7 +221,7 @@ bool streamable(const DeviceWeight& w) {
 
 }  // namespace
 
-bool stream_gemm(const CudaContext& ctx, const void* x, int64_t ldx, const DeviceWeight& w, const DeviceWeight* up,
+bool stream_gemm(CudaContext& ctx, const void* x, int64_t ldx, const DeviceWeight& w, const DeviceWeight* up,
                  MatrixRef out) {
   if (out.rows == 0 || out.rows > kStreamGemmMaxRows || !stream_gemm_enabled() || !streamable(w) ||
       ldx % 8 != 0 || alignment_of(x) < 16)
@@ -241,8 +245,25 @@ bool stream_gemm(const CudaContext& ctx, const void* x, int64_t ldx, const Devic
   p.out = out.data;
   p.out_dtype = out.dtype;
   p.ldo = out.ld;
+  // Two CTAs per SM at least: a narrow weight (few 64-column tiles) cuts K into pieces of at least two 64-wide
+  // steps, whose fp32 partial sums a second kernel adds up in a fixed order.
+  constexpr int64_t kStep = 64;
+  const int64_t ctas = p.max_tiles * ((p.n + 63) / 64), steps = (p.k + kStep - 1) / kStep;
+  const int64_t want = std::max<int64_t>(1, (2 * std::max(ctx.sm_count, 1) + ctas - 1) / ctas);
+  const int64_t pieces = std::min(want, std::max<int64_t>(1, steps / 2));
+  if (pieces > 1) {
+    p.k_split = (steps + pieces - 1) / pieces * kStep;
+    p.k_pieces = static_cast<int32_t>((p.k + p.k_split - 1) / p.k_split);
+    const size_t bytes = static_cast<size_t>(p.k_pieces) * (up != nullptr ? 2 : 1) *
+                         static_cast<size_t>(out.rows * p.n) * sizeof(float);
+    p.partial = static_cast<float*>(ctx.stream_partial.get(ctx.stream, bytes));
+  }
   launch_moe_gemm(p, ctx.stream);
   DS_CUDA_CHECK_LAUNCH();
+  if (p.partial != nullptr) {
+    launch_stream_gemm_reduce(p, ctx.stream);
+    DS_CUDA_CHECK_LAUNCH();
+  }
   return true;
 }
 

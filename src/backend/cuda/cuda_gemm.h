@@ -55,7 +55,7 @@ inline constexpr int64_t kStreamGemmMaxRows = 64;
 [[nodiscard]] bool stream_gemm_enabled();
 // out[T, N] = x[T, K] @ w[N, K]^T through the streaming kernel, or with `up` out = silu(x w^T) * (x up^T); x bf16
 // at row stride ldx. Returns false, doing nothing, when the shape, the dtypes or the row count do not fit it.
-[[nodiscard]] bool stream_gemm(const CudaContext& ctx, const void* x, int64_t ldx, const DeviceWeight& w,
+[[nodiscard]] bool stream_gemm(CudaContext& ctx, const void* x, int64_t ldx, const DeviceWeight& w,
                                const DeviceWeight* up, MatrixRef out);
 
 // False when the environment has DS_FP8_GEMM=0 (see CudaBackendOptions::fp8_gemm).

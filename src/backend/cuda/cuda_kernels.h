@@ -194,11 +194,19 @@ struct MoeGemmParams {
   const float* w_scale_one = nullptr;
   const float* w_up_scale_one = nullptr;
   int32_t dense_rows = 0;
+  // Without tiles the K dimension may be cut into gridDim.z pieces of k_split (a multiple of 64): each piece
+  // writes fp32 partial sums to partial [pieces, 1 or 2 (gate/up), dense_rows, n], which
+  // launch_stream_gemm_reduce adds up in piece order (deterministic) into out. k_split == 0: one piece.
+  int64_t k_split = 0;
+  int32_t k_pieces = 1;
+  float* partial = nullptr;
   void* out = nullptr;  // [rows, n] at stride ldo
   DType out_dtype = DType::kBF16;
   int64_t ldo = 0;
 };
 void launch_moe_gemm(const MoeGemmParams& p, cudaStream_t stream);
+// out = the sum over p.k_pieces of p.partial (silu(gate) * up for the gate/up form), as moe_gemm would write it.
+void launch_stream_gemm_reduce(const MoeGemmParams& p, cudaStream_t stream);
 
 // out[t, :] += sum_k weights[t, k] * y[rows[t, k], :]   (y: the routed experts' outputs, permuted by expert;
 // a pair whose row is -1 is skipped)

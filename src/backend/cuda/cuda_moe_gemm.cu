@@ -16,6 +16,8 @@
 // MLPs, which cuBLASLt runs at a small share of the bandwidth at a few rows.
 #include <cuda_fp8.h>
 
+#include <algorithm>
+
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/cuda_mma.cuh"
 
@@ -89,12 +91,15 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
   const int wm = warp / 2, wn = warp % 2;
   const int g = lane / 4, t4 = lane % 4;
 
+  // This CTA's piece of K: [k_begin, k_end) (all of it unless the dense form splits K).
+  const int64_t k_begin = p.k_split > 0 ? int64_t{blockIdx.z} * p.k_split : 0;
+  const int64_t k = p.k_split > 0 ? min(p.k, k_begin + p.k_split) : p.k;
+  const int64_t k_steps = (k - k_begin + kBk - 1) / kBk;
   // The rows of x this tile reads (the gather of the gate/up kernel happens here).
-  const int64_t k = p.k, k_steps = (k + kBk - 1) / kBk;
   auto load_stage = [&](int stage, int64_t ks) {
     unsigned char* base = smem + stage * stage_bytes<kFp8, kGateUp>();
     auto* sx = reinterpret_cast<__nv_bfloat16*>(base);
-    const int64_t kk = ks * kBk;
+    const int64_t kk = k_begin + ks * kBk;
     for (int c = tid; c < kBm * (kBk / 8); c += kThreads) {
       const int r = c / (kBk / 8), ch = c % (kBk / 8);
       const int64_t col = kk + ch * 8;
@@ -109,7 +114,8 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
         const int r = c / kWChunks, ch = c % kWChunks;
         const int64_t n = n0 + r, col = kk + ch * (16 / kElem);
         const bool valid = n < p.n && col < k;
-        cp_async16(sw + (m * kBn + r) * kWRow + ch * 16, w_base[m] + (valid ? (n * k + col) * kElem : 0), valid);
+        cp_async16(sw + (m * kBn + r) * kWRow + ch * 16, w_base[m] + (valid ? (n * p.k + col) * kElem : 0),
+                   valid);
       }
     }
   };
@@ -149,10 +155,10 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
       }
     }
     if constexpr (kFp8) {
-      const int64_t scale_cols = (k + 127) / 128;
+      const int64_t scale_cols = (p.k + 127) / 128;
 #pragma unroll
       for (int m = 0; m < kMats; ++m) {
-        const float s = w_scale[m][(n0 / 128) * scale_cols + (ks * kBk) / 128];
+        const float s = w_scale[m][(n0 / 128) * scale_cols + (k_begin + ks * kBk) / 128];
 #pragma unroll
         for (int j = 0; j < 4; ++j)
 #pragma unroll
@@ -170,6 +176,11 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_kernel(MoeGemmParams p) {
       const int r = wm * 16 + g + (i >= 2 ? 8 : 0);
       const int64_t col = n0 + wn * 32 + j * 8 + 2 * t4 + (i % 2);
       if (r >= rows || col >= p.n) continue;
+      if (p.partial != nullptr) {
+        for (int m = 0; m < kMats; ++m)
+          p.partial[((int64_t{blockIdx.z} * kMats + m) * p.dense_rows + row0 + r) * p.n + col] = acc[m][j][i];
+        continue;
+      }
       float v = acc[0][j][i];
       if constexpr (kGateUp) v = silu(v) * acc[kMats - 1][j][i];
       store_act(p.out, p.out_dtype, (row0 + r) * p.ldo + col, v);
@@ -214,17 +225,38 @@ __global__ void moe_permute_kernel(MoePermuteParams p) {
   }
 }
 
+__global__ void stream_gemm_reduce_kernel(MoeGemmParams p, int mats) {
+  const int64_t total = int64_t{p.dense_rows} * p.n;
+  const int64_t plane = total;  // one [rows, n] matrix of partials
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total; i += int64_t{gridDim.x} * blockDim.x) {
+    float sums[2] = {0.0f, 0.0f};
+    for (int z = 0; z < p.k_pieces; ++z)
+      for (int m = 0; m < mats; ++m) sums[m] += p.partial[(int64_t{z} * mats + m) * plane + i];
+    const float v = mats == 2 ? silu(sums[0]) * sums[1] : sums[0];
+    store_act(p.out, p.out_dtype, (i / p.n) * p.ldo + i % p.n, v);
+  }
+}
+
 template <bool kFp8, bool kGateUp>
 void launch_moe_gemm_t(const MoeGemmParams& p, cudaStream_t stream) {
   constexpr int smem = kStages * stage_bytes<kFp8, kGateUp>();
   const cudaError_t attr =
       cudaFuncSetAttribute(moe_gemm_kernel<kFp8, kGateUp>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (attr != cudaSuccess) return;  // left as the last error; the caller's launch check reports it
-  const dim3 grid(static_cast<unsigned int>(p.max_tiles), static_cast<unsigned int>((p.n + kBn - 1) / kBn));
+  const dim3 grid(static_cast<unsigned int>(p.max_tiles), static_cast<unsigned int>((p.n + kBn - 1) / kBn),
+                  static_cast<unsigned int>(p.k_split > 0 ? p.k_pieces : 1));
   moe_gemm_kernel<kFp8, kGateUp><<<grid, kThreads, smem, stream>>>(p);
 }
 
 }  // namespace
+
+void launch_stream_gemm_reduce(const MoeGemmParams& p, cudaStream_t stream) {
+  const int64_t total = int64_t{p.dense_rows} * p.n;
+  if (total == 0) return;
+  const int mats = p.w_up_one != nullptr ? 2 : 1;
+  const auto blocks = static_cast<unsigned int>(std::min<int64_t>((total + 255) / 256, 4096));
+  stream_gemm_reduce_kernel<<<blocks, 256, 0, stream>>>(p, mats);
+}
 
 void launch_moe_permute(const MoePermuteParams& p, cudaStream_t stream) {
   if (p.pairs == 0) return;
