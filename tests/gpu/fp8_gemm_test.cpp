@@ -212,13 +212,9 @@ TEST(Fp8Gemm, BackendLinearWithAndWithoutTheFp8Path) {
       cpu.copy_to_host(c, ch);
       gpu.copy_to_host(g, gh);
       const double e = normalized(std::vector<double>(gh.begin(), gh.end()), std::vector<double>(ch.begin(), ch.end()));
-      // Up to kStreamGemmMaxRows rows the streaming kernel runs (bf16 activations, FP8 weights), above it the
-      // FP8 GEMM when K and N allow, else the weight expanded to bf16.
-      const bool stream = t <= cuda::kStreamGemmMaxRows;
-      const bool fp8_path = fp8 && !stream && k % 256 == 0 && n % 256 == 0;
+      const bool fp8_path = fp8 && k % 256 == 0 && n % 256 == 0;
       std::printf("linear [%lld, %lld] @ FP8 [%lld, %lld]^T, %s: normalized error vs CPU %.2e\n", (long long)t,
-                  (long long)k, (long long)n, (long long)k,
-                  stream ? "streaming kernel" : fp8_path ? "FP8 GEMM" : "bf16 GEMM", e);
+                  (long long)k, (long long)n, (long long)k, fp8_path ? "FP8 GEMM" : "bf16 GEMM", e);
       EXPECT_LT(e, fp8_path ? kFp8ActTol : kBf16Tol);
     }
   }

@@ -90,7 +90,6 @@ struct LinearCase {
   DType w_dtype;
 };
 
-// Up to cuda::kStreamGemmMaxRows rows the streaming kernel runs, above it cuBLASLt: both are covered.
 TEST_F(LinearTest, MatchesForEveryWeightDtypeAndOddShapes) {
   Rng rng(4);
   const std::vector<LinearCase> cases = {
@@ -151,6 +150,65 @@ TEST_F(LinearTest, MlpMatches) {
     gpu_.mlp(xg, mw, g);
     EXPECT_LT(error(c, g), kChainTol)
         << t << " tokens, hidden " << hidden << ", inter " << inter << " " << dtype_name(dtype);
+  }
+}
+
+// CudaBackendOptions::stream_gemm: linears and MLPs of at most 64 rows through the streaming kernel, with K
+// split over CTAs for narrow weights (576 x 7168: 28 pieces; the MLP's gate/up of 512 x 7168: 33), against the
+// CPU; above 64 rows cuBLASLt runs as without the option.
+TEST(StreamGemmTest, DecodeRowsMatchTheCpuWithAndWithoutKSplit) {
+  Rng rng(8);
+  CpuBackend cpu(0);
+  CudaBackend gpu(CudaBackendOptions{.device = 0, .sync_each_op = true, .fp8_gemm = false, .stream_gemm = true});
+  for (const LinearCase& lc : std::vector<LinearCase>{{1, 576, 7168, DType::kBF16},
+                                                      {4, 576, 7168, DType::kF8E4M3},
+                                                      {1, 3072, 2048, DType::kBF16},
+                                                      {33, 1536, 7168, DType::kF8E4M3},
+                                                      {64, 7168, 2048, DType::kF8E4M3},
+                                                      {9, 192, 48, DType::kBF16},
+                                                      {100, 320, 128, DType::kF8E4M3}}) {
+    auto w = make_weight(rng, lc.n, lc.k, lc.w_dtype, 1.0f / std::sqrt(static_cast<float>(lc.k)));
+    gpu.prepare_weight(w->weight);
+    const auto x = rng.normal(lc.t * lc.k);
+    Tensor xc = cpu.empty({lc.t, lc.k}), xg = gpu.empty({lc.t, lc.k});
+    cpu.copy_from_host(x, xc);
+    gpu.copy_from_host(x, xg);
+    Tensor c = cpu.empty({lc.t, lc.n}), g = gpu.empty_f32({lc.t, lc.n});
+    cpu.linear(xc, w->weight, c);
+    gpu.linear(xg, w->weight, g);
+    std::vector<float> ch(static_cast<size_t>(c.numel())), gh(ch.size());
+    cpu.copy_to_host(c, ch);
+    gpu.copy_to_host(g, gh);
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < ch.size(); ++i) {
+      diff += (double(gh[i]) - ch[i]) * (double(gh[i]) - ch[i]);
+      norm += double(ch[i]) * ch[i];
+    }
+    EXPECT_LT(std::sqrt(diff / norm), kBf16Tol) << "[" << lc.t << ", " << lc.k << "] @ [" << lc.n << ", " << lc.k
+                                                << "]^T " << dtype_name(lc.w_dtype);
+  }
+  for (const auto& [t, hidden, inter] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 7168, 512}, {40, 256, 384}}) {
+    auto gate = make_weight(rng, inter, hidden, DType::kF8E4M3, 1.0f / std::sqrt(float(hidden)), "gate");
+    auto up = make_weight(rng, inter, hidden, DType::kF8E4M3, 1.0f / std::sqrt(float(hidden)), "up");
+    auto down = make_weight(rng, hidden, inter, DType::kF8E4M3, 1.0f / std::sqrt(float(inter)), "down");
+    for (auto* w : {gate.get(), up.get(), down.get()}) gpu.prepare_weight(w->weight);
+    const MlpWeights mw{gate->weight, up->weight, down->weight};
+    const auto x = rng.normal(t * hidden);
+    Tensor xc = cpu.empty({t, hidden}), xg = gpu.empty({t, hidden});
+    cpu.copy_from_host(x, xc);
+    gpu.copy_from_host(x, xg);
+    Tensor c = cpu.empty({t, hidden}), g = gpu.empty({t, hidden});
+    cpu.mlp(xc, mw, c);
+    gpu.mlp(xg, mw, g);
+    std::vector<float> ch(static_cast<size_t>(c.numel())), gh(ch.size());
+    cpu.copy_to_host(c, ch);
+    gpu.copy_to_host(g, gh);
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < ch.size(); ++i) {
+      diff += (double(gh[i]) - ch[i]) * (double(gh[i]) - ch[i]);
+      norm += double(ch[i]) * ch[i];
+    }
+    EXPECT_LT(std::sqrt(diff / norm), kChainTol) << "mlp " << t << " tokens, " << hidden << " x " << inter;
   }
 }
 

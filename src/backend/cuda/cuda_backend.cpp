@@ -26,6 +26,7 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
   const char* mla = std::getenv("DEEPSERVE_MLA");
   legacy_mla_ = options.legacy_mla || (mla != nullptr && std::strcmp(mla, "legacy") == 0);
   ctx_->fp8_gemm = options.fp8_gemm && cuda::fp8_gemm_enabled();
+  ctx_->stream_gemm = options.stream_gemm || cuda::stream_gemm_requested();
   const char* grouped = std::getenv("DS_MOE_GROUPED");
   grouped_experts_ = options.grouped_experts && (grouped == nullptr || std::strcmp(grouped, "0") != 0);
 }

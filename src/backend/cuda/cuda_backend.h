@@ -39,6 +39,11 @@ struct CudaBackendOptions {
   // copies the routing to the host and runs one cuBLASLt GEMM per expert (the earlier path, for comparison).
   // DS_MOE_GROUPED=0 turns it off too.
   bool grouped_experts = true;
+  // Linears and MLPs of at most 64 rows (decode) through the expert GEMM kernel without tiles (weights read
+  // once, K split over enough CTAs, gate/up fused) instead of cuBLASLt. Off by default: the first version (no
+  // K split) measured slower than cuBLASLt on narrow weights (bench/BENCH.md) and the K split is not yet
+  // measured. DS_STREAM_GEMM=1 turns it on too.
+  bool stream_gemm = false;
 };
 
 class CudaBackend final : public Backend {

@@ -54,7 +54,8 @@ struct CudaContext {
 
   int device = 0;
   bool sync_each_op = false;
-  bool fp8_gemm = true;  // CudaBackendOptions::fp8_gemm
+  bool fp8_gemm = true;      // CudaBackendOptions::fp8_gemm
+  bool stream_gemm = false;  // CudaBackendOptions::stream_gemm
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;

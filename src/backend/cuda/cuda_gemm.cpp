@@ -202,12 +202,12 @@ void gemm_bf16_batched(CudaContext& ctx, const BatchedGemm& g) {
                                  ctx.workspace_bytes, ctx.stream));
 }
 
-bool stream_gemm_enabled() {
-  static const bool enabled = [] {
+bool stream_gemm_requested() {
+  static const bool requested = [] {
     const char* v = std::getenv("DS_STREAM_GEMM");
-    return v == nullptr || std::strcmp(v, "0") != 0;
+    return v != nullptr && std::strcmp(v, "1") == 0;
   }();
-  return enabled;
+  return requested;
 }
 
 namespace {
@@ -223,7 +223,7 @@ bool streamable(const DeviceWeight& w) {
 
 bool stream_gemm(CudaContext& ctx, const void* x, int64_t ldx, const DeviceWeight& w, const DeviceWeight* up,
                  MatrixRef out) {
-  if (out.rows == 0 || out.rows > kStreamGemmMaxRows || !stream_gemm_enabled() || !streamable(w) ||
+  if (out.rows == 0 || out.rows > kStreamGemmMaxRows || !ctx.stream_gemm || !streamable(w) ||
       ldx % 8 != 0 || alignment_of(x) < 16)
     return false;
   if (up != nullptr && (up->dtype != w.dtype || up->rows != w.rows || up->cols != w.cols || !streamable(*up)))
