@@ -78,6 +78,8 @@ class CudaBackend final : public Backend {
                    std::span<const float> topk_weights, int64_t top_k, Tensor& out) override;
   void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) override;
   void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
+  // Samples on the device (cuda_sample.cu) and copies back only the results; always returns true.
+  bool sample(const Tensor& logits, std::span<const SampleRequest> requests, std::span<SampleResult> out) override;
 
   // Waits for every queued op; throws if one failed.
   void synchronize();
