@@ -350,7 +350,8 @@ void Engine::process_outputs(const SchedulerOutput& out, const std::vector<int32
         }
     }
   }
-  const std::vector<SampledToken> tokens = sample_tokens(pending, logits, !scores_prompts);
+  const std::vector<SampledToken> tokens =
+      sample_tokens(pending, logits, config_.sample_on_device && !scores_prompts);
   for (size_t k = 0; k < pending.size(); ++k) emit_token(*pending[k].request, *pending[k].seq, tokens[k], now);
 }
 

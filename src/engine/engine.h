@@ -57,6 +57,9 @@ struct EngineConfig {
   // that have work) throws, as a backend fault would, before it reads the inbox. 0: never. Set only by code
   // (tests, and `deepserve serve` from an environment variable of the operator's); no request can reach it.
   int64_t fail_at_step = 0;
+  // Sample on the backend's device when it can (Backend::sample), copying back only the tokens and logprobs;
+  // false copies every step's logits to the host and samples there (the reference, for tests).
+  bool sample_on_device = true;
 };
 
 struct EngineRequest {
