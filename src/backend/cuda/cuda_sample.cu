@@ -58,6 +58,11 @@ __device__ __forceinline__ int32_t ordered_bits(float x) {
   return b ^ ((b >> 31) & 0x7fffffff);
 }
 
+// The float whose ordered_bits are o.
+__device__ __forceinline__ float from_ordered_bits(int32_t o) {
+  return __int_as_float(o ^ ((o >> 31) & 0x7fffffff));
+}
+
 // The rank of token i as one integer, larger = ranked first: the logit, then the lower id. -0 counts as +0,
 // because the host ranks by float comparison.
 __device__ __forceinline__ uint64_t rank_key(float logit, int64_t i) {
@@ -122,7 +127,7 @@ struct AddF64 {
 __device__ float row_max(const float* row, int64_t vocab, Shared& sh) {
   int32_t m = ordered_bits(-__int_as_float(0x7f800000));
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) m = max(m, ordered_bits(row[i]));
-  return __int_as_float(ordered_bits(block_reduce(m, MaxI32{}, sh.i32)));
+  return from_ordered_bits(block_reduce(m, MaxI32{}, sh.i32));
 }
 
 // The chunk sums of value(i) over the row exactly as sampler.cpp's sum_of adds each chunk of kChunk: lane j
