@@ -96,6 +96,35 @@ struct DeviceMemoryInfo {
   int64_t peak_pool_bytes = 0;
 };
 
+// One token to draw from one row of logits on the backend's device (Backend::sample). The math is the engine's
+// Sampler (src/engine/sampler.h) step for step, which the engine turns its SamplingParams into this for: the
+// penalties and the min_tokens mask, then greedy argmax, or temperature, top-k, top-p, min-p and an inverse-CDF
+// draw in id order at `uniform`.
+struct SampleRequest {
+  int32_t row = 0;          // the logits row; several requests may share one (n > 1 samples of one prompt)
+  bool greedy = false;      // argmax of the penalized row, ties to the lower id; the sampling fields are unused
+  float inv_temperature = 1.0f;  // float(1 / temperature), > 0
+  int64_t top_k = 0;             // on when 0 < top_k < vocab
+  double top_p = 1.0;            // (0, 1]; on when < 1
+  float min_p = 0.0f;            // [0, 1]; on when > 0
+  double repetition_penalty = 1.0;  // > 0, over every distinct token of prompt_ids and output_ids
+  double frequency_penalty = 0.0;   // times the count of each token in output_ids
+  double presence_penalty = 0.0;    // once for each distinct token in output_ids
+  std::span<const int32_t> prompt_ids = {};
+  std::span<const int32_t> output_ids = {};
+  std::vector<int32_t> masked_ids;  // -inf after the penalties (EOS and stop ids under min_tokens)
+  int32_t num_top_logprobs = 0;              // [0, kMaxSampleTopLogprobs]
+  double uniform = 0.0;                      // [0, 1), drawn on the host from the sequence's own generator
+};
+constexpr int32_t kMaxSampleTopLogprobs = 20;
+
+struct SampleResult {
+  int32_t token = 0;
+  float logprob = 0.0f;               // log-softmax of the raw row at token
+  std::vector<int32_t> top_ids;       // num_top_logprobs best of the raw row, best first (ties: lower id)
+  std::vector<float> top_logprobs;    // their log-softmax
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -198,6 +227,13 @@ class Backend {
   virtual void clear_graphs() {}
   // Device memory held by captured graphs (their recorded allocations).
   [[nodiscard]] virtual int64_t graph_memory_bytes() { return 0; }
+
+  // One token per request from logits [rows, vocab] (F32) on the device, copying back only out's contents.
+  // Returns false, touching nothing, where the backend does not sample (the CPU backend: the engine's Sampler
+  // on the host rows is its reference). A row with NaN, or with every token masked, throws InternalError.
+  virtual bool sample(const Tensor& logits, std::span<const SampleRequest> requests, std::span<SampleResult> out) {
+    return false;
+  }
 };
 
 // Backend::stage_step for a scope: unstage_step however the scope is left.

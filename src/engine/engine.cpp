@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <unordered_set>
 
 namespace ds {
 namespace {
@@ -270,10 +271,12 @@ bool Engine::step() {
   batch.max_blocks_per_seq = static_cast<int32_t>(max_blocks);
   batch.query_start_loc.push_back(0);
   std::vector<int32_t> first_logit_row;  // per scheduled sequence; -1 when it has none
+  bool scores_prompts = false;
   for (const auto& s : out.scheduled) {
     const Sequence& seq = *s.seq;
     const int64_t begin = seq.num_computed_tokens, end = begin + s.num_new_tokens;
     const bool wants_prompt_logprobs = scores_prompt(seq, begin);
+    scores_prompts = scores_prompts || wants_prompt_logprobs;
     first_logit_row.push_back(-1);
     for (int64_t pos = begin; pos < end; ++pos) {
       batch.token_ids.push_back(seq.token_ids[static_cast<size_t>(pos)]);
@@ -290,9 +293,13 @@ bool Engine::step() {
       batch.block_table.push_back(b < seq.block_table.size() ? seq.block_table[b] : 0);
   }
   const Tensor logits = model_.forward(batch);  // [logits_indices, vocab] on the model's backend
-  host_logits_.resize(static_cast<size_t>(logits.numel()));
-  model_.backend().copy_to_host(logits, host_logits_);
-  process_outputs(out, first_logit_row);
+  host_logits_valid_ = false;
+  if (scores_prompts) {
+    host_logits_.resize(static_cast<size_t>(logits.numel()));
+    model_.backend().copy_to_host(logits, host_logits_);
+    host_logits_valid_ = true;
+  }
+  process_outputs(out, first_logit_row, logits, scores_prompts);
   {
     std::lock_guard lock(stats_mutex_);
     ++stats_.steps;
@@ -303,10 +310,14 @@ bool Engine::step() {
   return true;
 }
 
-void Engine::process_outputs(const SchedulerOutput& out,
-                             const std::vector<int32_t>& first_logit_row) {
+void Engine::process_outputs(const SchedulerOutput& out, const std::vector<int32_t>& first_logit_row,
+                             const Tensor& logits, bool scores_prompts) {
   const int64_t vocab = model_.config().vocab_size;
   const double now = now_seconds();
+  // First every sequence's bookkeeping and who samples from which row, then every token at once (one call on
+  // the device), then each token's stops and deltas, in the same order as one at a time.
+  std::vector<PendingSample> pending;
+  std::unordered_set<const Sequence*> sampling;  // a sequence draws at most one token a step
   for (size_t i = 0; i < out.scheduled.size(); ++i) {
     Sequence& seq = *out.scheduled[i].seq;
     RequestState& request = *owner_.at(&seq);
@@ -314,74 +325,121 @@ void Engine::process_outputs(const SchedulerOutput& out,
     seq.num_computed_tokens += out.scheduled[i].num_new_tokens;
     blocks_.cache_full_blocks(seq);
     if (first_logit_row[i] < 0) continue;
-    const float* rows = host_logits_.data() + int64_t{first_logit_row[i]} * vocab;
+    int32_t row = first_logit_row[i];
 
     if (scores_prompt(seq, begin)) {
       // Row k holds the distribution of the token at begin + k + 1.
-      auto& pending = request_prompt_logprobs_[request.id];
-      if (pending.empty()) pending.resize(static_cast<size_t>(seq.num_prompt_tokens));
+      const float* rows = host_logits_.data() + int64_t{row} * vocab;
+      auto& prompt_logprobs = request_prompt_logprobs_[request.id];
+      if (prompt_logprobs.empty()) prompt_logprobs.resize(static_cast<size_t>(seq.num_prompt_tokens));
       for (int64_t pos = begin; pos < seq.num_computed_tokens && pos + 1 < seq.num_prompt_tokens; ++pos) {
-        pending[static_cast<size_t>(pos + 1)] =
+        prompt_logprobs[static_cast<size_t>(pos + 1)] =
             Sampler::score({rows + (pos - begin) * vocab, static_cast<size_t>(vocab)},
                            seq.token_ids[static_cast<size_t>(pos + 1)], *seq.params.prompt_logprobs);
       }
-      rows += (seq.num_computed_tokens - 1 - begin) * vocab;  // the last row samples the next token
+      row += static_cast<int32_t>(seq.num_computed_tokens - 1 - begin);  // the last row samples the next token
     }
     if (seq.num_computed_tokens != seq.num_tokens()) continue;  // a prefill chunk: nothing to sample yet
+    if (sampling.contains(&seq)) continue;
 
     if (seq.is_fork_parent && !request.forked) fork_samples(request);
-    std::vector<Sequence*> samplers = {&seq};
+    pending.push_back({&seq, &request, row});
+    sampling.insert(&seq);
     if (seq.is_fork_parent && request.forked && seq.num_output_tokens() == 0) {
       for (auto& child : request.seqs)
         if (child.get() != &seq && child->status == SequenceStatus::kRunning && child->num_output_tokens() == 0 &&
-            child->num_computed_tokens == seq.num_computed_tokens)
-          samplers.push_back(child.get());
-    }
-    for (Sequence* s : samplers) {
-      const SamplingContext context{
-          std::span<const int32_t>(s->token_ids.data(), static_cast<size_t>(s->num_prompt_tokens)),
-          std::span<const int32_t>(s->token_ids.data() + s->num_prompt_tokens, static_cast<size_t>(s->num_output_tokens())),
-          model_.config().eos_token_ids};
-      const SampledToken token = sampler_.sample({rows, static_cast<size_t>(vocab)}, s->params, context, s->rng);
-      s->token_ids.push_back(token.token);
-      blocks_.update_hashes(*s);
-      RequestDelta d;
-      d.index = s->index;
-      d.token_ids.push_back(token.token);
-      bool stopped_on_text = false;
-      if (s->detokenizer) {
-        const bool past_min = s->num_output_tokens() >= s->params.min_tokens;
-        auto r = s->stop_matcher->feed(s->detokenizer->step(token.token), past_min);
-        d.text = std::move(r.emit);
-        stopped_on_text = s->stop_matcher_stopped = r.stopped;
-      }
-      if (s->params.logprobs) d.logprobs.push_back(token);
-      if (s->index == 0 && s->num_output_tokens() == 1) {
-        const auto it = request_prompt_logprobs_.find(request.id);
-        if (it != request_prompt_logprobs_.end()) {
-          d.prompt_logprobs = std::move(it->second);
-          request_prompt_logprobs_.erase(it);
+            child->num_computed_tokens == seq.num_computed_tokens && !sampling.contains(child.get())) {
+          pending.push_back({child.get(), &request, row});
+          sampling.insert(child.get());
         }
-      }
-      {
-        std::lock_guard lock(stats_mutex_);
-        ++stats_.generation_tokens;
-        if (!request.first_token_time) {
-          request.first_token_time = now;
-          stats_.time_to_first_token.observe(now - request.arrival_time);
-        } else if (s->num_output_tokens() > 1) {
-          stats_.inter_token_latency.observe(now - last_token_time_[s]);
-        }
-        last_token_time_[s] = now;
-      }
-      if (stopped_on_text) s->finish_reason = FinishReason::kStop;
-      const bool done = stopped_on_text || check_stop(*s);
-      if (done) {
-        finish(request, *s, s->finish_reason, {}, &d);
-      } else {
-        request.stream->push(std::move(d));
-      }
     }
+  }
+  const std::vector<SampledToken> tokens =
+      sample_tokens(pending, logits, config_.sample_on_device && !scores_prompts);
+  for (size_t k = 0; k < pending.size(); ++k) emit_token(*pending[k].request, *pending[k].seq, tokens[k], now);
+}
+
+std::vector<SampledToken> Engine::sample_tokens(const std::vector<PendingSample>& pending, const Tensor& logits,
+                                                bool on_device) {
+  const int64_t vocab = model_.config().vocab_size;
+  auto context_of = [&](const Sequence& s) {
+    return SamplingContext{
+        std::span<const int32_t>(s.token_ids.data(), static_cast<size_t>(s.num_prompt_tokens)),
+        std::span<const int32_t>(s.token_ids.data() + s.num_prompt_tokens,
+                                 static_cast<size_t>(s.num_output_tokens())),
+        model_.config().eos_token_ids};
+  };
+  // One uniform per sampling sequence from its own generator, wherever the draw happens.
+  std::vector<double> uniforms;
+  uniforms.reserve(pending.size());
+  for (const PendingSample& p : pending) uniforms.push_back(Sampler::draw_uniform(p.seq->params, p.seq->rng));
+
+  std::vector<SampledToken> tokens(pending.size());
+  if (pending.empty()) return tokens;
+  if (on_device) {
+    std::vector<SampleRequest> requests;
+    requests.reserve(pending.size());
+    for (size_t k = 0; k < pending.size(); ++k)
+      requests.push_back(
+          to_sample_request(pending[k].seq->params, context_of(*pending[k].seq), pending[k].row, uniforms[k], vocab));
+    std::vector<SampleResult> results(pending.size());
+    if (model_.backend().sample(logits, requests, results)) {
+      for (size_t k = 0; k < pending.size(); ++k) tokens[k] = to_sampled_token(results[k]);
+      return tokens;
+    }
+  }
+  if (!host_logits_valid_) {
+    host_logits_.resize(static_cast<size_t>(logits.numel()));
+    model_.backend().copy_to_host(logits, host_logits_);
+    host_logits_valid_ = true;
+  }
+  for (size_t k = 0; k < pending.size(); ++k) {
+    const float* row = host_logits_.data() + int64_t{pending[k].row} * vocab;
+    tokens[k] = sampler_.sample({row, static_cast<size_t>(vocab)}, pending[k].seq->params,
+                                context_of(*pending[k].seq), uniforms[k]);
+  }
+  return tokens;
+}
+
+void Engine::emit_token(RequestState& request, Sequence& seq, const SampledToken& token, double now) {
+  Sequence* s = &seq;
+  s->token_ids.push_back(token.token);
+  blocks_.update_hashes(*s);
+  RequestDelta d;
+  d.index = s->index;
+  d.token_ids.push_back(token.token);
+  bool stopped_on_text = false;
+  if (s->detokenizer) {
+    const bool past_min = s->num_output_tokens() >= s->params.min_tokens;
+    auto r = s->stop_matcher->feed(s->detokenizer->step(token.token), past_min);
+    d.text = std::move(r.emit);
+    stopped_on_text = s->stop_matcher_stopped = r.stopped;
+  }
+  if (s->params.logprobs) d.logprobs.push_back(token);
+  if (s->index == 0 && s->num_output_tokens() == 1) {
+    const auto it = request_prompt_logprobs_.find(request.id);
+    if (it != request_prompt_logprobs_.end()) {
+      d.prompt_logprobs = std::move(it->second);
+      request_prompt_logprobs_.erase(it);
+    }
+  }
+  {
+    std::lock_guard lock(stats_mutex_);
+    ++stats_.generation_tokens;
+    if (!request.first_token_time) {
+      request.first_token_time = now;
+      stats_.time_to_first_token.observe(now - request.arrival_time);
+    } else if (s->num_output_tokens() > 1) {
+      stats_.inter_token_latency.observe(now - last_token_time_[s]);
+    }
+    last_token_time_[s] = now;
+  }
+  if (stopped_on_text) s->finish_reason = FinishReason::kStop;
+  const bool done = stopped_on_text || check_stop(*s);
+  if (done) {
+    finish(request, *s, s->finish_reason, {}, &d);
+  } else {
+    request.stream->push(std::move(d));
   }
 }
 

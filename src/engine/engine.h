@@ -61,6 +61,9 @@ struct EngineConfig {
   // tables up to max_model_len (DeepseekModel::capture_decode_graphs); a backend without graphs ignores it.
   // `deepserve serve` and `generate` turn it on for --device cuda unless --enforce-eager.
   bool cuda_graphs = false;
+  // Sample on the backend's device when it can (Backend::sample), copying back only the tokens and logprobs;
+  // false copies every step's logits to the host and samples there (the reference, for tests).
+  bool sample_on_device = true;
 };
 
 struct EngineRequest {
@@ -153,8 +156,23 @@ class Engine {
   void finish(RequestState& request, Sequence& seq, FinishReason reason, const std::string& error = {},
               RequestDelta* last = nullptr);
   void apply_block_moves(const SchedulerOutput& out);
-  // After the forward pass: sample, check stops, emit.
-  void process_outputs(const SchedulerOutput& out, const std::vector<int32_t>& first_logit_row);
+  // After the forward pass: sample, check stops, emit. logits: [rows, vocab] on the backend. Rows are copied to
+  // the host only where the step scores prompt tokens (echo) or the backend does not sample; otherwise the
+  // backend samples every row on its device and only the tokens and their logprobs come back.
+  void process_outputs(const SchedulerOutput& out, const std::vector<int32_t>& first_logit_row,
+                       const Tensor& logits, bool scores_prompts);
+  // One sequence that draws a token this step, from logits row `row`.
+  struct PendingSample {
+    Sequence* seq = nullptr;
+    RequestState* request = nullptr;
+    int32_t row = 0;
+  };
+  // The tokens of `pending`, each from its own generator: on the backend's device when it samples and
+  // on_device, else on the host from host_logits_ (copied here if it is not yet).
+  [[nodiscard]] std::vector<SampledToken> sample_tokens(const std::vector<PendingSample>& pending,
+                                                        const Tensor& logits, bool on_device);
+  // Appends the sampled token to s, detokenizes, checks stops and pushes the delta.
+  void emit_token(RequestState& request, Sequence& s, const SampledToken& token, double now);
   // n > 1: once sample 0 has computed the prompt, the other samples share its blocks (the partial last block
   // copied) and sample their first token from the same logits.
   void fork_samples(RequestState& request);
@@ -180,7 +198,8 @@ class Engine {
   // parent's blocks), and since when: batch_wait_time is observed when a step takes them in.
   std::unordered_map<const Sequence*, double> waiting_since_;
   Sampler sampler_;
-  std::vector<float> host_logits_;  // this step's logits, copied from the backend
+  std::vector<float> host_logits_;  // this step's logits, copied from the backend when the host samples
+  bool host_logits_valid_ = false;  // host_logits_ holds this step's logits
 
   mutable std::mutex inbox_mutex_;
   std::condition_variable inbox_cv_;

@@ -79,6 +79,7 @@ struct Scratch {
   std::vector<float> penalized;         // [vocab] the row after penalties
   std::vector<float> weight;            // [vocab] exp((logit - max) / T)
   std::vector<float> candidate_weight;  // weight[ids[j]]
+  std::vector<float> kept_weight;       // [vocab] weight of the kept tokens, 0 elsewhere
   std::vector<int32_t> ids;             // candidate token ids
   std::vector<int32_t> boundary;        // the tokens of the bucket where a cut falls
   std::vector<uint16_t> bucket;         // bucket[j]: the bucket of ids[j]
@@ -324,7 +325,7 @@ size_t draw_from_row(std::span<const float> weight, double uniform, Scratch& scr
 
 // Temperature, top-k, top-p, min-p, then one draw. `row` has its penalties applied and is free of NaN;
 // max_logit is its max.
-int32_t draw(std::span<const float> row, float max_logit, const SamplingParams& params, std::mt19937_64& rng,
+int32_t draw(std::span<const float> row, float max_logit, const SamplingParams& params, double uniform,
              Scratch& scratch) {
   const size_t vocab = row.size();
   DS_CHECK(max_logit > kMasked, "every token of the row is masked");
@@ -338,7 +339,6 @@ int32_t draw(std::span<const float> row, float max_logit, const SamplingParams& 
   // No token of weight > 0 lies further than this below the max logit.
   const float max_distance = -kExpZeroBelow / inv_temperature;
   for (size_t i = 0; i < vocab; ++i) weight[i] = exp_nonpositive((row[i] - max_logit) * inv_temperature);
-  const double uniform = uniform01(rng);
   const bool top_k_on = params.top_k > 0 && static_cast<uint64_t>(params.top_k) < vocab;
   const bool top_p_on = params.top_p < 1.0;
 
@@ -381,9 +381,14 @@ int32_t draw(std::span<const float> row, float max_logit, const SamplingParams& 
     auto weight_of = [&](int32_t id) { return static_cast<double>(weight[static_cast<size_t>(id)]); };
     ids = keep_best_prefix(ids, row, max_logit, max_distance, weight_of, params.top_p * total, scratch);
   }
-  gather_weights();
-  if (min_weight > 0.0f) zero_below(candidate_weight, min_weight);
-  return ids[draw_from_row(candidate_weight, uniform, scratch)];
+  // The draw walks the whole row in id order with the dropped tokens at weight 0, whatever order the cuts
+  // left the kept ids in: the CUDA sampler computes the same weights and chunk sums bit for bit and walks the
+  // same way, so both pick the same token for the same uniform.
+  const std::span<float> kept_weight = grow(scratch.kept_weight, vocab);
+  std::fill(kept_weight.begin(), kept_weight.end(), 0.0f);
+  for (const int32_t id : ids) kept_weight[static_cast<size_t>(id)] = weight[static_cast<size_t>(id)];
+  if (min_weight > 0.0f) zero_below(kept_weight, min_weight);
+  return static_cast<int32_t>(draw_from_row(kept_weight, uniform, scratch));
 }
 
 }  // namespace
@@ -465,8 +470,21 @@ void Sampler::apply_penalties(std::span<float> logits, const SamplingParams& par
   }
 }
 
+bool Sampler::is_greedy(const SamplingParams& params) {
+  return params.temperature < kGreedyBelowTemperature;
+}
+
+double Sampler::draw_uniform(const SamplingParams& params, std::mt19937_64& rng) {
+  return is_greedy(params) ? 0.0 : uniform01(rng);  // greedy draws nothing from rng, as in vLLM
+}
+
 SampledToken Sampler::sample(std::span<const float> logits, const SamplingParams& params,
                              const SamplingContext& context, std::mt19937_64& rng) const {
+  return sample(logits, params, context, draw_uniform(params, rng));
+}
+
+SampledToken Sampler::sample(std::span<const float> logits, const SamplingParams& params,
+                             const SamplingContext& context, double uniform) const {
   DS_CHECK(!logits.empty(), "sampling from an empty logits row");
   const RowStats raw = row_stats(logits);
   Scratch& scratch = thread_scratch();
@@ -478,10 +496,8 @@ SampledToken Sampler::sample(std::span<const float> logits, const SamplingParams
     row = scratch.penalized;
     max_logit = max_of(row);
   }
-  // Greedy draws nothing from rng, as in vLLM.
-  const int32_t token = params.temperature < kGreedyBelowTemperature
-                            ? argmax(row, max_logit)
-                            : draw(row, max_logit, params, rng, scratch);
+  const int32_t token =
+      is_greedy(params) ? argmax(row, max_logit) : draw(row, max_logit, params, uniform, scratch);
   SampledToken out;
   out.token = token;
   out.logprob = static_cast<float>(static_cast<double>(logits[static_cast<size_t>(token)]) - raw.log_sum_exp);
@@ -497,6 +513,39 @@ SampledToken Sampler::score(std::span<const float> logits, int32_t token, int64_
   out.token = token;
   out.logprob = static_cast<float>(static_cast<double>(logits[static_cast<size_t>(token)]) - lse);
   out.top_logprobs = top_logprobs(logits, lse, top_n);
+  return out;
+}
+
+SampleRequest to_sample_request(const SamplingParams& params, const SamplingContext& context, int32_t row,
+                                double uniform, int64_t vocab) {
+  SampleRequest r;
+  r.row = row;
+  r.greedy = Sampler::is_greedy(params);
+  if (!r.greedy) r.inv_temperature = static_cast<float>(1.0 / params.temperature);  // as draw() computes it
+  r.top_k = std::max<int64_t>(params.top_k, 0);
+  r.top_p = params.top_p;
+  r.min_p = static_cast<float>(params.min_p);
+  r.repetition_penalty = params.repetition_penalty;
+  r.frequency_penalty = params.frequency_penalty;
+  r.presence_penalty = params.presence_penalty;
+  r.prompt_ids = context.prompt_ids;
+  r.output_ids = context.output_ids;
+  if (static_cast<int64_t>(context.output_ids.size()) < params.min_tokens) {
+    for (const auto ids : {context.eos_token_ids, std::span<const int32_t>(params.stop_token_ids)})
+      for (const int32_t id : ids)
+        if (id >= 0 && id < vocab) r.masked_ids.push_back(id);
+  }
+  r.num_top_logprobs = static_cast<int32_t>(params.logprobs.value_or(0));
+  r.uniform = uniform;
+  return r;
+}
+
+SampledToken to_sampled_token(const SampleResult& result) {
+  SampledToken out;
+  out.token = result.token;
+  out.logprob = result.logprob;
+  for (size_t i = 0; i < result.top_ids.size(); ++i)
+    out.top_logprobs.push_back({result.top_ids[i], result.top_logprobs[i]});
   return out;
 }
 

@@ -3,6 +3,14 @@
 //   mask → temperature (0 = greedy) → top-k → top-p (over the top-k renormalized) → min-p → a draw from the
 //   sequence's own generator.
 // The reported logprobs are always those of the raw row (vLLM's default "raw_logprobs").
+//
+// The draw: top-k, top-p and min-p only decide which tokens are kept; the one uniform u in [0, 1) is then
+// turned into a token by an inverse CDF over the whole row in id order, dropped tokens weighing 0 (the first
+// token whose running weight exceeds u * total). The weights are exp((logit - max) / T) by
+// detail::exp_nonpositive and every sum is in double in a fixed order (chunks of 1024, 8 lanes each), so the
+// CUDA sampler (Backend::sample), which does the same arithmetic, draws the same token for the same u. Before
+// the device sampler the draw walked the kept tokens in the order the top-k / top-p cut left them; the
+// distribution is the same, the token a given u maps to is not.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +19,8 @@
 #include <span>
 #include <string>
 #include <vector>
+
+#include "backend/backend.h"
 
 namespace ds {
 
@@ -70,6 +80,15 @@ class Sampler {
   // seeded request samples the same tokens whatever it is batched with).
   [[nodiscard]] SampledToken sample(std::span<const float> logits, const SamplingParams& params,
                                     const SamplingContext& context, std::mt19937_64& rng) const;
+  // The same with the draw's uniform given: sample(..., rng) is sample(..., draw_uniform(params, rng)).
+  [[nodiscard]] SampledToken sample(std::span<const float> logits, const SamplingParams& params,
+                                    const SamplingContext& context, double uniform) const;
+
+  // temperature below 1e-5: the argmax, ties to the lower id, and no random number drawn.
+  [[nodiscard]] static bool is_greedy(const SamplingParams& params);
+  // The one random number a sample consumes: a double in [0, 1) from the top 53 bits of one output of rng
+  // (the same on every standard library); 0 without touching rng for a greedy request.
+  [[nodiscard]] static double draw_uniform(const SamplingParams& params, std::mt19937_64& rng);
 
   // log-softmax top-N of a row, for prompt logprobs (echo): the logprob of `token` plus the top N.
   [[nodiscard]] static SampledToken score(std::span<const float> logits, int32_t token, int64_t top_n);
@@ -81,6 +100,12 @@ class Sampler {
   static void apply_penalties(std::span<float> logits, const SamplingParams& params,
                               const SamplingContext& context);
 };
+
+// What Backend::sample needs to do on the device what Sampler::sample(logits row, params, context, uniform)
+// does on the host. vocab: the row's length (stop ids outside it are never masked, as on the host).
+[[nodiscard]] SampleRequest to_sample_request(const SamplingParams& params, const SamplingContext& context,
+                                              int32_t row, double uniform, int64_t vocab);
+[[nodiscard]] SampledToken to_sampled_token(const SampleResult& result);
 
 namespace detail {
 // exp(x) for x <= 0 within a few float ulps, and exactly 0 below -86 (e^-86 = 4e-38, nothing beside the 1 the

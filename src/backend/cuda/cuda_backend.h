@@ -89,6 +89,8 @@ class CudaBackend final : public Backend {
                    const Tensor& topk_weights, Tensor& out) override;
   void mlp(const Tensor& x, const MlpWeights& w, Tensor& out) override;
   void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor& out) override;
+  // Samples on the device (cuda_sample.cu) and copies back only the results; always returns true.
+  bool sample(const Tensor& logits, std::span<const SampleRequest> requests, std::span<SampleResult> out) override;
 
   // cuda_graphs.cpp: the step's arrays in one pinned copy, and CUDA graphs of whole steps. Capture records
   // thread-locally on the backend's stream; tensors allocated while recording become the graph's own

@@ -213,4 +213,45 @@ void launch_stream_gemm_reduce(const MoeGemmParams& p, cudaStream_t stream);
 void launch_moe_combine(MatrixRef y, const int32_t* rows, const float* weights, int64_t top_k, MatrixRef out,
                         cudaStream_t stream);
 
+// ---- sampling (cuda_sample.cu; Backend::sample checks every field before the launch) ----
+
+constexpr int kSampleMaxTop = 20;
+// One request of launch_sample, as Backend::sample's SampleRequest with its token lists turned into entries.
+struct SampleKernelRequest {
+  int32_t row = 0;             // the logits row
+  int32_t penalized_row = -1;  // the row of `penalized` its penalized logits go to, or -1 (no entries)
+  int32_t greedy = 0;
+  int32_t top_k = 0;           // 0 = off, else 0 < top_k < vocab
+  int32_t num_top = 0;         // top logprobs wanted, [0, kSampleMaxTop]
+  int32_t entry_begin = 0, entry_end = 0;  // its PenaltyEntry range
+  float inv_temperature = 1.0f;
+  float min_p = 0.0f;          // 0 = off
+  double top_p = 1.0;          // 1 = off
+  double repetition_penalty = 1.0, frequency_penalty = 0.0, presence_penalty = 0.0;
+  double uniform = 0.0;
+};
+// One distinct token a request's penalties or min_tokens mask touch.
+struct PenaltyEntry {
+  int32_t id = 0;
+  int32_t output_count = 0;  // occurrences in the output (frequency / presence), 0 when those are off
+  int32_t repeated = 0;      // in prompt or output, with the repetition penalty on
+  int32_t masked = 0;        // set to -inf last
+};
+// status: 0, or 1 = the raw row has NaN or no finite max, 2 = every token of the penalized row is masked.
+struct SampleKernelResult {
+  int32_t token = 0;
+  float logprob = 0.0f;
+  int32_t num_top = 0;
+  int32_t status = 0;
+  int32_t top_ids[kSampleMaxTop] = {};
+  float top_logprobs[kSampleMaxTop] = {};
+};
+// Dynamic shared memory launch_sample needs for a vocabulary: one double per (1024-token chunk, lane of 8).
+[[nodiscard]] size_t sample_shared_bytes(int64_t vocab);
+// One thread block per request. logits [rows, vocab] F32 with row stride ld; penalized: scratch
+// [number of requests with entries, vocab].
+void launch_sample(const float* logits, int64_t ld, int64_t vocab, const SampleKernelRequest* requests,
+                   int32_t num_requests, const PenaltyEntry* entries, float* penalized, SampleKernelResult* out,
+                   cudaStream_t stream);
+
 }  // namespace ds::cuda

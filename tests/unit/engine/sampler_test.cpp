@@ -443,6 +443,80 @@ TEST(SamplerDistribution, LargeTopKOnALargeVocabularyCutsInsideATie) {
   expect_top_k_on_runs(1300, 112);
 }
 
+// ---- the draw: one uniform, an inverse CDF over the kept tokens in id order ----
+
+// Ids 0, 3 and 5 survive top-k = 3 (logits 1, 0, 2; every other token -5); at temperature 1 they weigh
+// e^-1 = 0.3679, e^-2 = 0.1353 and 1 (total 1.5032) and the walk goes in id order: token 0 owns
+// u in [0, 0.2447), token 3 [0.2447, 0.3347), token 5 [0.3347, 1). Rank order would give token 5 to u = 0.
+TEST(SamplerDraw, KeptTokensAreWalkedInIdOrder) {
+  const std::vector<float> logits = {1.0f, -5.0f, -5.0f, 0.0f, -5.0f, 2.0f, -5.0f};
+  SamplingParams p;
+  p.top_k = 3;
+  const Sampler s;
+  EXPECT_EQ(s.sample(logits, p, {}, 0.0).token, 0);
+  EXPECT_EQ(s.sample(logits, p, {}, 0.24).token, 0);
+  EXPECT_EQ(s.sample(logits, p, {}, 0.25).token, 3);
+  EXPECT_EQ(s.sample(logits, p, {}, 0.33).token, 3);
+  EXPECT_EQ(s.sample(logits, p, {}, 0.34).token, 5);
+  EXPECT_EQ(s.sample(logits, p, {}, 0.999).token, 5);
+  // top-p = 0.7 keeps token 5 (0.665 of the three's mass) and token 0, which crosses 0.7: 0.3679 : 1, so
+  // token 0 owns u in [0, 0.2689).
+  p.top_p = 0.7;
+  EXPECT_EQ(s.sample(logits, p, {}, 0.26).token, 0);
+  EXPECT_EQ(s.sample(logits, p, {}, 0.28).token, 5);
+  // min-p = 0.2 drops token 3 (weight 0.135 < 0.2) from the top-k three: token 0 owns [0, 0.2689) again.
+  p.top_p = 1.0;
+  p.min_p = 0.2;
+  EXPECT_EQ(s.sample(logits, p, {}, 0.26).token, 0);
+  EXPECT_EQ(s.sample(logits, p, {}, 0.28).token, 5);
+}
+
+TEST(SamplerDraw, TheGeneratorGivesOneUniformAndGreedyTakesNone) {
+  const std::vector<float> logits = {0.3f, 0.1f, 0.9f, 0.5f};
+  SamplingParams p;
+  p.temperature = 0.8;
+  std::mt19937_64 a(42), b(42);
+  for (int i = 0; i < 50; ++i) {
+    const double u = Sampler::draw_uniform(p, a);
+    EXPECT_GE(u, 0.0);
+    EXPECT_LT(u, 1.0);
+    EXPECT_EQ(Sampler().sample(logits, p, {}, u).token, Sampler().sample(logits, p, {}, b).token);
+  }
+  EXPECT_EQ(a, b);
+  p.temperature = 0.0;
+  const std::mt19937_64 before = a;
+  EXPECT_EQ(Sampler::draw_uniform(p, a), 0.0);
+  EXPECT_EQ(a, before);
+}
+
+TEST(SamplerDraw, DeviceRequestCarriesTheParams) {
+  SamplingParams p;
+  p.temperature = 0.5;
+  p.top_k = -1;
+  p.top_p = 0.9;
+  p.min_p = 0.05;
+  p.repetition_penalty = 1.2;
+  p.logprobs = 5;
+  p.min_tokens = 2;
+  p.stop_token_ids = {7, 1000};  // 1000 is outside the vocabulary of 10: never masked
+  const std::vector<int32_t> ids = {1, 2, 3};
+  const std::vector<int32_t> eos = {9};
+  const SamplingContext context{std::span(ids).first(2), std::span(ids).last(1), eos};
+  const SampleRequest r = to_sample_request(p, context, 4, 0.25, 10);
+  EXPECT_EQ(r.row, 4);
+  EXPECT_FALSE(r.greedy);
+  EXPECT_EQ(r.inv_temperature, 2.0f);
+  EXPECT_EQ(r.top_k, 0);
+  EXPECT_EQ(r.min_p, 0.05f);
+  EXPECT_EQ(r.prompt_ids.size(), 2u);
+  EXPECT_EQ(r.output_ids.size(), 1u);
+  EXPECT_EQ(r.masked_ids, (std::vector<int32_t>{9, 7}));
+  EXPECT_EQ(r.num_top_logprobs, 5);
+  EXPECT_EQ(r.uniform, 0.25);
+  const SampleRequest later = to_sample_request(p, {std::span(ids).first(1), std::span(ids).last(2), eos}, 0, 0.5, 10);
+  EXPECT_TRUE(later.masked_ids.empty());  // two outputs: min_tokens reached
+}
+
 TEST(ExpNonpositive, MatchesStdExpToAFewUlps) {
   EXPECT_EQ(detail::exp_nonpositive(0.0f), 1.0f);
   EXPECT_EQ(detail::exp_nonpositive(-kInf), 0.0f);
