@@ -153,6 +153,19 @@ TEST_F(LinearTest, MlpMatches) {
   }
 }
 
+// ||g - c|| / ||c|| of a tensor of each backend.
+double normalized_error(Backend& cpu, const Tensor& c, Backend& gpu, const Tensor& g) {
+  std::vector<float> ch(static_cast<size_t>(c.numel())), gh(ch.size());
+  cpu.copy_to_host(c, ch);
+  gpu.copy_to_host(g, gh);
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < ch.size(); ++i) {
+    diff += (double(gh[i]) - ch[i]) * (double(gh[i]) - ch[i]);
+    norm += double(ch[i]) * ch[i];
+  }
+  return std::sqrt(diff / norm);
+}
+
 // CudaBackendOptions::stream_gemm: linears and MLPs of at most 64 rows through the streaming kernel, with K
 // split over CTAs for narrow weights (576 x 7168: 28 pieces; the MLP's gate/up of 512 x 7168: 33), against the
 // CPU; above 64 rows cuBLASLt runs as without the option.
@@ -176,15 +189,7 @@ TEST(StreamGemmTest, DecodeRowsMatchTheCpuWithAndWithoutKSplit) {
     Tensor c = cpu.empty({lc.t, lc.n}), g = gpu.empty_f32({lc.t, lc.n});
     cpu.linear(xc, w->weight, c);
     gpu.linear(xg, w->weight, g);
-    std::vector<float> ch(static_cast<size_t>(c.numel())), gh(ch.size());
-    cpu.copy_to_host(c, ch);
-    gpu.copy_to_host(g, gh);
-    double diff = 0, norm = 0;
-    for (size_t i = 0; i < ch.size(); ++i) {
-      diff += (double(gh[i]) - ch[i]) * (double(gh[i]) - ch[i]);
-      norm += double(ch[i]) * ch[i];
-    }
-    EXPECT_LT(std::sqrt(diff / norm), kBf16Tol) << "[" << lc.t << ", " << lc.k << "] @ [" << lc.n << ", " << lc.k
+    EXPECT_LT(normalized_error(cpu, c, gpu, g), kBf16Tol) << "[" << lc.t << ", " << lc.k << "] @ [" << lc.n << ", " << lc.k
                                                 << "]^T " << dtype_name(lc.w_dtype);
   }
   for (const auto& [t, hidden, inter] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{1, 7168, 512}, {40, 256, 384}}) {
@@ -200,15 +205,7 @@ TEST(StreamGemmTest, DecodeRowsMatchTheCpuWithAndWithoutKSplit) {
     Tensor c = cpu.empty({t, hidden}), g = gpu.empty({t, hidden});
     cpu.mlp(xc, mw, c);
     gpu.mlp(xg, mw, g);
-    std::vector<float> ch(static_cast<size_t>(c.numel())), gh(ch.size());
-    cpu.copy_to_host(c, ch);
-    gpu.copy_to_host(g, gh);
-    double diff = 0, norm = 0;
-    for (size_t i = 0; i < ch.size(); ++i) {
-      diff += (double(gh[i]) - ch[i]) * (double(gh[i]) - ch[i]);
-      norm += double(ch[i]) * ch[i];
-    }
-    EXPECT_LT(std::sqrt(diff / norm), kChainTol) << "mlp " << t << " tokens, " << hidden << " x " << inter;
+    EXPECT_LT(normalized_error(cpu, c, gpu, g), kChainTol) << "mlp " << t << " tokens, " << hidden << " x " << inter;
   }
 }
 
