@@ -4,8 +4,9 @@
 # reference, the fixtures end to end on the GPU) and `deepserve generate --device cuda` beside the CPU, then
 # prints a short summary table last. Full logs go to $OUT when it is set, else to $BUILD_DIR/logs.
 #
-#   bash scripts/gpu-check.sh                      # everything
+#   bash scripts/gpu-check.sh                      # everything, benchmarks last (about 9 minutes on an H100)
 #   GPU_CHECK_SANITIZER=1 bash scripts/gpu-check.sh  # also every GPU test under compute-sanitizer memcheck
+#   GPU_CHECK_BENCH=0 bash scripts/gpu-check.sh      # build and tests only (about 3 minutes)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD_DIR:-build-gpu}
@@ -45,7 +46,7 @@ if ! pkg-config --exists libpcre2-8 2>/dev/null; then
   fi
 fi
 if cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDEEPSERVE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-     -DDEEPSERVE_BENCH=OFF "${extra[@]}" >"$LOGS/build.log" 2>&1; then
+     -DDEEPSERVE_BENCH=ON "${extra[@]}" >"$LOGS/build.log" 2>&1; then
   row "configure" ok "$(grep -o 'CUDA backend ON' "$LOGS/build.log")"
 else
   tail -30 "$LOGS/build.log"
@@ -155,6 +156,24 @@ if [ "${GPU_CHECK_SANITIZER:-0}" = 1 ] && command -v compute-sanitizer >/dev/nul
   else
     grep -E '=========' "$LOGS/memcheck.log" | head -30
     row "memcheck" FAIL "$(grep -Eo 'ERROR SUMMARY: [0-9]+ errors' "$LOGS/memcheck.log" | tail -1) (memcheck.log)"
+  fi
+fi
+
+# The benchmarks of issue 6 (tools/bench/run_gpu_bench.sh: MLA op, V2-Lite shape, serve, HF peer, V3 slice) on the
+# same build, within GPU_CHECK_BENCH_SECONDS (phases that do not fit are skipped and listed); their headline rows
+# join the summary. GPU_CHECK_BENCH=0 skips them.
+if [ "${GPU_CHECK_BENCH:-1}" != 0 ]; then
+  echo "== benchmarks (tools/bench/run_gpu_bench.sh)"
+  t0=$(date +%s)
+  if OUT="$LOGS/bench" BUILD_DIR="$BUILD" BENCH_DEADLINE="${GPU_CHECK_BENCH_SECONDS:-330}" \
+       bash tools/bench/run_gpu_bench.sh >"$LOGS/bench.log" 2>&1 && [ -s "$LOGS/bench/tables.md" ]; then
+    row "benchmarks" info "$(seconds "$t0") s, tables in bench/tables.md, per-op split in bench/ops.md"
+    while IFS='|' read -r name result; do
+      row "$name" info "$result"
+    done < <(bash tools/bench/summary_rows.sh "$LOGS/bench/tables.md")
+  else
+    tail -5 "$LOGS/bench.log"
+    row "benchmarks" FAIL "exit or no tables after $(seconds "$t0") s (bench.log)"
   fi
 fi
 
