@@ -5,10 +5,8 @@
 #include <cmath>
 
 namespace ds::server {
-namespace {
 
-// A label value with \, " and newline escaped as the exposition format wants.
-std::string escape(const std::string& value) {
+std::string escape_label_value(const std::string& value) {
   std::string out;
   for (char c : value) {
     if (c == '\\' || c == '"') out += '\\';
@@ -21,6 +19,8 @@ std::string escape(const std::string& value) {
   return out;
 }
 
+namespace {
+
 std::string number(double v) {
   if (std::isnan(v)) return "NaN";
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
@@ -30,7 +30,7 @@ std::string number(double v) {
 class Writer {
  public:
   explicit Writer(const std::string& model_name)
-      : labels_(fmt::format("model_name=\"{}\"", escape(model_name))) {}
+      : labels_(fmt::format("model_name=\"{}\"", escape_label_value(model_name))) {}
 
   void header(const std::string& name, const char* type, const char* help) {
     out_ += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -153,7 +153,7 @@ std::string render_metrics(const MetricsInput& in) {
     w.header("deepserve:http_requests_total", "counter", "HTTP requests answered, by route and status.");
     for (const auto& [key, count] : in.http->snapshot()) {
       w.sample("deepserve:http_requests_total", static_cast<double>(count),
-               fmt::format("route=\"{}\",status=\"{}\"", escape(key.first), key.second));
+               fmt::format("route=\"{}\",status=\"{}\"", escape_label_value(key.first), key.second));
     }
     w.counter("deepserve:http_client_disconnects_total", static_cast<double>(in.http->client_disconnects()),
               "Requests whose client went away before the answer was complete.");

@@ -18,6 +18,9 @@
 
 namespace ds::server {
 
+// A Prometheus label value with \, " and newline escaped as the exposition format wants.
+[[nodiscard]] std::string escape_label_value(const std::string& value);
+
 // HTTP answers by (route, status); routes come from the route table, so the label set stays bounded.
 class HttpCounters {
  public:

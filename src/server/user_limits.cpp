@@ -2,23 +2,9 @@
 
 #include <fmt/format.h>
 
+#include "server/metrics.h"
+
 namespace ds::server {
-namespace {
-
-std::string escape_label(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
-
-}  // namespace
 
 UserLimiter::Slot::Slot(std::shared_ptr<UserLimiter> limiter, std::string user)
     : limiter_(std::move(limiter)), user_(std::move(user)) {}
@@ -79,7 +65,7 @@ std::string UserCounters::render(const std::string& model_name) const {
       "the rest as \"other\").\n# TYPE deepserve:requests_by_user_total counter\n";
   for (const auto& [user, count] : snapshot()) {
     out += fmt::format("deepserve:requests_by_user_total{{model_name=\"{}\",user=\"{}\"}} {}\n",
-                       escape_label(model_name), escape_label(user), count);
+                       escape_label_value(model_name), escape_label_value(user), count);
   }
   return out;
 }
