@@ -30,6 +30,7 @@ using testing::claims_for;
 using testing::Connection;
 using testing::now_s;
 using testing::request_text;
+using testing::wait_for;
 using testing::TestKey;
 
 // Generated once per process (RSA key generation takes a moment).
@@ -48,16 +49,6 @@ const TestKey& ec_a() {
 const TestKey& hmac_a() {
   static const TestKey k = testing::hmac_key("hs-a");
   return k;
-}
-
-template <class Predicate>
-bool wait_for(Predicate done, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
 }
 
 std::shared_ptr<const JwkSet> all_keys() {

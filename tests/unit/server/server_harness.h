@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -20,6 +21,17 @@
 #include "tokenizer/tokenizer.h"
 
 namespace ds::server::testing {
+
+// Polls done() every millisecond until it holds (true) or timeout passes (false).
+template <class Predicate>
+bool wait_for(Predicate done, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
 
 inline const std::string kModelDir = std::string(DS_FIXTURES_DIR) + "/deepseek_v2_tiny_bf16";
 inline constexpr const char* kModelName = "tiny";

@@ -23,16 +23,7 @@ using nlohmann::json;
 using testing::Connection;
 using testing::HttpReply;
 using testing::request_text;
-
-template <class Predicate>
-bool wait_for(Predicate done, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
+using testing::wait_for;
 
 // One response from raw bytes (Content-Length or chunked); status 0 when incomplete.
 HttpReply parse_reply(const std::string& raw) {

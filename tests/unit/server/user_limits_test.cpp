@@ -14,16 +14,7 @@ namespace {
 using nlohmann::json;
 using testing::Connection;
 using testing::request_text;
-
-template <class Predicate>
-bool wait_for(Predicate done, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
+using testing::wait_for;
 
 json request(bool stream, int max_tokens) {
   return {{"prompt", {1, 2, 3, 4}},
