@@ -11,25 +11,12 @@
 #include <unistd.h>
 #include <string>
 
+#include "../run_command.h"
+
 namespace {
 
-struct CliRun {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
-
-CliRun run(const std::string& args) {
-  const std::string cmd = std::string(DS_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  CliRun r;
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using ds::test_util::CommandRun;
+using ds::test_util::run_deepserve;
 
 std::string fixture(const std::string& name) { return std::string(DS_FIXTURES_DIR) + "/" + name; }
 
@@ -51,7 +38,7 @@ TEST_P(GenerateCli, GreedyJsonReproducesTheFixtureTokens) {
     want.push_back(step["token"].get<int>());
   }
   ASSERT_GE(want.size(), 5u);
-  const CliRun r = run("generate --model " + fixture(GetParam()) + " --prompt-ids " + ids + " --max-tokens " +
+  const CommandRun r = run_deepserve("generate --model " + fixture(GetParam()) + " --prompt-ids " + ids + " --max-tokens " +
                     std::to_string(want.size()) + " --temperature 0 --ignore-eos --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto out = nlohmann::json::parse(r.output);
@@ -65,13 +52,13 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GenerateCli,
                          ::testing::Values("deepseek_v3_tiny_bf16", "deepseek_v3_tiny_fp8", "deepseek_v2_tiny_bf16"));
 
 TEST(GenerateCliErrors, StreamsTokenIdsWithoutJson) {
-  const CliRun r = run("generate --model " + fixture("deepseek_v2_tiny_bf16") +
+  const CommandRun r = run_deepserve("generate --model " + fixture("deepseek_v2_tiny_bf16") +
                     " --prompt-ids 5,6,7 --max-tokens 3 --temperature 0.8 --seed 7 --ignore-eos");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   int a, b, c;
   EXPECT_EQ(std::sscanf(r.output.c_str(), "%d %d %d", &a, &b, &c), 3) << r.output;
   // Same seed, same tokens.
-  EXPECT_EQ(run("generate --model " + fixture("deepseek_v2_tiny_bf16") +
+  EXPECT_EQ(run_deepserve("generate --model " + fixture("deepseek_v2_tiny_bf16") +
                 " --prompt-ids 5,6,7 --max-tokens 3 --temperature 0.8 --seed 7 --ignore-eos")
                 .output,
             r.output);
@@ -79,22 +66,22 @@ TEST(GenerateCliErrors, StreamsTokenIdsWithoutJson) {
 
 TEST(GenerateCliErrors, BadPromptIdsAreRejectedWithTheReason) {
   const std::string model = " --model " + fixture("deepseek_v2_tiny_bf16");
-  CliRun r = run("generate" + model + " --prompt-ids 1,x,3");
+  CommandRun r = run_deepserve("generate" + model + " --prompt-ids 1,x,3");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--prompt-ids: 'x' is not a token id"), std::string::npos) << r.output;
-  r = run("generate" + model + " --prompt-ids 1,5000");
+  r = run_deepserve("generate" + model + " --prompt-ids 1,5000");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("prompt token 5000 (at index 1) is outside the vocabulary [0, 1024)"), std::string::npos)
       << r.output;
-  r = run("generate" + model + " --prompt-ids 1 --max-tokens 300");
+  r = run_deepserve("generate" + model + " --prompt-ids 1 --max-tokens 300");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("maximum context length is 256 tokens; the prompt has 1 and max_tokens asks for 300 more"),
             std::string::npos)
       << r.output;
-  r = run("generate" + model + " --prompt hello");
+  r = run_deepserve("generate" + model + " --prompt hello");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--prompt-ids"), std::string::npos) << r.output;
-  r = run("generate" + model + " --prompt-ids 1 --top-p 0");
+  r = run_deepserve("generate" + model + " --prompt-ids 1 --top-p 0");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("top_p must be in (0, 1]"), std::string::npos) << r.output;
 }
@@ -119,7 +106,7 @@ TEST(GenerateCliBatch, EachLineGetsItsAnswerInInputOrderAndBadLinesGetErrors) {
       "{\"id\": 8, \"prompt\": \"hello\"}\n";
   ASSERT_EQ(write(fd, lines.data(), lines.size()), static_cast<ssize_t>(lines.size()));
   close(fd);
-  const CliRun r = run("generate --model " + fixture("deepseek_v2_tiny_bf16") + " --batch " + path);
+  const CommandRun r = run_deepserve("generate --model " + fixture("deepseek_v2_tiny_bf16") + " --batch " + path);
   std::remove(path);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::vector<nlohmann::json> out;
@@ -145,13 +132,13 @@ TEST(GenerateCliBatch, UnknownFieldsAreWarnedAbout) {
   const std::string line = "{\"prompt\": [5, 6], \"max_tokens\": 1, \"frobnicate\": 1}\n";
   ASSERT_EQ(write(fd, line.data(), line.size()), static_cast<ssize_t>(line.size()));
   close(fd);
-  const CliRun r = run("generate --model " + fixture("deepseek_v2_tiny_bf16") + " --batch " + path);
+  const CommandRun r = run_deepserve("generate --model " + fixture("deepseek_v2_tiny_bf16") + " --batch " + path);
   std::remove(path);
   EXPECT_NE(r.output.find("line 1: unknown field 'frobnicate' ignored"), std::string::npos) << r.output;
 }
 
 TEST(GenerateCliErrors, MissingModelDirectoryIsNamed) {
-  const CliRun r = run("generate --model /nonexistent/model --prompt-ids 1");
+  const CommandRun r = run_deepserve("generate --model /nonexistent/model --prompt-ids 1");
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("/nonexistent/model/config.json"), std::string::npos) << r.output;
 }
@@ -162,7 +149,7 @@ TEST(GenerateCliErrors, MissingModelDirectoryIsNamed) {
 TEST(GenerateCliEager, EnforceEagerIsANoteOnTheCpu) {
   const std::string args = "generate --model " + fixture("deepseek_v2_tiny_bf16") +
                            " --prompt-ids 5,6,7 --max-tokens 4 --temperature 0 --ignore-eos --json";
-  const CliRun plain = run(args), eager = run(args + " --enforce-eager");
+  const CommandRun plain = run_deepserve(args), eager = run_deepserve(args + " --enforce-eager");
   ASSERT_EQ(plain.exit_code, 0) << plain.output;
   ASSERT_EQ(eager.exit_code, 0) << eager.output;
   EXPECT_NE(eager.output.find("--enforce-eager has no effect on --device cpu (graphs are CUDA only)"),

@@ -8,23 +8,12 @@
 #include <cstdio>
 #include <fstream>
 
+#include "../run_command.h"
+
 namespace {
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-};
-
-Result run(const std::string& args) {
-  FILE* pipe = popen((std::string(DS_BINARY) + " " + args + " 2>&1").c_str(), "r");
-  Result r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using ds::test_util::CommandRun;
+using ds::test_util::run_deepserve;
 
 const std::string kModel = std::string(DS_FIXTURES_DIR) + "/deepseek_v3_tiny_chat";
 
@@ -41,9 +30,9 @@ std::string write_chat(const nlohmann::json& messages) {
 
 TEST(TokenizeCli, TextGivesHuggingFaceIds) {
   const auto c = cases()[0];
-  const Result r = run("tokenize --model " + kModel + " --text '" + c["text"].get<std::string>() + "' --json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const auto j = nlohmann::json::parse(r.out);
+  const CommandRun r = run_deepserve("tokenize --model " + kModel + " --text '" + c["text"].get<std::string>() + "' --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j["ids"], c["prompt_ids"]);
   EXPECT_EQ(j["text"], c["text"]);
 }
@@ -51,37 +40,37 @@ TEST(TokenizeCli, TextGivesHuggingFaceIds) {
 TEST(TokenizeCli, ChatRendersTheTemplateLikeApplyChatTemplate) {
   const auto c = cases()[3];
   ASSERT_EQ(c["kind"], "chat");
-  const Result r = run("tokenize --model " + kModel + " --chat " + write_chat(c["messages"]) +
+  const CommandRun r = run_deepserve("tokenize --model " + kModel + " --chat " + write_chat(c["messages"]) +
                        " --add-generation-prompt --json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j["text"], c["rendered"]);
   EXPECT_EQ(j["ids"], c["prompt_ids"]);
 }
 
 TEST(GenerateCliText, PromptAndChatDecodeToHuggingFaceText) {
   const auto all = cases();
-  Result r = run("generate --model " + kModel + " --prompt '" + all[0]["text"].get<std::string>() +
+  CommandRun r = run_deepserve("generate --model " + kModel + " --prompt '" + all[0]["text"].get<std::string>() +
                  "' --max-tokens 12 --temperature 0 --ignore-eos --json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_EQ(nlohmann::json::parse(r.out)["text"], all[0]["text_out"]);
-  r = run("generate --model " + kModel + " --chat " + write_chat(all[3]["messages"]) +
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["text"], all[0]["text_out"]);
+  r = run_deepserve("generate --model " + kModel + " --chat " + write_chat(all[3]["messages"]) +
           " --max-tokens 12 --temperature 0 --ignore-eos --json");
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto j = nlohmann::json::parse(r.output);
   EXPECT_EQ(j["prompt_ids"], all[3]["prompt_ids"]);
   EXPECT_EQ(j["text"], all[3]["text_out"]);
 }
 
 TEST(TokenizeCli, ErrorsSayWhatIsMissing) {
-  Result r = run("tokenize --model " + std::string(DS_FIXTURES_DIR) + "/deepseek_v2_tiny_bf16 --text hi");
+  CommandRun r = run_deepserve("tokenize --model " + std::string(DS_FIXTURES_DIR) + "/deepseek_v2_tiny_bf16 --text hi");
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.out.find("has no tokenizer.json"), std::string::npos) << r.out;
+  EXPECT_NE(r.output.find("has no tokenizer.json"), std::string::npos) << r.output;
   const std::string bad = ::testing::TempDir() + "/bad_chat.json";
   std::ofstream(bad) << "[{\"content\": \"no role\"}]";
-  r = run("tokenize --model " + kModel + " --chat " + bad);
+  r = run_deepserve("tokenize --model " + kModel + " --chat " + bad);
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.out.find("every message needs a string \"role\""), std::string::npos) << r.out;
+  EXPECT_NE(r.output.find("every message needs a string \"role\""), std::string::npos) << r.output;
 }
 
 }  // namespace

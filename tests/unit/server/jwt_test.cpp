@@ -16,6 +16,7 @@
 
 #include "server/auth.h"
 #include "server/jwt.h"
+#include "../run_command.h"
 #include "server_harness.h"
 #include "test_keys.h"
 #include "util/check.h"
@@ -677,14 +678,9 @@ TEST(ServeCliTest, ABrokenJwksOrKeyFileStopsTheStartWithTheFileNamed) {
   for (const std::string& flags : {"--jwt-jwks-file " + (dir / "bad.json").string(),
                                    "--jwt-jwks-file " + (dir / "missing.json").string(),
                                    "--api-key-file " + (dir / "empty.txt").string()}) {
-    const std::string cmd = std::string(DS_BINARY) + " serve --port 0 " + flags + " 2>&1";
-    FILE* pipe = popen(cmd.c_str(), "r");
-    ASSERT_NE(pipe, nullptr);
-    std::string out;
-    char buf[4096];
-    while (size_t n = fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
-    const int status = pclose(pipe);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << flags << ": " << out;
+    const test_util::CommandRun r = test_util::run_deepserve("serve --port 0 " + flags);
+    const std::string& out = r.output;
+    EXPECT_GT(r.exit_code, 0) << flags << ": " << out;
     EXPECT_NE(out.find(flags.substr(flags.find(' ') + 1)), std::string::npos) << out;
   }
   std::filesystem::remove_all(dir);

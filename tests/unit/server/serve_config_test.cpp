@@ -9,9 +9,13 @@
 #include <regex>
 
 #include "server_harness.h"
+#include "../run_command.h"
 
 namespace ds::server {
 namespace {
+
+using ds::test_util::CommandRun;
+using ds::test_util::run_deepserve;
 
 using nlohmann::json;
 
@@ -21,25 +25,6 @@ std::string write_file(const std::string& name, const std::string& text) {
   const std::string path = ::testing::TempDir() + name;
   std::ofstream(path) << text;
   return path;
-}
-
-struct CliRun {
-  int exit_code = -1;
-  std::string output;
-};
-
-// The binary run to completion (a bad config stops it before the model is loaded).
-CliRun run_serve(const std::string& args) {
-  const std::string cmd = std::string(DS_BINARY) + " serve " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  CliRun r;
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
 }
 
 int64_t metric(const std::string& text, const std::string& name) {
@@ -126,12 +111,12 @@ TEST(ServeConfigTest, BadFilesAreRefusedWithFileAndLine) {
   };
   for (const auto& c : cases) {
     const std::string path = write_file(c.name, c.text);
-    const CliRun r = run_serve("--config " + path + " --model " + kModel);
+    const CommandRun r = run_deepserve("serve --config " + path + " --model " + kModel);
     EXPECT_NE(r.exit_code, 0) << c.name;
     EXPECT_NE(r.output.find("--config: " + ::testing::TempDir() + c.message), std::string::npos)
         << c.name << ": " << r.output;
   }
-  const CliRun missing = run_serve("--config /nonexistent/deepserve.yaml");
+  const CommandRun missing = run_deepserve("serve --config /nonexistent/deepserve.yaml");
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE(missing.output.find("--config: /nonexistent/deepserve.yaml: cannot open the config file"),
             std::string::npos)

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "server/tls.h"
+#include "../run_command.h"
 #include "server_harness.h"
 #include "test_keys.h"
 #include "util/check.h"
@@ -161,13 +162,9 @@ class TlsClient {
 };
 
 std::string run(const std::string& cmd, int* exit_code) {
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
-  const int status = pclose(pipe);
-  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
+  test_util::CommandRun r = test_util::run_command(cmd);
+  *exit_code = r.exit_code;
+  return std::move(r.output);
 }
 
 class TlsTest : public ::testing::Test {
