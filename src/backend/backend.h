@@ -87,6 +87,13 @@ struct MlpWeights {
   Weight down_proj;  // [hidden, intermediate]
 };
 
+// How prepare_weights moved the weights to the device: wall seconds, and the reader threads' seconds summed
+// (reading the checkpoint into staging memory; waiting for a staging buffer's copy to the device to finish).
+struct WeightUploadStats {
+  int threads = 0;
+  double wall_s = 0, read_s = 0, wait_s = 0;
+};
+
 // Device memory as a GPU backend sees it (Backend::device_memory).
 struct DeviceMemoryInfo {
   int64_t free_bytes = 0, total_bytes = 0;  // the driver's view: every process and allocation on the device
@@ -94,6 +101,7 @@ struct DeviceMemoryInfo {
   // The high-water mark of the backend's stream-ordered allocations (activations, workspaces, the KV cache)
   // since reset_memory_peak.
   int64_t peak_pool_bytes = 0;
+  WeightUploadStats weight_upload;
 };
 
 // One token to draw from one row of logits on the backend's device (Backend::sample). The math is the engine's

@@ -1,17 +1,12 @@
 #include "cli/generate.h"
 
 #include <nlohmann/json.hpp>
-#include <unistd.h>
 
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 
-#include "backend/cpu/cpu_backend.h"
-#ifdef DEEPSERVE_HAVE_CUDA
-#include "backend/cuda/cuda_backend.h"
-#endif
+#include "cli/load_model.h"
 #include "engine/engine.h"
 #include "engine/memory_plan.h"
 #include "engine/request_params.h"
@@ -43,33 +38,6 @@ std::vector<int32_t> parse_prompt_ids(const std::string& text) {
     pos = comma + 1;
   }
   return ids;
-}
-
-// Reads every page once, showing bytes and GB/s on a terminal; silent otherwise.
-void prefetch_with_progress(const Checkpoint& checkpoint) {
-  const bool tty = isatty(STDERR_FILENO) != 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  checkpoint.prefetch([&](uint64_t done, uint64_t total) {
-    if (!tty) return;
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "\rloading %s: %.2f / %.2f GB (%.2f GB/s)", checkpoint.dir().filename().c_str(),
-                 static_cast<double>(done) / 1e9, static_cast<double>(total) / 1e9,
-                 s > 0 ? static_cast<double>(done) / 1e9 / s : 0.0);
-    if (done == total) std::fprintf(stderr, "\n");
-  });
-}
-
-std::unique_ptr<Backend> make_backend(const GenerateOptions& o) {
-  if (o.device == "cuda") {
-#ifdef DEEPSERVE_HAVE_CUDA
-    return std::make_unique<CudaBackend>();
-#else
-    throw InvalidArgument(
-        "--device cuda: this build has no CUDA backend (configure with -DDEEPSERVE_CUDA=ON where nvcc is "
-        "installed), use --device cpu");
-#endif
-  }
-  return std::make_unique<CpuBackend>(o.threads);
 }
 
 EngineConfig engine_config(const GenerateOptions& o, DeepseekModel& model, int64_t min_tokens_needed) {
@@ -311,9 +279,8 @@ int run_generate(const GenerateOptions& o) {
   flags.validate();
   if (!o.prompt_ids.empty()) (void)parse_prompt_ids(o.prompt_ids);
 
-  const std::unique_ptr<Backend> backend = make_backend(o);
-  auto model = DeepseekModel::load(o.model_dir, *backend);
-  prefetch_with_progress(model->checkpoint());
+  const std::unique_ptr<Backend> backend = make_backend(o.device, o.threads);
+  auto model = load_model(o.model_dir, *backend);
   // The model directory's tokenizer, when it has one: text prompts, chat files and text output.
   std::optional<PromptEncoder> encoder;
   if (std::filesystem::exists(std::filesystem::path(o.model_dir) / "tokenizer.json")) {

@@ -10,11 +10,8 @@
 #include <filesystem>
 #include <memory>
 
-#include "backend/cpu/cpu_backend.h"
 #include "cli/config_flags.h"
-#ifdef DEEPSERVE_HAVE_CUDA
-#include "backend/cuda/cuda_backend.h"
-#endif
+#include "cli/load_model.h"
 #include "engine/engine.h"
 #include "engine/memory_plan.h"
 #include "model/deepseek.h"
@@ -37,19 +34,6 @@ std::string embedded_model_dir() {
     if (fs::exists(fixtures / name / "config.json")) return (fixtures / name).string();
   throw InvalidArgument(fmt::format(
       "no --model given and no embedded fixture model under {}; pass --model DIR", fixtures.string()));
-}
-
-std::unique_ptr<Backend> make_backend(const ServeOptions& o) {
-  if (o.device == "cuda") {
-#ifdef DEEPSERVE_HAVE_CUDA
-    return std::make_unique<CudaBackend>();
-#else
-    throw InvalidArgument(
-        "--device cuda: this build has no CUDA backend (configure with -DDEEPSERVE_CUDA=ON), use "
-        "--device cpu");
-#endif
-  }
-  return std::make_unique<CpuBackend>(o.threads);
 }
 
 EngineConfig engine_config(const ServeOptions& o, DeepseekModel& model) {
@@ -238,9 +222,8 @@ int run_serve(ServeOptions o) {
   signal(SIGHUP, SIG_DFL);  // under nohup it is ignored, and an ignored signal never reaches sigwait
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  const std::unique_ptr<Backend> backend = make_backend(o);
-  auto model = DeepseekModel::load(o.model_dir, *backend);
-  model->checkpoint().prefetch([](uint64_t, uint64_t) {});
+  const std::unique_ptr<Backend> backend = make_backend(o.device, o.threads);
+  auto model = load_model(o.model_dir, *backend);
   const fs::path tokenizer_dir = o.tokenizer_dir.empty() ? fs::path(o.model_dir) : fs::path(o.tokenizer_dir);
   // The tokenizer and chat template, when the directory has them: text prompts and chat need them.
   std::optional<PromptEncoder> encoder;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "util/check.h"
 
@@ -65,6 +66,7 @@ class FileDescriptor {
   FileDescriptor(const FileDescriptor&) = delete;
   FileDescriptor& operator=(const FileDescriptor&) = delete;
   [[nodiscard]] int get() const { return fd_; }
+  [[nodiscard]] int release() { return std::exchange(fd_, -1); }
 
  private:
   int fd_;
@@ -153,6 +155,7 @@ int64_t TensorView::numel() const {
 
 SafetensorsFile::~SafetensorsFile() {
   if (mapping_ != nullptr) ::munmap(mapping_, size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
@@ -176,7 +179,8 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
                std::strerror(errno));
     st->mapping_ = mapping;
     st->size_ = size;
-  }  // the mapping keeps the file alive; the descriptor is not needed any more
+    st->fd_ = fd.release();
+  }
 
   const auto* bytes = static_cast<const std::byte*>(st->mapping_);
   uint64_t header_len = 0;
@@ -216,6 +220,8 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     TensorView view = parse_entry(fmt::format("{}: tensor '{}'", file, name), entry, data, data_size, range);
     view.name = name;
     view.file = path;
+    view.fd = st->fd_;
+    view.file_offset = static_cast<uint64_t>(view.data - bytes);
     const auto it = st->tensors_.emplace(name, std::move(view)).first;
     range.name = &it->first;
     if (range.end > range.begin) ranges.push_back(range);

@@ -27,6 +27,10 @@ struct TensorView {
   const std::byte* data = nullptr;
   size_t nbytes = 0;
   std::filesystem::path file;  // the shard it came from, for error messages
+  // The same bytes in the shard's file, for readers that copy with pread rather than through the map (the
+  // CUDA weight upload): a descriptor open for as long as the shard is, and the data's offset in the file.
+  int fd = -1;
+  uint64_t file_offset = 0;
 
   [[nodiscard]] int64_t numel() const;
   [[nodiscard]] int64_t dim(int i) const { return shape.at(static_cast<size_t>(i)); }
@@ -54,6 +58,7 @@ class SafetensorsFile {
   SafetensorsFile() = default;
 
   std::filesystem::path path_;
+  int fd_ = -1;  // kept open for TensorView::fd
   void* mapping_ = nullptr;
   size_t size_ = 0;
   std::map<std::string, TensorView> tensors_;

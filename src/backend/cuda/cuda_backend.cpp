@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "backend/cuda/cuda_context.h"
@@ -112,12 +113,17 @@ void CudaBackend::prepare_weights(std::span<Weight* const> weights) {
     const size_t bytes = checked_weight_bytes(*w);
     void* data = allocate_weight(*w, bytes);
     upload_scales(*w);
-    copies.push_back({w->tensor->data, data, bytes});
+    copies.push_back({w->tensor->data, data, bytes, w->tensor->fd, w->tensor->file_offset, &w->tensor->file});
     w->device_data = data;
   }
-  constexpr int kReaders = 8;
+  // One reader per core up to 16 (the H100 hosts' PCIe and page cache keep up with that many), at least 4.
+  const int readers = static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 4u, 16u));
   constexpr size_t kChunk = size_t{32} << 20;
-  cuda::upload_parallel(copies, ctx_->device, kReaders, kChunk);
+  const cuda::UploadStats stats = cuda::upload_parallel(copies, ctx_->device, readers, kChunk);
+  upload_.threads = stats.threads;
+  upload_.wall_s += stats.wall_s;
+  upload_.read_s += stats.read_s;
+  upload_.wait_s += stats.wait_s;
 }
 
 Tensor CudaBackend::allocate(std::vector<int64_t> shape, DType dtype) {
@@ -150,7 +156,7 @@ std::optional<DeviceMemoryInfo> CudaBackend::device_memory() {
   uint64_t peak = 0;
   DS_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &peak));
   return DeviceMemoryInfo{static_cast<int64_t>(free), static_cast<int64_t>(total),
-                          static_cast<int64_t>(weight_bytes_), static_cast<int64_t>(peak)};
+                          static_cast<int64_t>(weight_bytes_), static_cast<int64_t>(peak), upload_};
 }
 
 void CudaBackend::reset_memory_peak() {

@@ -140,6 +140,7 @@ class CudaBackend final : public Backend {
                                    const Tensor& topk_weights, Tensor& out);
   std::unordered_map<const MlpWeights*, ExpertTable> expert_tables_;
   uint64_t weight_bytes_ = 0;
+  WeightUploadStats upload_;  // summed over prepare_weights calls
 };
 
 }  // namespace ds

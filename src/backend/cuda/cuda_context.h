@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <span>
@@ -140,15 +141,20 @@ DeviceArray device_array(const CudaContext& ctx, std::span<const T> host) {
 // The RoPE table's device copy (uploaded the first time these values are seen).
 [[nodiscard]] const float* rope_table(CudaContext& ctx, std::span<const float> inv_freq);
 
-// One host-to-device copy for upload_parallel.
+// One host-to-device copy for upload_parallel: from a file (fd >= 0: pread at file_offset) or from host memory.
 struct HostToDevice {
-  const void* src = nullptr;  // pageable host memory (the mapped checkpoint)
+  const void* src = nullptr;  // pageable host memory (the mapped checkpoint), read when fd < 0
   void* dst = nullptr;
   size_t bytes = 0;
+  int fd = -1;  // the same bytes in a file: read with pread, which skips the map's page faults
+  uint64_t file_offset = 0;
+  const std::filesystem::path* file = nullptr;  // for error messages
 };
+// Where upload_parallel's time went: read and wait are summed over its reader threads.
+using UploadStats = WeightUploadStats;
 // Runs the copies with up to max_threads reader threads, each staging chunk_bytes at a time through two pinned
 // buffers and its own stream; returns when every byte is on the device. Rethrows the first error.
-void upload_parallel(std::span<const HostToDevice> copies, int device, int max_threads, size_t chunk_bytes);
+UploadStats upload_parallel(std::span<const HostToDevice> copies, int device, int max_threads, size_t chunk_bytes);
 
 // The kernels' view of a prepared weight; throws if Backend::prepare_weight was not called on it.
 [[nodiscard]] DeviceWeight device_weight(const Weight& w);

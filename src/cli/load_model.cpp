@@ -1,0 +1,70 @@
+#include "cli/load_model.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "backend/cpu/cpu_backend.h"
+#ifdef DEEPSERVE_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+#include "util/check.h"
+
+namespace ds::cli {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Reads every page once, showing bytes and GB/s on a terminal; silent otherwise.
+void prefetch_with_progress(const Checkpoint& checkpoint) {
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  checkpoint.prefetch([&](uint64_t done, uint64_t total) {
+    if (!tty) return;
+    const double s = seconds_since(t0);
+    std::fprintf(stderr, "\rloading %s: %.2f / %.2f GB (%.2f GB/s)", checkpoint.dir().filename().c_str(),
+                 static_cast<double>(done) / 1e9, static_cast<double>(total) / 1e9,
+                 s > 0 ? static_cast<double>(done) / 1e9 / s : 0.0);
+    if (done == total) std::fprintf(stderr, "\n");
+  });
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
+  if (device == "cuda") {
+#ifdef DEEPSERVE_HAVE_CUDA
+    return std::make_unique<CudaBackend>();
+#else
+    throw InvalidArgument(
+        "--device cuda: this build has no CUDA backend (configure with -DDEEPSERVE_CUDA=ON where nvcc is "
+        "installed), use --device cpu");
+#endif
+  }
+  return std::make_unique<CpuBackend>(threads);
+}
+
+std::unique_ptr<DeepseekModel> load_model(const std::string& dir, Backend& backend) {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<DeepseekModel> model = DeepseekModel::load(dir, backend);
+  const double load_s = seconds_since(t0);
+  const std::optional<DeviceMemoryInfo> memory = backend.device_memory();
+  if (!memory) {
+    prefetch_with_progress(model->checkpoint());
+    return model;
+  }
+  const WeightUploadStats& up = memory->weight_upload;
+  const double gb = static_cast<double>(memory->weight_bytes) / 1e9;
+  std::fprintf(stderr,
+               "deepserve: weights: %.2f GB to the GPU in %.1f s (%.2f GB/s; the copy took %.1f s with %d readers, "
+               "of their time %.0f%% reading the checkpoint, %.0f%% waiting on copies to the GPU)\n",
+               gb, load_s, load_s > 0 ? gb / load_s : 0.0, up.wall_s, up.threads,
+               up.wall_s > 0 ? 100.0 * up.read_s / (up.wall_s * up.threads) : 0.0,
+               up.wall_s > 0 ? 100.0 * up.wait_s / (up.wall_s * up.threads) : 0.0);
+  return model;
+}
+
+}  // namespace ds::cli
