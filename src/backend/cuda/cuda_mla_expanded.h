@@ -15,7 +15,7 @@ namespace ds::cuda {
 
 // Device memory one pass of the expanded form may use for its keys: the gathered cache rows (576 bf16 each)
 // plus k_nope | v of every head (256 bf16 per head). Sequences are processed in groups that fit; a sequence
-// whose context alone needs more (above 65,000 keys at 16 heads, 8,000 at 128) takes the absorbed form.
+// whose context alone needs more (above 57,000 keys at 16 heads, 8,050 at 128) takes the absorbed form.
 inline constexpr size_t kMlaExpandMaxBytes = size_t{512} << 20;
 // New tokens from which kAuto considers the expanded form: a tile of the kernel is 64 query tokens per head,
 // so fewer leave most of its rows idle while the expansion GEMM still costs the whole context.
