@@ -95,6 +95,7 @@ void mla_expanded(CudaContext& ctx, const MlaAttentionParams& p, const ForwardBa
     std::stable_sort(tiles.begin(), tiles.end(),
                      [](const MlaPrefillTile& a, const MlaPrefillTile& b) { return a.kv_len > b.kv_len; });
     const auto keys = static_cast<int64_t>(slots.size());
+    DS_CHECK(tiles.size() <= 65535, "expanded MLA: {} tiles of 64 tokens exceed one launch's grid", tiles.size());
 
     static_assert(sizeof(MlaPrefillTile) == 4 * sizeof(int32_t));
     std::vector<int32_t> words(slots);
