@@ -83,7 +83,8 @@ std::vector<MlaPrefillResult> bench_mla_prefill(const std::vector<MlaPrefillShap
     const int64_t n = s.tokens, h = s.heads, pages = (n + kPage - 1) / kPage;
     // kv_b_proj [h * (nope + v), lora] bf16; its device copy (prepared by `expanded`) serves both backends.
     std::vector<uint16_t> w_host(static_cast<size_t>(h * (kNope + kV) * kLora));
-    const std::vector<float> w_f = random_floats(w_host.size(), 21, 1.0f / std::sqrt(static_cast<float>(kLora)));
+    const std::vector<float> w_f =
+        random_floats(w_host.size(), 21, 1.0f / std::sqrt(static_cast<float>(kLora)));
     for (size_t i = 0; i < w_f.size(); ++i) w_host[i] = f32_to_bf16(w_f[i]);
     TensorView view;
     view.name = "bench.prefill.kv_b_proj.weight";
@@ -115,7 +116,8 @@ std::vector<MlaPrefillResult> bench_mla_prefill(const std::vector<MlaPrefillShap
     r.expanded = time_form(expanded, kv_b_proj, batch, cache_v, q_v, h, warmup, iters, &out_e);
     double diff = 0, norm = 0;
     for (size_t i = 0; i < out_a.size(); ++i) {
-      DS_CHECK(std::isfinite(out_e[i]) && std::isfinite(out_a[i]), "MLA prefill n={} h={}: non-finite output", n, h);
+      DS_CHECK(std::isfinite(out_e[i]) && std::isfinite(out_a[i]), "MLA prefill n={} h={}: non-finite output",
+               n, h);
       diff += (double(out_e[i]) - out_a[i]) * (double(out_e[i]) - out_a[i]);
       norm += double(out_a[i]) * out_a[i];
     }

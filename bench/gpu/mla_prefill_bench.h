@@ -1,7 +1,7 @@
-// The MLA op alone on a prefill: one prompt of `tokens` new tokens from position 0 (latent 512 + rope 64, nope
-// 128, v 128, bf16 kv_b_proj and cache, pages of 64), through CudaBackend::mla_attention in each form: the
-// weight-absorbed one (MlaPrefillForm::kAbsorbed) and the expanded one (kExpanded). FLOPs are each form's own,
-// per head, for n tokens and A = n (n + 1) / 2 causal (query, key) pairs:
+// The MLA op alone on a prefill: one prompt of `tokens` new tokens from position 0 (latent 512 + rope 64,
+// nope 128, v 128, bf16 kv_b_proj and cache, pages of 64), through CudaBackend::mla_attention in each form:
+// the weight-absorbed one (MlaPrefillForm::kAbsorbed) and the expanded one (kExpanded). FLOPs are each form's
+// own, per head, for n tokens and A = n (n + 1) / 2 causal (query, key) pairs:
 //   absorbed: n * 2 * 2 * 128 * 512 (W_UK, W_UV) + A * 2 * (576 + 512)
 //   expanded: n * 2 * 256 * 512 (kv_b_proj over the n keys) + A * 2 * (192 + 128)
 #pragma once

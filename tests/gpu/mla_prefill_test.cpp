@@ -28,10 +28,10 @@ TEST_F(MlaPrefillTest, ExpandedFormMatchesTheCpuReference) {
       {"128 heads (V3), page 16", 128, 128, 64, 128, 512, 16, DType::kBF16},
   };
   const std::vector<std::vector<SeqSpec>> batches = {
-      {{0, 300}},                                                    // a prompt: 5 tiles, the last partial
-      {{500, 200}},                                                  // a chunk after a cached prefix
-      {{63, 65}},                                                    // tiles and key steps off their edges
-      {{130, 45}, {0, 3}, {0, 2}},                                   // chunked + short prompts
+      {{0, 300}},                                                   // a prompt: 5 tiles, the last partial
+      {{500, 200}},                                                 // a chunk after a cached prefix
+      {{63, 65}},                                                   // tiles and key steps off their edges
+      {{130, 45}, {0, 3}, {0, 2}},                                  // chunked + short prompts
       {{300, 1}, {0, 100}, {50, 1}, {64, 70}, {7, 1}, {1000, 17}},  // prefills mixed with decode tokens
   };
   for (const MlaShape& s : shapes) {
@@ -63,7 +63,8 @@ TEST_F(MlaPrefillTest, ExpandedAndAbsorbedFormsAgree) {
     int64_t slots = 0;
     const ForwardBatch batch = make_mla_batch(rng, s.block_size, {{0, 130}, {200, 1}, {90, 70}}, &slots);
     const int64_t t = batch.num_tokens(), qk = s.nope + s.rope;
-    const std::vector<float> cache_v = rng.normal(slots * (s.lora + s.rope)), q_v = rng.normal(t * s.heads * qk);
+    const std::vector<float> cache_v = rng.normal(slots * (s.lora + s.rope)),
+                             q_v = rng.normal(t * s.heads * qk);
     std::vector<std::vector<float>> results;
     for (CudaBackend* b : {&gpu_, &gpu_, &absorbed}) {
       Tensor cache = b->empty({slots, s.lora + s.rope}), q = b->empty({t, s.heads * qk}),

@@ -48,7 +48,8 @@ inline std::string describe(const std::vector<SeqSpec>& seqs) {
 
 // The sequences laid out in shuffled blocks of a cache just large enough (plus spare blocks); sets *slots to
 // the cache's number of slots.
-inline ForwardBatch make_mla_batch(Rng& rng, int32_t block_size, const std::vector<SeqSpec>& seqs, int64_t* slots) {
+inline ForwardBatch make_mla_batch(Rng& rng, int32_t block_size, const std::vector<SeqSpec>& seqs,
+                                   int64_t* slots) {
   int32_t max_blocks = 0, needed = 0;
   for (const SeqSpec& q : seqs) {
     const int32_t blocks = (q.cached + q.new_tokens + block_size - 1) / block_size;
@@ -100,7 +101,8 @@ inline MlaAttentionParams mla_params(const MlaShape& s, const Weight& kv_b) {
 class MlaOpTest : public OpTest {
  protected:
   explicit MlaOpTest(MlaPrefillForm form)
-      : OpTest(CudaBackendOptions{.device = 0, .sync_each_op = true, .fp8_gemm = false, .mla_prefill = form}) {}
+      : OpTest(
+            CudaBackendOptions{.device = 0, .sync_each_op = true, .fp8_gemm = false, .mla_prefill = form}) {}
 
   std::unique_ptr<HostWeight> make_kv_b(Rng& rng, const MlaShape& s) {
     auto kv_b = make_weight(rng, s.heads * (s.nope + s.v), s.lora, s.kv_b_dtype,

@@ -1,7 +1,7 @@
-// MLA prefill in the expanded form (DeepSeek-V3 inference/model.py's "naive" attention, over the paged cache):
-// per group of sequences, the cache rows of their contexts gathered into one contiguous buffer [keys, 576], one
-// GEMM latent [keys, 512] @ kv_b_proj^T -> k_nope | v per head [keys, heads * 256], then the causal flash
-// attention of cuda_mla_prefill.cu with the rope key read from the gathered rows.
+// MLA prefill in the expanded form (DeepSeek-V3 inference/model.py's "naive" attention, over the paged
+// cache): per group of sequences, the cache rows of their contexts gathered into one contiguous buffer [keys,
+// 576], one GEMM latent [keys, 512] @ kv_b_proj^T -> k_nope | v per head [keys, heads * 256], then the causal
+// flash attention of cuda_mla_prefill.cu with the rope key read from the gathered rows.
 #include "backend/cuda/cuda_mla_expanded.h"
 
 #include <algorithm>
@@ -16,8 +16,8 @@ namespace {
 // Keys [0, context_len) of sequence s are what its new tokens see: its largest position + 1.
 int32_t context_len(const ForwardBatch& batch, int64_t s) {
   int32_t len = 0;
-  for (int32_t t = batch.query_start_loc[static_cast<size_t>(s)]; t < batch.query_start_loc[static_cast<size_t>(s) + 1];
-       ++t)
+  for (int32_t t = batch.query_start_loc[static_cast<size_t>(s)];
+       t < batch.query_start_loc[static_cast<size_t>(s) + 1]; ++t)
     len = std::max(len, batch.positions[static_cast<size_t>(t)] + 1);
   return len;
 }
@@ -25,7 +25,8 @@ int32_t context_len(const ForwardBatch& batch, int64_t s) {
 }  // namespace
 
 size_t mla_expanded_bytes_per_key(const MlaAttentionParams& p) {
-  return static_cast<size_t>(p.kv_lora_rank + p.qk_rope_head_dim + p.num_heads * (p.qk_nope_head_dim + p.v_head_dim)) *
+  return static_cast<size_t>(p.kv_lora_rank + p.qk_rope_head_dim +
+                             p.num_heads * (p.qk_nope_head_dim + p.v_head_dim)) *
          2;
 }
 
@@ -59,8 +60,9 @@ void mla_expanded(CudaContext& ctx, const MlaAttentionParams& p, const ForwardBa
                   const void* w_bf16, std::span<const int32_t> seqs) {
   const int64_t heads = p.num_heads, kv_cols = heads * (kMlaPrefillNope + kMlaPrefillV);
   const MatrixRef cache = matrix(*p.kv_cache);
-  DS_CHECK(cache.dtype == DType::kBF16 && cache.cols == kMlaLatent + kMlaPrefillRope && q.dtype == DType::kBF16,
-           "expanded MLA: a bf16 cache of 576 columns and a bf16 query");
+  DS_CHECK(
+      cache.dtype == DType::kBF16 && cache.cols == kMlaLatent + kMlaPrefillRope && q.dtype == DType::kBF16,
+      "expanded MLA: a bf16 cache of 576 columns and a bf16 query");
   DS_CHECK(cache.rows <= std::numeric_limits<int32_t>::max(), "expanded MLA: {} cache slots exceed int32",
            cache.rows);
   const auto max_keys = static_cast<int64_t>(kMlaExpandMaxBytes / mla_expanded_bytes_per_key(p));
@@ -74,11 +76,13 @@ void mla_expanded(CudaContext& ctx, const MlaAttentionParams& p, const ForwardBa
     for (; i < seqs.size(); ++i) {
       const int64_t s = seqs[i];
       const int32_t len = context_len(batch, s);
-      DS_CHECK(len <= max_keys, "expanded MLA: seq {} has {} keys, more than one pass holds ({})", s, len, max_keys);
+      DS_CHECK(len <= max_keys, "expanded MLA: seq {} has {} keys, more than one pass holds ({})", s, len,
+               max_keys);
       if (!slots.empty() && static_cast<int64_t>(slots.size()) + len > max_keys) break;
       const auto key_base = static_cast<int32_t>(slots.size());
       for (int32_t k = 0; k < len; ++k) {
-        const int32_t block = batch.block_table[static_cast<size_t>(s * batch.max_blocks_per_seq + k / p.block_size)];
+        const int32_t block =
+            batch.block_table[static_cast<size_t>(s * batch.max_blocks_per_seq + k / p.block_size)];
         slots.push_back(block * p.block_size + k % p.block_size);
       }
       const int32_t q0 = batch.query_start_loc[static_cast<size_t>(s)],
@@ -95,7 +99,8 @@ void mla_expanded(CudaContext& ctx, const MlaAttentionParams& p, const ForwardBa
     std::stable_sort(tiles.begin(), tiles.end(),
                      [](const MlaPrefillTile& a, const MlaPrefillTile& b) { return a.kv_len > b.kv_len; });
     const auto keys = static_cast<int64_t>(slots.size());
-    DS_CHECK(tiles.size() <= 65535, "expanded MLA: {} tiles of 64 tokens exceed one launch's grid", tiles.size());
+    DS_CHECK(tiles.size() <= 65535, "expanded MLA: {} tiles of 64 tokens exceed one launch's grid",
+             tiles.size());
 
     static_assert(sizeof(MlaPrefillTile) == 4 * sizeof(int32_t));
     std::vector<int32_t> words(slots);

@@ -1,5 +1,5 @@
-// MLA prefill in the expanded (non-absorbed) form on the CUDA backend: which sequences take it, and running it.
-// Internal to src/backend/cuda (CudaBackend::mla_attention dispatches; cuda_backend_attention.cpp).
+// MLA prefill in the expanded (non-absorbed) form on the CUDA backend: which sequences take it, and running
+// it. Internal to src/backend/cuda (CudaBackend::mla_attention dispatches; cuda_backend_attention.cpp).
 #pragma once
 
 #include <cstddef>
@@ -30,12 +30,13 @@ inline constexpr int64_t kMlaExpandMinTokens = 64;
 // tokens over a context of L keys and A (query, key) pairs):
 //   absorbed: n * 2 * 2 * 128 * 512 (q_nope through W_UK, o through W_UV) + A * 2 * (576 + 512)
 //   expanded: L * 2 * 256 * 512 (keys and values through kv_b_proj)       + A * 2 * (192 + 128)
-// so a prompt from position 0 always qualifies, and a chunk after a long cached prefix needs about 170 tokens.
-[[nodiscard]] std::vector<int32_t> mla_expanded_sequences(const MlaAttentionParams& p, const ForwardBatch& batch,
-                                                          MlaPrefillForm form);
+// so a prompt from position 0 always qualifies, and a chunk after a long cached prefix needs about 170
+// tokens.
+[[nodiscard]] std::vector<int32_t> mla_expanded_sequences(const MlaAttentionParams& p,
+                                                          const ForwardBatch& batch, MlaPrefillForm form);
 
-// Runs the expanded form for `seqs` (checked against the cache by the caller), writing their rows of p.out and
-// no other. q: the query in bf16; w_bf16: kv_b_proj in bf16, [heads * (128 + 128), 512] row-major.
+// Runs the expanded form for `seqs` (checked against the cache by the caller), writing their rows of p.out
+// and no other. q: the query in bf16; w_bf16: kv_b_proj in bf16, [heads * (128 + 128), 512] row-major.
 void mla_expanded(CudaContext& ctx, const MlaAttentionParams& p, const ForwardBatch& batch, MatrixRef q,
                   const void* w_bf16, std::span<const int32_t> seqs);
 

@@ -3,13 +3,14 @@
 // Per head h the query is q[t, h] = q_nope (128) | q_rope (64, rotated); the key is k_nope_h (128, from the
 // expansion) | k_rope (64, the cache's rope key, shared by all heads); the value is v_h (128).
 //
-// One CTA = (head, tile of up to 64 query tokens of one sequence), 4 warps of 16 rows each (FlashAttention-2's
-// split: a warp owns its rows, so the softmax needs no exchange between warps). Per block of 64 keys: S = Q K^T
-// on mma.sync m16n8k16 (bf16 in, fp32 accumulate; Q's fragments stay in registers for the whole tile), the
-// causal mask (row t sees keys 0..positions[t]), the online softmax in fp32 (base 2), and O += P V with P going
-// from the S accumulators straight into the A operand. Keys and values arrive by 16-byte cp.async, two stages;
-// shared rows are padded by 16 bytes (an odd number of 16-byte chunks per row) so ldmatrix has no bank
-// conflicts. Rows past the tile and keys past the tile's context are zero-filled and masked.
+// One CTA = (head, tile of up to 64 query tokens of one sequence), 4 warps of 16 rows each
+// (FlashAttention-2's split: a warp owns its rows, so the softmax needs no exchange between warps). Per block
+// of 64 keys: S = Q K^T on mma.sync m16n8k16 (bf16 in, fp32 accumulate; Q's fragments stay in registers for
+// the whole tile), the causal mask (row t sees keys 0..positions[t]), the online softmax in fp32 (base 2),
+// and O += P V with P going from the S accumulators straight into the A operand. Keys and values arrive by
+// 16-byte cp.async, two stages; shared rows are padded by 16 bytes (an odd number of 16-byte chunks per row)
+// so ldmatrix has no bank conflicts. Rows past the tile and keys past the tile's context are zero-filled and
+// masked.
 #include <cuda_bf16.h>
 #include <math_constants.h>
 
@@ -66,7 +67,8 @@ __global__ void __launch_bounds__(kThreads, 2) mla_prefill_kernel(MlaPrefillPara
       if (ch < kNopeChunks) {
         cp_async16(kdst + r * kQkStride + ch * 8, kv_row + ch * 8, valid);
       } else if (ch < kQkChunks) {
-        cp_async16(kdst + r * kQkStride + ch * 8, p.k_rope + row * p.k_rope_ld + (ch - kNopeChunks) * 8, valid);
+        cp_async16(kdst + r * kQkStride + ch * 8, p.k_rope + row * p.k_rope_ld + (ch - kNopeChunks) * 8,
+                   valid);
       } else {
         const int vc = ch - kQkChunks;
         cp_async16(vdst + r * kVStride + vc * 8, kv_row + kNope + vc * 8, valid);
@@ -113,7 +115,8 @@ __global__ void __launch_bounds__(kThreads, 2) mla_prefill_kernel(MlaPrefillPara
 #pragma unroll
         for (int j = 0; j < kSNTiles; j += 2) {
           uint32_t b[4];
-          ldmatrix_x4(b, kbuf + (j * 8 + (lane / 16) * 8 + lane % 8) * kQkStride + ks * 16 + ((lane / 8) % 2) * 8);
+          ldmatrix_x4(
+              b, kbuf + (j * 8 + (lane / 16) * 8 + lane % 8) * kQkStride + ks * 16 + ((lane / 8) % 2) * 8);
           mma_bf16(s[j], qa[ks], b[0], b[1]);
           mma_bf16(s[j + 1], qa[ks], b[2], b[3]);
         }
@@ -155,7 +158,8 @@ __global__ void __launch_bounds__(kThreads, 2) mla_prefill_kernel(MlaPrefillPara
         const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
                                 pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                 pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-        const __nv_bfloat16* vrow = vbuf + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kVStride + (lane / 16) * 8;
+        const __nv_bfloat16* vrow =
+            vbuf + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kVStride + (lane / 16) * 8;
 #pragma unroll
         for (int n = 0; n < kONTiles; n += 2) {
           uint32_t b[4];
@@ -199,8 +203,8 @@ __global__ void __launch_bounds__(kThreads, 2) mla_prefill_kernel(MlaPrefillPara
 
 void launch_mla_prefill(const MlaPrefillParams& p, cudaStream_t stream) {
   if (p.num_tiles == 0 || p.num_heads == 0) return;
-  const cudaError_t attr = cudaFuncSetAttribute(mla_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(kSmemBytes));
+  const cudaError_t attr = cudaFuncSetAttribute(
+      mla_prefill_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmemBytes));
   if (attr != cudaSuccess) return;  // left as the last error; the caller's launch check reports it
   mla_prefill_kernel<<<dim3(static_cast<unsigned>(p.num_heads), static_cast<unsigned>(p.num_tiles)), kThreads,
                        kSmemBytes, stream>>>(p);
