@@ -2,6 +2,7 @@
 //
 //   bench_model --model DIR [--label NAME] [--batches 1,8,32,64,128,256] [--context 1024] [--prompt 1024]
 //   bench_model --mla-op                      the MLA decode op alone on FlashMLA's shapes
+//   bench_model --mla-prefill-op              the MLA op alone on one prompt, absorbed vs expanded form
 //   bench_model --model DIR --cuda-graphs     decode rows replay CUDA graphs (DEEPSERVE_BENCH_GRAPHS=1 too)
 //
 // In one process: the ceilings (device-to-device copy bandwidth, cuBLASLt bf16 GEMM rate at 8192^3), then the
@@ -32,6 +33,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "gpu/ceilings.h"
 #include "gpu/mla_op_bench.h"
+#include "gpu/mla_prefill_bench.h"
 #include "gpu/op_profiler.h"
 #include "model/deepseek.h"
 
@@ -49,6 +51,7 @@ struct Options {
   int iters = 10;
   double row_budget_ms = 4000;  // fewer repetitions (at least 3) for rows slower than this in total
   bool mla_op = false;
+  bool mla_prefill_op = false;
   bool cuda_graphs = false;  // decode rows replay CUDA graphs captured for the batch sizes (DEEPSERVE_BENCH_GRAPHS=1)
   std::string out;      // markdown tables appended here (and printed)
   std::string ops_out;  // per-op split appended here
@@ -236,6 +239,25 @@ std::string mla_table(const std::vector<MlaResult>& rows) {
   return s.str();
 }
 
+std::string mla_prefill_table(const std::vector<MlaPrefillResult>& rows, double gemm_tflops) {
+  std::ostringstream s;
+  s << "\n### MLA prefill op alone (CudaBackend::mla_attention, one prompt from position 0, latent 576, page 64, "
+       "bf16): weight-absorbed vs expanded form\n\n"
+    << "TFLOP/s count each form's own FLOPs (bench/gpu/mla_prefill_bench.h); % GEMM: of the cuBLASLt bf16 rate "
+       "above.\n\n"
+    << "| tokens | heads | absorbed µs | TFLOP/s | % GEMM | expanded µs | TFLOP/s | % GEMM | speedup | "
+       "difference |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const MlaPrefillResult& r : rows) {
+    const double a_us = r.absorbed.median_ms * 1e3, e_us = r.expanded.median_ms * 1e3;
+    const double a_tf = r.absorbed_flops / (a_us * 1e-6) / 1e12, e_tf = r.expanded_flops / (e_us * 1e-6) / 1e12;
+    s << fmt::format("| {} | {} | {:.0f} | {:.0f} | {:.0f}% | {:.0f} | {:.0f} | {:.0f}% | {:.2f}x | {:.1e} |\n",
+                     r.shape.tokens, r.shape.heads, a_us, a_tf, 100 * a_tf / gemm_tflops, e_us, e_tf,
+                     100 * e_tf / gemm_tflops, a_us / e_us, r.difference);
+  }
+  return s.str();
+}
+
 int run(const Options& o) {
   CudaBackend cuda;
   const std::string device = cuda.device_name();
@@ -249,6 +271,10 @@ int run(const Options& o) {
                                           {8, 4096, 128, 57, 0},
                                           {128, 4096, 16, 229, 2653}};
     emit(o.out, mla_table(bench_mla_decode(cuda, shapes, o.warmup, o.iters)));
+  }
+  if (o.mla_prefill_op) {
+    const std::vector<MlaPrefillShape> shapes = {{1024, 16}, {4096, 16}, {1024, 128}, {4096, 128}};
+    emit(o.out, mla_prefill_table(bench_mla_prefill(shapes, o.warmup, o.iters), ceil.gemm_tflops));
   }
   if (o.model_dir.empty()) return 0;
 
@@ -328,6 +354,9 @@ int main(int argc, char** argv) {
   app.add_option("--iters", o.iters, "timed steps per row (fewer for slow rows, at least 3)");
   app.add_option("--row-budget-ms", o.row_budget_ms, "time one row may take before repetitions are cut");
   app.add_flag("--mla-op", o.mla_op, "also time the MLA decode op alone on FlashMLA's shapes");
+  app.add_flag("--mla-prefill-op", o.mla_prefill_op,
+               "also time the MLA op alone on one prompt (1,024 and 4,096 tokens, 16 and 128 heads) in the "
+               "weight-absorbed and the expanded form");
   app.add_flag("--cuda-graphs", o.cuda_graphs,
                "decode rows replay CUDA graphs (captured at start for the batch sizes; the per-op split stays "
                "eager); DEEPSERVE_BENCH_GRAPHS=1 turns it on too");

@@ -4,102 +4,17 @@
 #include <numeric>
 #include <string>
 
-#include "op_test_util.h"
+#include "mla_test_util.h"
 
 namespace ds::testing {
 namespace {
 
-struct MlaShape {
-  const char* name;
-  int64_t heads, nope, rope, v, lora;
-  int32_t block_size;
-  DType kv_b_dtype;
-};
-
-// A sequence of a batch: how many of its tokens are cached already, how many are new this step.
-struct SeqSpec {
-  int32_t cached, new_tokens;
-};
-
-// Tolerances. Shapes with latent 512 + rope 64 take the tensor-core path: q_latent, the probabilities P and
-// the latent output are rounded to bf16 on the way (the GEMMs and mma take bf16 operands), which adds a few
-// 1e-3 of normalized error to the output's own rounding, so they are held to kChainTol (1e-2; measured on the
-// H100 in the SUMMARY line). Other shapes take the fp32 kernel: one rounding of the output, kBf16Tol (4e-3).
-double tolerance(const MlaShape& s) {
-  return s.lora == 512 && s.rope == 64 ? kChainTol : kBf16Tol;
-}
-
-class MlaTest : public OpTest {
+// The existing tests hold the weight-absorbed kernels to the CPU; the expanded prefill form has its own tests
+// (mla_prefill_test.cpp).
+class MlaTest : public MlaOpTest {
  protected:
-  // Runs one batch through both backends: sequences laid out in shuffled blocks of a cache just large enough
-  // (plus spare blocks), every slot random; returns the normalized error.
-  double run_batch(Rng& rng, const MlaShape& s, const Weight& kv_b, const std::vector<SeqSpec>& seqs) {
-    const int64_t qk = s.nope + s.rope, cache_dim = s.lora + s.rope;
-    int32_t max_blocks = 0, needed = 0;
-    for (const SeqSpec& q : seqs) {
-      const int32_t blocks = (q.cached + q.new_tokens + s.block_size - 1) / s.block_size;
-      max_blocks = std::max(max_blocks, blocks);
-      needed += blocks;
-    }
-    const int32_t num_blocks = std::max(needed + 3, 64);
-    const int64_t slots = int64_t{num_blocks} * s.block_size;
-    // Blocks handed out in a shuffled order, so no sequence's blocks are contiguous.
-    std::vector<int32_t> free_blocks(static_cast<size_t>(num_blocks));
-    std::iota(free_blocks.begin(), free_blocks.end(), 0);
-    std::shuffle(free_blocks.begin(), free_blocks.end(), rng.gen());
-    ForwardBatch batch;
-    batch.max_blocks_per_seq = max_blocks;
-    batch.query_start_loc = {0};
-    size_t next_block = 0;
-    for (const SeqSpec& q : seqs) {
-      const int32_t len = q.cached + q.new_tokens;
-      std::vector<int32_t> table(static_cast<size_t>(max_blocks), 0);
-      for (int32_t b = 0; b < (len + s.block_size - 1) / s.block_size; ++b)
-        table[b] = free_blocks.at(next_block++);
-      for (int32_t i = 0; i < q.new_tokens; ++i) {
-        const int32_t pos = q.cached + i;
-        batch.token_ids.push_back(0);
-        batch.positions.push_back(pos);
-        batch.slot_mapping.push_back(int64_t{table[pos / s.block_size]} * s.block_size + pos % s.block_size);
-      }
-      batch.query_start_loc.push_back(static_cast<int32_t>(batch.token_ids.size()));
-      batch.seq_lens.push_back(len);
-      batch.block_table.insert(batch.block_table.end(), table.begin(), table.end());
-    }
-    batch.validate(slots, s.block_size);
-    const int64_t t = batch.num_tokens();
-    // Every slot of the cache holds a random latent (normalized-sized) and rope key.
-    auto [cache_c, cache_g] = pair({slots, cache_dim}, rng.normal(slots * cache_dim));
-    auto [qc, qg] = pair({t, s.heads * qk}, rng.normal(t * s.heads * qk));
-    auto [c, g] = outputs({t, s.heads * s.v});
-    MlaAttentionParams p;
-    p.kv_b_proj = &kv_b;
-    p.num_heads = s.heads;
-    p.qk_nope_head_dim = s.nope;
-    p.qk_rope_head_dim = s.rope;
-    p.v_head_dim = s.v;
-    p.kv_lora_rank = s.lora;
-    p.block_size = s.block_size;
-    p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(qk));
-    p.q = &qc, p.kv_cache = &cache_c, p.out = &c;
-    cpu_.mla_attention(p, batch);
-    p.q = &qg, p.kv_cache = &cache_g, p.out = &g;
-    gpu_.mla_attention(p, batch);
-    return error(c, g);
-  }
+  MlaTest() : MlaOpTest(MlaPrefillForm::kAbsorbed) {}
 };
-
-std::string describe(const std::vector<SeqSpec>& seqs) {
-  std::string d;
-  for (const SeqSpec& q : seqs) {
-    d += '(';
-    d += std::to_string(q.cached);
-    d += '+';
-    d += std::to_string(q.new_tokens);
-    d += ')';
-  }
-  return d;
-}
 
 TEST_F(MlaTest, MatchesTheCpuReference) {
   Rng rng(20);

@@ -114,9 +114,12 @@ inline std::unique_ptr<HostWeight> make_norm_weight(Rng& rng, int64_t n) {
 // address.
 class OpTest : public ::testing::Test {
  protected:
-  CpuBackend cpu_{0};
   // FP8 weights expanded to bf16 (HF numerics); the FP8 GEMM path has its own test, fp8_gemm_test.cpp.
-  CudaBackend gpu_{CudaBackendOptions{.device = 0, .sync_each_op = true, .fp8_gemm = false}};
+  OpTest() : OpTest(CudaBackendOptions{.device = 0, .sync_each_op = true, .fp8_gemm = false}) {}
+  explicit OpTest(const CudaBackendOptions& options) : gpu_{options} {}
+
+  CpuBackend cpu_{0};
+  CudaBackend gpu_;
 
   // The same values on both backends; `f32` picks empty_f32 on the GPU (the CPU is always f32).
   std::pair<Tensor, Tensor> pair(const std::vector<int64_t>& shape, const std::vector<float>& values,

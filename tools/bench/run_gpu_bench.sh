@@ -71,8 +71,8 @@ fi
 mkdir -p "$DATA"
 echo "checkpoints in $DATA ($(avail_gb "$DATA") GB free)"
 
-if phase mla 30; then
-  bounded "$BIN" --mla-op --out "$TABLES" || echo "mla op: exit $?"
+if phase mla 40; then
+  bounded "$BIN" --mla-op --mla-prefill-op --out "$TABLES" || echo "mla op: exit $?"
 fi
 
 if phase v2lite 150; then

@@ -28,6 +28,12 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
   legacy_mla_ = options.legacy_mla || (mla != nullptr && std::strcmp(mla, "legacy") == 0);
   ctx_->fp8_gemm = options.fp8_gemm && cuda::fp8_gemm_enabled();
   ctx_->stream_gemm = options.stream_gemm || cuda::stream_gemm_requested();
+  mla_prefill_ = options.mla_prefill;
+  if (const char* form = std::getenv("DS_MLA_PREFILL")) {
+    DS_REQUIRE(std::strcmp(form, "0") == 0 || std::strcmp(form, "1") == 0, UserError,
+               "DS_MLA_PREFILL={}: use 0 (weight-absorbed MLA for every token) or 1 (expanded prefill)", form);
+    if (std::strcmp(form, "0") == 0) mla_prefill_ = MlaPrefillForm::kAbsorbed;
+  }
   const char* grouped = std::getenv("DS_MOE_GROUPED");
   grouped_experts_ = options.grouped_experts && (grouped == nullptr || std::strcmp(grouped, "0") != 0);
 }

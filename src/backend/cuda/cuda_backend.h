@@ -23,6 +23,14 @@ namespace cuda {
 struct CudaContext;
 }
 
+// Which form of MLA prefill sequences take (docs/gpu.md, "The two MLA forms"). Decode tokens always take the
+// weight-absorbed form.
+enum class MlaPrefillForm {
+  kAbsorbed,  // every token weight-absorbed (the earlier behaviour)
+  kAuto,      // sequences with many new tokens, where it needs fewer FLOPs, in the expanded form
+  kExpanded,  // every sequence with more than one new token in the expanded form (tests, A/B measurement)
+};
+
 struct CudaBackendOptions {
   int device = 0;
   // Wait for every op and check it (slow; names the op that faulted). DEEPSERVE_CUDA_SYNC=1 turns it on too.
@@ -44,6 +52,10 @@ struct CudaBackendOptions {
   // K split) measured slower than cuBLASLt on narrow weights (bench/BENCH.md) and the K split is not yet
   // measured. DS_STREAM_GEMM=1 turns it on too.
   bool stream_gemm = false;
+  // MLA prefill: keys and values expanded through kv_b_proj, then causal flash attention (cuda_mla_prefill.cu),
+  // for the sequences the rule in cuda_mla_expanded.cpp picks. DS_MLA_PREFILL=0 turns it off (kAbsorbed),
+  // DS_MLA_PREFILL=1 leaves this as set; any other value of it is an error.
+  MlaPrefillForm mla_prefill = MlaPrefillForm::kAuto;
 };
 
 class CudaBackend final : public Backend {
@@ -119,6 +131,7 @@ class CudaBackend final : public Backend {
   // Shared with every tensor's deleter, so that tensors outliving the backend still free on a live stream.
   std::shared_ptr<cuda::CudaContext> ctx_;
   bool legacy_mla_ = false;
+  MlaPrefillForm mla_prefill_ = MlaPrefillForm::kAuto;
   bool grouped_experts_ = true;
   // Device memory for w's data (out of memory: a UserError with the sizes), and w's block scales uploaded as fp32.
   void* allocate_weight(const Weight& w, size_t bytes);

@@ -4,15 +4,20 @@
 //   heads, the tensor-core attention over the paged latent cache (cuda_mla.cu; decode, prefill and chunked
 //   prefill tokens alike, in 64-row tiles of one sequence, split over the context so every SM has work), and
 //   the latent output through W_UV as a second batched GEMM;
+//   Prefill sequences the rule of cuda_mla_expanded.h picks take the expanded form instead (keys and values
+//   through kv_b_proj, then causal flash attention, cuda_mla_prefill.cu); both write disjoint rows of out;
 // - any other shape (the tiny fixtures) or DEEPSERVE_MLA=legacy: the first kernel, one thread block per
 //   (token, head), fp32 throughout (cuda_attention.cu).
 #include <algorithm>
+#include <cstddef>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/cuda_gemm.h"
+#include "backend/cuda/cuda_mla_expanded.h"
 #include "util/check.h"
 
 namespace ds {
@@ -32,7 +37,7 @@ struct MlaPlan {
 };
 
 // The plan made on the host from the batch and uploaded (any batch); `meta` keeps the upload alive.
-MlaPlan host_plan(cuda::CudaContext& ctx, int64_t heads, const ForwardBatch& batch,
+MlaPlan host_plan(cuda::CudaContext& ctx, int64_t heads, const ForwardBatch& batch, const std::vector<char>& skip,
                   std::unique_ptr<cuda::DeviceBuffer>& meta) {
   using cuda::kMlaBlockKeys;
   using cuda::kMlaTileRows;
@@ -40,6 +45,7 @@ MlaPlan host_plan(cuda::CudaContext& ctx, int64_t heads, const ForwardBatch& bat
   std::vector<cuda::MlaTile> tiles;
   const int64_t tokens_per_tile = heads <= kMlaTileRows ? kMlaTileRows / heads : 1;
   for (int64_t s = 0; s < batch.num_seqs(); ++s) {
+    if (skip[static_cast<size_t>(s)]) continue;
     const int32_t q0 = batch.query_start_loc[static_cast<size_t>(s)],
                   q1 = batch.query_start_loc[static_cast<size_t>(s) + 1];
     for (int32_t t = q0; t < q1; t += static_cast<int32_t>(tokens_per_tile)) {
@@ -194,50 +200,79 @@ MlaPlan decode_plan(cuda::CudaContext& ctx, int64_t heads, const ForwardBatch& b
   return plan;
 }
 
-// The tensor-core path: see the file comment. Shapes and the batch are checked by the caller.
-void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const ForwardBatch& batch) {
+// The query and kv_b_proj in bf16, as the GEMMs and both kernels take them.
+struct MlaBf16Operands {
+  cuda::MatrixRef q;
+  const void* kv_b_proj = nullptr;  // [heads * (nope + v), lora] row-major
+};
+MlaBf16Operands bf16_operands(cuda::CudaContext& ctx, const MlaAttentionParams& p) {
+  MlaBf16Operands r;
+  r.q = cuda::matrix(*p.q);
+  if (r.q.dtype != DType::kBF16) {
+    void* buf = ctx.input_bf16.get(ctx.stream, static_cast<size_t>(r.q.rows * r.q.cols) * 2);
+    cuda::launch_convert(r.q, cuda::MatrixRef{buf, DType::kBF16, r.q.rows, r.q.cols, r.q.cols}, ctx.stream);
+    DS_CUDA_CHECK_LAUNCH();
+    r.q = cuda::MatrixRef{buf, DType::kBF16, r.q.rows, r.q.cols, r.q.cols};
+  }
+  const cuda::DeviceWeight w = cuda::device_weight(*p.kv_b_proj);
+  r.kv_b_proj = w.data;
+  if (w.dtype != DType::kBF16 || w.scale_inv != nullptr) {
+    // FP8 kv_b_proj (V3): expanded to bf16 for the GEMMs, as linear() does (fp8 * scale rounded to bf16).
+    void* buf = ctx.weight_bf16.get(ctx.stream, static_cast<size_t>(w.rows * w.cols) * 2);
+    cuda::launch_weight_to_bf16(w, buf, ctx.stream);
+    DS_CUDA_CHECK_LAUNCH();
+    r.kv_b_proj = buf;
+  }
+  return r;
+}
+
+// The tensor-core path: see the file comment. Shapes and the batch are checked by the caller. Sequences with
+// skip[s] set are left out (the expanded form writes their rows): the GEMMs run over each run of consecutive
+// tokens of the others, the attention kernel over their tiles.
+void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const ForwardBatch& batch,
+                  const MlaBf16Operands& in, const std::vector<char>& skip) {
   using cuda::kMlaBlockKeys;
   using cuda::kMlaLatent;
   using cuda::kMlaTileRows;
   const int64_t heads = p.num_heads, nope = p.qk_nope_head_dim, vdim = p.v_head_dim, lora = p.kv_lora_rank;
   const int64_t num_tokens = batch.num_tokens();
-  if (num_tokens == 0) return;
-
-  // The query and kv_b_proj in bf16, as the GEMMs and the kernel take them.
-  cuda::MatrixRef q = cuda::matrix(*p.q);
-  if (q.dtype != DType::kBF16) {
-    void* buf = ctx.input_bf16.get(ctx.stream, static_cast<size_t>(q.rows * q.cols) * 2);
-    cuda::launch_convert(q, cuda::MatrixRef{buf, DType::kBF16, q.rows, q.cols, q.cols}, ctx.stream);
-    DS_CUDA_CHECK_LAUNCH();
-    q = cuda::MatrixRef{buf, DType::kBF16, q.rows, q.cols, q.cols};
+  // Token ranges [first, second) of the sequences not skipped, neighbours merged: [0, T) when none is skipped.
+  std::vector<std::pair<int32_t, int32_t>> runs;
+  for (int64_t s = 0; s < batch.num_seqs(); ++s) {
+    const int32_t q0 = batch.query_start_loc[static_cast<size_t>(s)],
+                  q1 = batch.query_start_loc[static_cast<size_t>(s) + 1];
+    if (skip[static_cast<size_t>(s)] || q0 == q1) continue;
+    if (!runs.empty() && runs.back().second == q0) {
+      runs.back().second = q1;
+    } else {
+      runs.emplace_back(q0, q1);
+    }
   }
-  const cuda::DeviceWeight w = cuda::device_weight(*p.kv_b_proj);
-  const void* w_bf16 = w.data;
-  if (w.dtype != DType::kBF16 || w.scale_inv != nullptr) {
-    // FP8 kv_b_proj (V3): expanded to bf16 for the two GEMMs, as linear() does (fp8 * scale rounded to bf16).
-    void* buf = ctx.weight_bf16.get(ctx.stream, static_cast<size_t>(w.rows * w.cols) * 2);
-    cuda::launch_weight_to_bf16(w, buf, ctx.stream);
-    DS_CUDA_CHECK_LAUNCH();
-    w_bf16 = buf;
-  }
+  if (runs.empty()) return;
+  const cuda::MatrixRef q = in.q;
+  const void* w_bf16 = in.kv_b_proj;
 
   // q_latent[t, h, :] = W_UK_h^T q_nope[t, h, :]: per head, column-major D [512, T] = A [512, nope] B [nope,
   // T], A = rows [h * (nope + v), + nope) of kv_b_proj read column-major, B = the query's nope columns.
   const size_t latent_bytes = static_cast<size_t>(num_tokens * heads * kMlaLatent) * 2;
   void* q_latent = ctx.mla_q.get(ctx.stream, latent_bytes);
-  cuda::BatchedGemm uk;
-  uk.m = kMlaLatent, uk.n = num_tokens, uk.k = nope, uk.batch = heads, uk.trans_a = false;
-  uk.a = w_bf16, uk.lda = lora, uk.stride_a = (nope + vdim) * lora;
-  uk.b = q.data, uk.ldb = q.ld, uk.stride_b = nope + p.qk_rope_head_dim;
-  uk.d = q_latent, uk.d_dtype = DType::kBF16, uk.ldd = heads * kMlaLatent, uk.stride_d = kMlaLatent;
-  cuda::gemm_bf16_batched(ctx, uk);
+  for (const auto& [t0, t1] : runs) {
+    cuda::BatchedGemm uk;
+    uk.m = kMlaLatent, uk.n = t1 - t0, uk.k = nope, uk.batch = heads, uk.trans_a = false;
+    uk.a = w_bf16, uk.lda = lora, uk.stride_a = (nope + vdim) * lora;
+    uk.b = static_cast<const std::byte*>(q.data) + static_cast<size_t>(t0 * q.ld) * 2, uk.ldb = q.ld;
+    uk.stride_b = nope + p.qk_rope_head_dim;
+    uk.d = static_cast<std::byte*>(q_latent) + static_cast<size_t>(t0 * heads * kMlaLatent) * 2;
+    uk.d_dtype = DType::kBF16, uk.ldd = heads * kMlaLatent, uk.stride_d = kMlaLatent;
+    cuda::gemm_bf16_batched(ctx, uk);
+  }
 
   MlaPlan plan;
   std::unique_ptr<cuda::DeviceBuffer> host_meta;  // the host plan's upload, alive until the kernels are queued
   if (decode_plan_applies(ctx, batch)) {
     plan = decode_plan(ctx, heads, batch);
   } else {
-    plan = host_plan(ctx, heads, batch, host_meta);
+    plan = host_plan(ctx, heads, batch, skip, host_meta);
   }
 
   void* o_latent = ctx.mla_o.get(ctx.stream, latent_bytes);
@@ -274,13 +309,17 @@ void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const For
   // out[t, h, :] = W_UV_h o_latent[t, h, :]: per head, column-major D [v, T] = A^T [v, 512] B [512, T], A =
   // rows [h * (nope + v) + nope, + v) of kv_b_proj read column-major as [512, v].
   const cuda::MatrixRef out = cuda::matrix(*p.out);
-  cuda::BatchedGemm uv;
-  uv.m = vdim, uv.n = num_tokens, uv.k = kMlaLatent, uv.batch = heads, uv.trans_a = true;
-  uv.a = static_cast<const std::byte*>(w_bf16) + static_cast<size_t>(nope * lora) * 2;
-  uv.lda = lora, uv.stride_a = (nope + vdim) * lora;
-  uv.b = o_latent, uv.ldb = heads * kMlaLatent, uv.stride_b = kMlaLatent;
-  uv.d = out.data, uv.d_dtype = out.dtype, uv.ldd = out.ld, uv.stride_d = vdim;
-  cuda::gemm_bf16_batched(ctx, uv);
+  for (const auto& [t0, t1] : runs) {
+    cuda::BatchedGemm uv;
+    uv.m = vdim, uv.n = t1 - t0, uv.k = kMlaLatent, uv.batch = heads, uv.trans_a = true;
+    uv.a = static_cast<const std::byte*>(w_bf16) + static_cast<size_t>(nope * lora) * 2;
+    uv.lda = lora, uv.stride_a = (nope + vdim) * lora;
+    uv.b = static_cast<const std::byte*>(o_latent) + static_cast<size_t>(t0 * heads * kMlaLatent) * 2;
+    uv.ldb = heads * kMlaLatent, uv.stride_b = kMlaLatent;
+    uv.d = static_cast<std::byte*>(out.data) + static_cast<size_t>(t0 * out.ld) * dtype_size(out.dtype);
+    uv.d_dtype = out.dtype, uv.ldd = out.ld, uv.stride_d = vdim;
+    cuda::gemm_bf16_batched(ctx, uv);
+  }
 }
 
 }  // namespace
@@ -321,7 +360,17 @@ void CudaBackend::mla_attention(const MlaAttentionParams& p, const ForwardBatch&
   const bool fast = !legacy_mla_ && lora == cuda::kMlaLatent && rope == cuda::kMlaRope &&
                     p.kv_cache->dtype == DType::kBF16 && nope % 8 == 0 && (nope + rope) % 8 == 0;
   if (fast) {
-    mla_absorbed(*ctx_, p, batch);
+    // A decode batch staged for a graph stays exactly as it was: one token per sequence, so no sequence of it
+    // takes the expanded form.
+    const std::vector<int32_t> expanded =
+        decode_plan_applies(*ctx_, batch) ? std::vector<int32_t>{} : cuda::mla_expanded_sequences(p, batch, mla_prefill_);
+    std::vector<char> skip(static_cast<size_t>(batch.num_seqs()), 0);
+    for (const int32_t s : expanded) skip[static_cast<size_t>(s)] = 1;
+    if (num_tokens > 0) {
+      const MlaBf16Operands in = bf16_operands(*ctx_, p);
+      mla_absorbed(*ctx_, p, batch, in, skip);
+      if (!expanded.empty()) cuda::mla_expanded(*ctx_, p, batch, in.q, in.kv_b_proj, expanded);
+    }
     ctx_->after_op("mla_attention");
     return;
   }

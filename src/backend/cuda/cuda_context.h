@@ -70,15 +70,18 @@ struct CudaContext {
   Scratch output_fp8_padded;            // an FP8 GEMM's output with its rows padded to a multiple of 16
   Scratch mla_plan;                     // mla_attention: the decode plan the device writes (tiles, segments)
   Scratch stream_partial;               // stream_gemm: fp32 partial sums of a split K dimension
+  Scratch mla_expand_latent;  // mla_attention, expanded prefill: the context's cache rows [keys, 576] bf16
+  Scratch mla_expand_kv;      // mla_attention, expanded prefill: k_nope | v per head [keys, heads * 256] bf16
   StepBuffers step;                     // Backend::stage_step's arrays
   // RoPE inverse frequencies on the device, by value (a model's table is uploaded once; graphs keep its
   // address).
   std::vector<std::pair<std::vector<float>, void*>> rope_tables;
   std::vector<cudaGraphExec_t> graphs;  // captured by CudaBackend::end_capture; null once cleared
   // Every Scratch, for keep_addresses and release.
-  [[nodiscard]] std::array<Scratch*, 10> scratches() {
-    return {&input_bf16, &weight_bf16,      &mla_q,             &mla_o,    &mla_partial,
-            &input_fp8,  &input_fp8_scales, &output_fp8_padded, &mla_plan, &stream_partial};
+  [[nodiscard]] std::array<Scratch*, 12> scratches() {
+    return {&input_bf16,     &weight_bf16,       &mla_q,            &mla_o,
+            &mla_partial,    &input_fp8,         &input_fp8_scales, &output_fp8_padded,
+            &mla_plan,       &stream_partial,    &mla_expand_latent, &mla_expand_kv};
   }
   // GEMM plans by (t, n, k, ldx, ldw, ldo, out dtype, pointer alignments).
   std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int>,

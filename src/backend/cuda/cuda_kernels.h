@@ -139,6 +139,32 @@ struct MlaDecodePlanBuffers {
 };
 void launch_mla_decode_plan(const MlaDecodePlanParams& p, const MlaDecodePlanBuffers& out, cudaStream_t stream);
 
+// MLA prefill in the expanded form (cuda_mla_prefill.cu): causal flash attention over keys and values already
+// expanded through kv_b_proj, for DeepSeek's head dimensions (nope 128, rope 64, v 128) only.
+constexpr int kMlaPrefillNope = 128, kMlaPrefillRope = 64, kMlaPrefillV = 128;
+constexpr int kMlaPrefillTileRows = 64;  // query tokens per tile (one CTA per tile and head)
+// Tokens [tok0, tok0 + ntok) of one sequence; its keys are rows [key_base, key_base + kv_len) of the expanded
+// buffers (row key_base + k holds the key at position k); kv_len = the tile's largest position + 1.
+struct MlaPrefillTile {
+  int32_t tok0 = 0, ntok = 0, key_base = 0, kv_len = 0;
+};
+struct MlaPrefillParams {
+  const __nv_bfloat16* q = nullptr;  // [num_tokens, q_ld], per head 192: q_nope 128 | q_rope 64 (rotated)
+  int64_t q_ld = 0;
+  const __nv_bfloat16* kv = nullptr;  // [keys, kv_ld], per head 256: k_nope 128 | v 128
+  int64_t kv_ld = 0;
+  const __nv_bfloat16* k_rope = nullptr;  // [keys, k_rope_ld]: the rope key (64) at column 0, shared by heads
+  int64_t k_rope_ld = 0;
+  const int32_t* positions = nullptr;  // [num_tokens]; token t sees keys 0..positions[t] of its sequence
+  const MlaPrefillTile* tiles = nullptr;
+  int32_t num_tiles = 0, num_heads = 0;
+  float scale_log2 = 0.0f;  // softmax scale * log2(e)
+  void* out = nullptr;      // [num_tokens, out_ld], head h at columns [h * 128, + 128); F32 or BF16
+  int64_t out_ld = 0;
+  bool out_f32 = false;
+};
+void launch_mla_prefill(const MlaPrefillParams& p, cudaStream_t stream);
+
 // The MoE router after the gate GEMM, one token per warp (the same steps, in the same order, as the CPU), at
 // most 1024 experts in at most 64 groups, top_k at most 32.
 enum class GateMethod : int { kGreedy = 0, kGroupLimitedGreedy = 1, kNoauxTc = 2 };
