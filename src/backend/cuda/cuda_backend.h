@@ -44,7 +44,14 @@ struct CudaBackendOptions {
   // K split) measured slower than cuBLASLt on narrow weights (bench/BENCH.md) and the K split is not yet
   // measured. DS_STREAM_GEMM=1 turns it on too.
   bool stream_gemm = false;
+  // Rows per tile of the grouped expert GEMMs: 0 picks per call (64-row tiles of the 8-warp kernel when the
+  // batch averages at least kMoeLargeTileMinRows rows per expert, as in prefill; 32-row tiles otherwise);
+  // 32 or 64 forces one (tests, bench_model --moe-op). DS_MOE_TILE_ROWS=32|64 forces one too.
+  int moe_tile_rows = 0;
 };
+
+// Average (token, expert) pairs per expert from which the grouped expert GEMMs cut 64-row tiles.
+inline constexpr int64_t kMoeLargeTileMinRows = 32;
 
 class CudaBackend final : public Backend {
  public:
@@ -120,6 +127,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<cuda::CudaContext> ctx_;
   bool legacy_mla_ = false;
   bool grouped_experts_ = true;
+  int moe_tile_rows_ = 0;  // CudaBackendOptions::moe_tile_rows
   // Device memory for w's data (out of memory: a UserError with the sizes), and w's block scales uploaded as fp32.
   void* allocate_weight(const Weight& w, size_t bytes);
   void upload_scales(Weight& w);
