@@ -177,11 +177,13 @@ TEST(MoeTileTest, UnevenExpertsMatchTheCpuWithBothTileSizes) {
       holders.push_back(
           make_weight(rng, mc.hidden, mc.inter, mc.dtype, 1.0f / std::sqrt(float(mc.inter)), "down"));
     }
-    std::vector<MlpWeights> mlps;
-    for (int64_t e = 0; e < kExperts; ++e)
-      mlps.push_back({holders[static_cast<size_t>(3 * e)]->weight,
-                      holders[static_cast<size_t>(3 * e + 1)]->weight,
-                      holders[static_cast<size_t>(3 * e + 2)]->weight});
+    // MlpWeights holds copies of the weights: made again after each backend's prepare_weight.
+    auto experts_of = [&] {
+      std::vector<MlpWeights> mlps;
+      for (size_t e = 0; e < static_cast<size_t>(kExperts); ++e)
+        mlps.push_back({holders[3 * e]->weight, holders[3 * e + 1]->weight, holders[3 * e + 2]->weight});
+      return mlps;
+    };
     const std::vector<float> x = rng.normal(kTokens * mc.hidden),
                              shared = rng.normal(kTokens * mc.hidden, 0.5f);
     CpuBackend cpu(0);
@@ -191,12 +193,17 @@ TEST(MoeTileTest, UnevenExpertsMatchTheCpuWithBothTileSizes) {
     cpu.copy_from_host(shared, c);
     cpu.copy_from_host(ids, ids_c);
     cpu.copy_from_host(weights, w_c);
-    cpu.moe_experts(xc, mlps, ids_c, w_c, c);
+    cpu.moe_experts(xc, experts_of(), ids_c, w_c, c);
     std::vector<float> want(static_cast<size_t>(c.numel()));
     cpu.copy_to_host(c, want);
     for (const int tile_rows : {32, 64}) {
       CudaBackend gpu(CudaBackendOptions{.device = 0, .sync_each_op = true, .moe_tile_rows = tile_rows});
-      for (auto& h : holders) gpu.prepare_weight(h->weight);
+      for (auto& h : holders) {
+        h->weight.device_data = nullptr;  // the previous backend's copy went with it
+        h->weight.device_scale_inv = nullptr;
+        gpu.prepare_weight(h->weight);
+      }
+      const std::vector<MlpWeights> mlps = experts_of();
       Tensor xg = gpu.empty({kTokens, mc.hidden}), g = gpu.empty_f32({kTokens, mc.hidden});
       Tensor ids_g = gpu.empty_i32({kTokens, kTopK}), w_g = gpu.empty_f32({kTokens, kTopK});
       gpu.copy_from_host(x, xg);
