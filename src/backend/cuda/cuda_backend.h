@@ -40,9 +40,9 @@ struct CudaBackendOptions {
   // DS_MOE_GROUPED=0 turns it off too.
   bool grouped_experts = true;
   // Linears and MLPs of at most 64 rows (decode) through the expert GEMM kernel without tiles (weights read
-  // once, K split over enough CTAs, gate/up fused) instead of cuBLASLt. Off by default: the first version (no
-  // K split) measured slower than cuBLASLt on narrow weights (bench/BENCH.md) and the K split is not yet
-  // measured. DS_STREAM_GEMM=1 turns it on too.
+  // once, K split over enough CTAs, gate/up fused) instead of cuBLASLt. Off by default: with the K split it
+  // is still 0.5-0.9x cuBLASLt's speed on bf16 weights and on the widest FP8 ones, faster (1.25-2x) only on
+  // some FP8 weights at 1-8 rows (bench/BENCH.md). DS_STREAM_GEMM=1 turns it on too.
   bool stream_gemm = false;
   // Rows per tile of the grouped expert GEMMs: 0 picks per call (64-row tiles of the 8-warp kernel when the
   // batch averages at least kMoeLargeTileMinRows rows per expert, as in prefill; 32-row tiles otherwise);
