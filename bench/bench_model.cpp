@@ -3,6 +3,8 @@
 //   bench_model --model DIR [--label NAME] [--batches 1,8,32,64,128,256] [--context 1024] [--prompt 1024]
 //   bench_model --mla-op                      the MLA decode op alone on FlashMLA's shapes
 //   bench_model --mla-prefill-op              the MLA op alone on one prompt, absorbed vs expanded form
+//   bench_model --moe-op                      the routed experts and the decode linears alone (random weights
+//                                             made on the device at V2-Lite's and the V3 slice's shapes)
 //   bench_model --model DIR --cuda-graphs     decode rows replay CUDA graphs (DEEPSERVE_BENCH_GRAPHS=1 too)
 //
 // In one process: the ceilings (device-to-device copy bandwidth, cuBLASLt bf16 GEMM rate at 8192^3), then the
@@ -34,6 +36,7 @@
 #include "gpu/ceilings.h"
 #include "gpu/mla_op_bench.h"
 #include "gpu/mla_prefill_bench.h"
+#include "gpu/moe_op_bench.h"
 #include "gpu/op_profiler.h"
 #include "model/deepseek.h"
 
@@ -52,6 +55,7 @@ struct Options {
   double row_budget_ms = 4000;  // fewer repetitions (at least 3) for rows slower than this in total
   bool mla_op = false;
   bool mla_prefill_op = false;
+  bool moe_op = false;
   bool cuda_graphs = false;  // decode rows replay CUDA graphs captured for the batch sizes (DEEPSERVE_BENCH_GRAPHS=1)
   std::string out;      // markdown tables appended here (and printed)
   std::string ops_out;  // per-op split appended here
@@ -276,6 +280,7 @@ int run(const Options& o) {
     const std::vector<MlaPrefillShape> shapes = {{1024, 16}, {4096, 16}, {1024, 128}, {4096, 128}};
     emit(o.out, mla_prefill_table(bench_mla_prefill(shapes, o.warmup, o.iters), ceil.gemm_tflops));
   }
+  if (o.moe_op) emit(o.out, bench_moe_ops(ceil, o.warmup, std::max(o.iters, 15)));
   if (o.model_dir.empty()) return 0;
 
   ProfilingBackend prof(cuda);
@@ -357,6 +362,9 @@ int main(int argc, char** argv) {
   app.add_flag("--mla-prefill-op", o.mla_prefill_op,
                "also time the MLA op alone on one prompt (1,024 and 4,096 tokens, 16 and 128 heads) in the "
                "weight-absorbed and the expanded form");
+  app.add_flag("--moe-op", o.moe_op,
+               "also time moe_experts alone (1, 8, 256, 1024 tokens; each tile size) and the decode linears "
+               "(cuBLASLt, then the streaming kernel) on random weights, V2-Lite and V3 slice shapes");
   app.add_flag("--cuda-graphs", o.cuda_graphs,
                "decode rows replay CUDA graphs (captured at start for the batch sizes; the per-op split stays "
                "eager); DEEPSERVE_BENCH_GRAPHS=1 turns it on too");

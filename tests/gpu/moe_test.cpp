@@ -1,5 +1,8 @@
 // The MoE router and the routed experts: the CUDA backend against the CPU reference.
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
 #include <set>
 
 #include "op_test_util.h"
@@ -128,6 +131,100 @@ TEST_F(MoeTest, RoutedExpertsMatch) {
     gpu_.moe_experts(xg, mlps, ids_g, w_g, g);
     EXPECT_LT(error(c, g), kChainTol) << tokens << " tokens, " << experts << " experts of " << hidden << "x"
                                       << inter << " " << dtype_name(dtype);
+  }
+}
+
+// The two tile sizes of the grouped expert GEMMs forced in turn (CudaBackendOptions::moe_tile_rows), on
+// routing with uneven counts per expert: 300 rows (five 64-row tiles, the last of 44), 1 row, 65 (one row
+// past a large tile), 64 (exactly one), 33 (one past a small tile), 0, and the rest split between two
+// experts, with each expert's tokens scattered over the batch. Tolerance: kChainTol (1e-2) like
+// RoutedExpertsMatch; both tile sizes accumulate in fp32 and round the gate/up activation to bf16 once, so
+// the errors should be ~3e-3 either way.
+TEST(MoeTileTest, UnevenExpertsMatchTheCpuWithBothTileSizes) {
+  struct Case {
+    int64_t hidden, inter;
+    DType dtype;
+  };
+  const std::vector<Case> cases = {{256, 192, DType::kBF16},
+                                   {384, 320, DType::kF8E4M3},   // partial 128-blocks of scales in N and K
+                                   {2048, 1408, DType::kBF16}};  // V2-Lite's expert shape
+  constexpr int64_t kTokens = 300, kTopK = 2, kExperts = 8;
+  Rng rng(32);
+  // k = 0: every token to expert 0 (300 rows). k = 1: token order shuffled, then 1, 65, 64 and 33 tokens to
+  // experts 1..4, the remaining 137 to experts 5 and 6 at random; expert 7 gets none.
+  std::vector<int32_t> order(kTokens);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng.gen());
+  std::vector<float> ids(static_cast<size_t>(kTokens * kTopK)), weights(ids.size());
+  const int64_t firsts[] = {0, 1, 66, 130, 163};  // order[firsts[e - 1] ..] go to expert e
+  for (int64_t i = 0; i < kTokens; ++i) {
+    const auto t = static_cast<size_t>(order[static_cast<size_t>(i)]);
+    int32_t second = i >= 163 ? rng.uniform_int(5, 6) : 0;
+    for (int32_t e = 1; e <= 4; ++e)
+      if (i >= firsts[e - 1] && i < firsts[e]) second = e;
+    ids[t * kTopK] = 0;
+    ids[t * kTopK + 1] = static_cast<float>(second);
+    weights[t * kTopK] = rng.uniform(0.1f, 1.5f);
+    weights[t * kTopK + 1] = rng.uniform(0.1f, 1.5f);
+  }
+  for (const Case& mc : cases) {
+    std::vector<std::unique_ptr<HostWeight>> holders;
+    for (int64_t e = 0; e < kExperts; ++e) {
+      holders.push_back(
+          make_weight(rng, mc.inter, mc.hidden, mc.dtype, 1.0f / std::sqrt(float(mc.hidden)), "gate"));
+      holders.push_back(
+          make_weight(rng, mc.inter, mc.hidden, mc.dtype, 1.0f / std::sqrt(float(mc.hidden)), "up"));
+      holders.push_back(
+          make_weight(rng, mc.hidden, mc.inter, mc.dtype, 1.0f / std::sqrt(float(mc.inter)), "down"));
+    }
+    // MlpWeights holds copies of the weights: made again after each backend's prepare_weight.
+    auto experts_of = [&] {
+      std::vector<MlpWeights> mlps;
+      for (size_t e = 0; e < static_cast<size_t>(kExperts); ++e)
+        mlps.push_back({holders[3 * e]->weight, holders[3 * e + 1]->weight, holders[3 * e + 2]->weight});
+      return mlps;
+    };
+    const std::vector<float> x = rng.normal(kTokens * mc.hidden),
+                             shared = rng.normal(kTokens * mc.hidden, 0.5f);
+    CpuBackend cpu(0);
+    Tensor xc = cpu.empty({kTokens, mc.hidden}), c = cpu.empty({kTokens, mc.hidden});
+    Tensor ids_c = cpu.empty_i32({kTokens, kTopK}), w_c = cpu.empty_f32({kTokens, kTopK});
+    cpu.copy_from_host(x, xc);
+    cpu.copy_from_host(shared, c);
+    cpu.copy_from_host(ids, ids_c);
+    cpu.copy_from_host(weights, w_c);
+    cpu.moe_experts(xc, experts_of(), ids_c, w_c, c);
+    std::vector<float> want(static_cast<size_t>(c.numel()));
+    cpu.copy_to_host(c, want);
+    for (const int tile_rows : {32, 64}) {
+      CudaBackend gpu(CudaBackendOptions{.device = 0, .sync_each_op = true, .moe_tile_rows = tile_rows});
+      for (auto& h : holders) {
+        h->weight.device_data = nullptr;  // the previous backend's copy went with it
+        h->weight.device_scale_inv = nullptr;
+        gpu.prepare_weight(h->weight);
+      }
+      const std::vector<MlpWeights> mlps = experts_of();
+      Tensor xg = gpu.empty({kTokens, mc.hidden}), g = gpu.empty_f32({kTokens, mc.hidden});
+      Tensor ids_g = gpu.empty_i32({kTokens, kTopK}), w_g = gpu.empty_f32({kTokens, kTopK});
+      gpu.copy_from_host(x, xg);
+      gpu.copy_from_host(shared, g);
+      gpu.copy_from_host(ids, ids_g);
+      gpu.copy_from_host(weights, w_g);
+      gpu.moe_experts(xg, mlps, ids_g, w_g, g);
+      std::vector<float> got(want.size());
+      gpu.copy_to_host(g, got);
+      double diff = 0, norm = 0;
+      for (size_t i = 0; i < want.size(); ++i) {
+        diff += std::isfinite(got[i]) ? (double(got[i]) - want[i]) * (double(got[i]) - want[i]) : INFINITY;
+        norm += double(want[i]) * want[i];
+      }
+      const double err = std::sqrt(diff / norm);
+      EXPECT_LT(err, kChainTol) << tile_rows << "-row tiles, " << mc.hidden << "x" << mc.inter << " "
+                                << dtype_name(mc.dtype);
+      std::printf("SUMMARY op MoeTileTest %d-row tiles, %lldx%lld %s: normalized error %.1e\n", tile_rows,
+                  static_cast<long long>(mc.hidden), static_cast<long long>(mc.inter),
+                  std::string(dtype_name(mc.dtype)).c_str(), err);
+    }
   }
 }
 

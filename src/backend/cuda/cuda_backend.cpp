@@ -36,6 +36,15 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
   }
   const char* grouped = std::getenv("DS_MOE_GROUPED");
   grouped_experts_ = options.grouped_experts && (grouped == nullptr || std::strcmp(grouped, "0") != 0);
+  DS_CHECK(options.moe_tile_rows == 0 || options.moe_tile_rows == cuda::kMoeTileRows ||
+               options.moe_tile_rows == cuda::kMoeLargeTileRows,
+           "moe_tile_rows {}: 0 (per call), {} or {}", options.moe_tile_rows, cuda::kMoeTileRows,
+           cuda::kMoeLargeTileRows);
+  moe_tile_rows_ = options.moe_tile_rows;
+  if (const char* tile = std::getenv("DS_MOE_TILE_ROWS"); tile != nullptr && moe_tile_rows_ == 0) {
+    if (std::strcmp(tile, "32") == 0) moe_tile_rows_ = cuda::kMoeTileRows;
+    if (std::strcmp(tile, "64") == 0) moe_tile_rows_ = cuda::kMoeLargeTileRows;
+  }
 }
 
 CudaBackend::~CudaBackend() {

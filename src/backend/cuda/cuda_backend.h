@@ -48,15 +48,22 @@ struct CudaBackendOptions {
   // DS_MOE_GROUPED=0 turns it off too.
   bool grouped_experts = true;
   // Linears and MLPs of at most 64 rows (decode) through the expert GEMM kernel without tiles (weights read
-  // once, K split over enough CTAs, gate/up fused) instead of cuBLASLt. Off by default: the first version (no
-  // K split) measured slower than cuBLASLt on narrow weights (bench/BENCH.md) and the K split is not yet
-  // measured. DS_STREAM_GEMM=1 turns it on too.
+  // once, K split over enough CTAs, gate/up fused) instead of cuBLASLt. Off by default: with the K split it
+  // is still 0.5-0.9x cuBLASLt's speed on bf16 weights and on the widest FP8 ones, faster (1.25-2x) only on
+  // some FP8 weights at 1-8 rows (bench/BENCH.md). DS_STREAM_GEMM=1 turns it on too.
   bool stream_gemm = false;
   // MLA prefill: keys and values expanded through kv_b_proj, then causal flash attention (cuda_mla_prefill.cu),
   // for the sequences the rule in cuda_mla_expanded.cpp picks. DS_MLA_PREFILL=0 turns it off (kAbsorbed),
   // DS_MLA_PREFILL=1 leaves this as set; any other value of it is an error.
   MlaPrefillForm mla_prefill = MlaPrefillForm::kAuto;
+  // Rows per tile of the grouped expert GEMMs: 0 picks per call (64-row tiles of the 8-warp kernel when the
+  // batch averages at least kMoeLargeTileMinRows rows per expert, as in prefill; 32-row tiles otherwise);
+  // 32 or 64 forces one (tests, bench_model --moe-op). DS_MOE_TILE_ROWS=32|64 forces one too.
+  int moe_tile_rows = 0;
 };
+
+// Average (token, expert) pairs per expert from which the grouped expert GEMMs cut 64-row tiles.
+inline constexpr int64_t kMoeLargeTileMinRows = 32;
 
 class CudaBackend final : public Backend {
  public:
@@ -133,6 +140,7 @@ class CudaBackend final : public Backend {
   bool legacy_mla_ = false;
   MlaPrefillForm mla_prefill_ = MlaPrefillForm::kAuto;
   bool grouped_experts_ = true;
+  int moe_tile_rows_ = 0;  // CudaBackendOptions::moe_tile_rows
   // Device memory for w's data (out of memory: a UserError with the sizes), and w's block scales uploaded as fp32.
   void* allocate_weight(const Weight& w, size_t bytes);
   void upload_scales(Weight& w);

@@ -131,8 +131,12 @@ void CudaBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> exper
     return;
   }
   const auto e_count = static_cast<int64_t>(experts.size());
-  const int64_t max_tiles = std::min(pairs, (pairs + cuda::kMoeTileRows - 1) / cuda::kMoeTileRows +
-                                                std::min(e_count, pairs));
+  // Prefill (about a hundred rows per expert) runs the 64-row tiles of the 8-warp kernel, decode the 32-row
+  // ones.
+  const int64_t tile_rows = moe_tile_rows_ != 0                       ? moe_tile_rows_
+                            : pairs >= kMoeLargeTileMinRows * e_count ? cuda::kMoeLargeTileRows
+                                                                      : cuda::kMoeTileRows;
+  const int64_t max_tiles = std::min(pairs, (pairs + tile_rows - 1) / tile_rows + std::min(e_count, pairs));
   // One scratch allocation: tiles (int4, first for alignment), token_of_row, row_of_pair, num_tiles.
   const cuda::DeviceBuffer scratch(ctx_->stream,
                                    static_cast<size_t>(max_tiles) * 16 + static_cast<size_t>(2 * pairs + 1) * 4);
@@ -146,6 +150,7 @@ void CudaBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> exper
   perm.row_of_pair = perm.token_of_row + pairs;
   perm.num_tiles = perm.row_of_pair + pairs;
   perm.max_tiles = static_cast<int32_t>(max_tiles);
+  perm.tile_rows = static_cast<int32_t>(tile_rows);
   cuda::launch_moe_permute(perm, ctx_->stream);
   DS_CUDA_CHECK_LAUNCH();
 
@@ -158,6 +163,7 @@ void CudaBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> exper
   g.tiles = perm.tiles;
   g.num_tiles = perm.num_tiles;
   g.max_tiles = perm.max_tiles;
+  g.tile_rows = perm.tile_rows;
   g.x = static_cast<const __nv_bfloat16*>(x.data);
   g.ldx = hidden;
   g.x_rows = perm.token_of_row;

@@ -184,10 +184,12 @@ struct MoeGateKernelParams {
 void launch_moe_gate(const MoeGateKernelParams& p, cudaStream_t stream);
 
 // The routed experts with the routing on the device (cuda_moe_gemm.cu).
-inline constexpr int kMoeTileRows = 32;  // rows of one expert per tile of the expert GEMMs
+inline constexpr int kMoeTileRows = 32;       // rows of one expert per tile of the expert GEMMs (decode)
+inline constexpr int kMoeLargeTileRows = 64;  // the same for many rows per expert (prefill): 8-warp CTAs
 // One CTA: counts the (token, k) pairs of topk_ids per expert, puts each expert's pairs in consecutive rows
 // (row_of_pair[pair], token_of_row[row]; -1 for an id outside [0, num_experts)) and cuts every expert's rows
-// into tiles of tile_rows: tiles[i] = (expert, first row, end row, 0), *num_tiles of them.
+// into tiles of tile_rows (kMoeTileRows or kMoeLargeTileRows): tiles[i] = (expert, first row, end row, 0),
+// *num_tiles of them.
 struct MoePermuteParams {
   const int32_t* topk_ids = nullptr;  // [pairs]
   int64_t pairs = 0;
@@ -215,6 +217,9 @@ struct MoeGemmParams {
   const int4* tiles = nullptr;  // null: one weight (the *_one fields) over rows [0, dense_rows)
   const int32_t* num_tiles = nullptr;
   int32_t max_tiles = 0;  // without tiles: ceil(dense_rows / kMoeTileRows)
+  // The permutation's tile_rows: kMoeLargeTileRows runs the 8-warp kernel (64 rows by 128 weight rows per
+  // CTA), anything else the 4-warp one (32 by 64); without tiles, kMoeTileRows.
+  int32_t tile_rows = kMoeTileRows;
   const void* w_one = nullptr;
   const void* w_up_one = nullptr;
   const float* w_scale_one = nullptr;
