@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # On a GPU machine (Ubuntu 24.04, CUDA 13, one H100/H200; no internet needed): configures and builds with the
 # CUDA backend for sm_90a, runs the CPU unit tests, the GPU tests (tests/gpu: every CUDA op against the CPU
-# reference, the fixtures end to end on the GPU) and `deepserve generate --device cuda` beside the CPU, then
-# prints a short summary table last. Full logs go to $OUT when it is set, else to $BUILD_DIR/logs.
+# reference, the fixtures end to end on the GPU), `deepserve generate --device cuda` beside the CPU, `serve
+# --device cuda` against the CPU server and through the official openai client, and the benchmarks, then prints
+# a short summary table last. Full logs go to $OUT when it is set, else to $BUILD_DIR/logs.
 #
 #   bash scripts/gpu-check.sh                      # everything, benchmarks last (about 9 minutes on an H100)
 #   GPU_CHECK_SANITIZER=1 bash scripts/gpu-check.sh  # also every GPU test under compute-sanitizer memcheck
@@ -152,6 +153,38 @@ for pid in "${pids[@]}"; do
   rc=$?
   [ $rc -eq 0 ] || row "serve exit on SIGTERM" FAIL "exit $rc (serve-*.log)"
 done
+
+echo "== the openai client (npm, tests/e2e/openai_client) against serve --device cuda"
+# This machine has no Node: scripts/gpu-deps.sh packs the build machine's node and the client's node_modules into
+# .gpu-deps/node, unpacked here with Python (the image may lack xz).
+node_cmd=$(command -v node || true)
+if [ -f .gpu-deps/node/node.xz ]; then
+  python3 - "$BUILD/node" "$([ -z "$node_cmd" ] && echo unpack-node)" <<'PY'
+import lzma, os, shutil, sys, tarfile
+dest, want_node = sys.argv[1], sys.argv[2] == "unpack-node"
+os.makedirs(dest, exist_ok=True)
+if want_node:
+    with lzma.open(".gpu-deps/node/node.xz") as src, open(os.path.join(dest, "node"), "wb") as out:
+        shutil.copyfileobj(src, out)
+    os.chmod(os.path.join(dest, "node"), 0o755)
+if not os.path.isdir("tests/e2e/openai_client/node_modules/openai"):
+    with tarfile.open(".gpu-deps/node/openai_client_node_modules.tar.xz") as t:
+        t.extractall("tests/e2e/openai_client", filter="data")
+PY
+  [ -n "$node_cmd" ] || node_cmd=$BUILD/node/node
+fi
+if [ -n "$node_cmd" ] && [ -d tests/e2e/openai_client/node_modules/openai ]; then
+  t0=$(date +%s)
+  if DEEPSERVE_E2E_DEVICE=cuda timeout 300 "$node_cmd" tests/e2e/openai_client/run.mjs "$BUILD/deepserve" \
+       >"$LOGS/e2e-openai.txt" 2>&1; then
+    row "openai client e2e (cuda)" ok "$(tail -1 "$LOGS/e2e-openai.txt"), $(seconds "$t0") s"
+  else
+    grep -E '^FAIL' -A3 "$LOGS/e2e-openai.txt" | head -20
+    row "openai client e2e (cuda)" FAIL "$(tail -1 "$LOGS/e2e-openai.txt") (e2e-openai.txt)"
+  fi
+else
+  row "openai client e2e (cuda)" info "skipped: no node here and none in .gpu-deps/node (scripts/gpu-deps.sh)"
+fi
 
 if [ "${GPU_CHECK_SANITIZER:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   echo "== compute-sanitizer memcheck (every GPU test)"

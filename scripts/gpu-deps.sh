@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run on the build machine (Debian 12, after scripts/setup.sh): copies what the GPU machine lacks into
-# .gpu-deps/ (git-ignored), to be sent along with the tree. Today that is PCRE2 (static library + headers),
-# which the tokenizer needs and the GPU image does not have. gpu-check.sh picks it up by itself.
+# .gpu-deps/ (git-ignored), to be sent along with the tree: PCRE2 (static library + headers), which the tokenizer
+# needs and the GPU image does not have, and Node.js with the `openai` package of tests/e2e/openai_client (xz
+# packed, ~25 MB), so the openai-client e2e test runs against `serve --device cuda` there. gpu-check.sh picks both
+# up by itself; without node or `npm ci` here, only PCRE2 is prepared (and gpu-check skips that test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=.gpu-deps/pcre2
@@ -10,4 +12,17 @@ mkdir -p "$dest/lib" "$dest/include"
 lib=$(dpkg -L libpcre2-dev | grep -E '/libpcre2-8\.a$')
 cp "$lib" "$dest/lib/"
 cp /usr/include/pcre2.h "$dest/include/"
+# Node: the binary (linked against libc and libstdc++ only) and the e2e client's node_modules, unpacked by
+# gpu-check.sh with Python's lzma and tarfile (the GPU image may lack xz).
+rm -rf .gpu-deps/node
+node_bin=$(command -v node || true)
+modules=tests/e2e/openai_client/node_modules
+if [ -n "$node_bin" ] && [ -d "$modules/openai" ]; then
+  mkdir -p .gpu-deps/node
+  xz -T0 -6 -c "$(readlink -f "$node_bin")" >.gpu-deps/node/node.xz
+  tar -C tests/e2e/openai_client -cJf .gpu-deps/node/openai_client_node_modules.tar.xz node_modules
+  echo "gpu-deps: node $("$node_bin" --version) and the openai client's node_modules in .gpu-deps/node"
+else
+  echo "gpu-deps: no node or no $modules (run scripts/setup.sh): the openai-client test will be skipped on the GPU"
+fi
 echo "gpu-deps: $(du -sh .gpu-deps | cut -f1) in .gpu-deps (PCRE2 $(dpkg-query -W -f='${Version}' libpcre2-dev))"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 6's measurements in one go on a GPU machine (CUDA 13, torch + transformers + safetensors in python3):
-# builds bench_model, measures the MLA decode op alone, generates the random DeepSeek-V2-Lite-shaped checkpoint,
+# builds bench_model, measures ops alone (MLA decode, MLA prefill in both forms, the routed experts and the decode
+# linears on random weights), generates the random DeepSeek-V2-Lite-shaped checkpoint,
 # runs it through bench_model and through HF transformers (tools/bench/hf_peer.py), then the block-FP8 V3 slice
 # through bench_model. Tables go to $OUT/tables.md (printed last), the per-op split to $OUT/ops.md, the whole log
 # to $OUT/run.log. Checkpoints go to /dev/shm when it has room, else /tmp, and are deleted after use.
@@ -71,8 +72,8 @@ fi
 mkdir -p "$DATA"
 echo "checkpoints in $DATA ($(avail_gb "$DATA") GB free)"
 
-if phase mla 40; then
-  bounded "$BIN" --mla-op --mla-prefill-op --out "$TABLES" || echo "mla op: exit $?"
+if phase mla 60; then
+  bounded "$BIN" --mla-op --mla-prefill-op --moe-op --out "$TABLES" || echo "op benches: exit $?"
 fi
 
 if phase v2lite 150; then

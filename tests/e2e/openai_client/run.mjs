@@ -3,6 +3,8 @@
 // (greedy, and seeded sampling, which the engine makes independent of batching).
 //
 //   node run.mjs [path/to/deepserve]      (after `npm ci` in this folder)
+//   DEEPSERVE_E2E_DEVICE=cuda node run.mjs build-gpu/deepserve   (the same checks with --device cuda: servers and
+//                                          the engine's reference answers on the GPU; scripts/gpu-check.sh)
 //
 // Exit codes: 0 all passed, 1 a check failed, 77 skipped (the openai package is not installed).
 import assert from "node:assert/strict";
@@ -30,6 +32,9 @@ const model =
   ["deepseek_v3_tiny_chat", "deepseek_v2_tiny_bf16"].map((m) => path.join(fixtures, m)).find((d) => existsSync(d));
 const hasTokenizer = existsSync(path.join(model, "tokenizer.json"));
 const servedName = "tiny-e2e";
+// On a GPU every process gets a quarter of its memory: two servers and a `generate` run side by side here.
+const deviceArgs = (process.env.DEEPSERVE_E2E_DEVICE ?? "cpu") === "cpu"
+  ? [] : ["--device", process.env.DEEPSERVE_E2E_DEVICE, "--gpu-memory-utilization", "0.25"];
 const apiKey = "e2e-secret-key";
 
 // ---- The engine's own answers, through `deepserve generate --batch`. ----
@@ -37,7 +42,8 @@ function engineAnswers(requests) {
   const dir = mkdtempSync(path.join(tmpdir(), "deepserve-e2e-"));
   const file = path.join(dir, "batch.jsonl");
   writeFileSync(file, requests.map((r, i) => JSON.stringify({ id: i, ...r })).join("\n") + "\n");
-  const out = execFileSync(binary, ["generate", "--model", model, "--batch", file], { encoding: "utf8" });
+  const out = execFileSync(binary, ["generate", "--model", model, "--batch", file, ...deviceArgs],
+                           { encoding: "utf8" });
   rmSync(dir, { recursive: true, force: true });
   const lines = out.trim().split("\n").map((l) => JSON.parse(l));
   for (const l of lines) assert.equal(l.error, undefined, `generate --batch: ${l.error}`);
@@ -53,7 +59,7 @@ function engineAnswers(requests) {
 // ---- The server. ----
 function startServer(modelDir = model, extraArgs = []) {
   const args = ["serve", "--model", modelDir, "--served-model-name", servedName, "--port", "0", "--api-key", apiKey,
-                "--access-log", "", "--shutdown-timeout", "2", ...extraArgs];
+                "--access-log", "", "--shutdown-timeout", "2", ...deviceArgs, ...extraArgs];
   const proc = spawn(binary, args, { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   return new Promise((resolve, reject) => {
@@ -446,5 +452,6 @@ if (existsSync(path.join(scriptedDir, "expected.json")) && !process.env.DEEPSERV
 }
 
 const failed = results.filter(([, e]) => e);
-console.log(`\n${results.length - failed.length} passed, ${failed.length} failed (model ${path.basename(model)})`);
+console.log(`\n${results.length - failed.length} passed, ${failed.length} failed (model ${path.basename(model)}, ` +
+            `device ${process.env.DEEPSERVE_E2E_DEVICE ?? "cpu"})`);
 process.exit(failed.length ? 1 : 0);
