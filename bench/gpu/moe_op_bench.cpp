@@ -200,10 +200,10 @@ const std::vector<ModelShape>& model_shapes() {
 
 // Backends of the comparisons; they share the device, so one weight in device memory serves them all.
 struct Backends {
-  CudaBackend per_call{CudaBackendOptions{}};
+  CudaBackend per_call{CudaBackendOptions{.stream_gemm = StreamGemm::kOff}};
   CudaBackend tiles32{CudaBackendOptions{.moe_tile_rows = 32}};
   CudaBackend tiles64{CudaBackendOptions{.moe_tile_rows = 64}};
-  CudaBackend streaming{CudaBackendOptions{.stream_gemm = true}};
+  CudaBackend streaming{CudaBackendOptions{.stream_gemm = StreamGemm::kAlways}};
 };
 
 std::string moe_rows(Backends& b, OpTimer& timer, const ModelShape& s, DeviceArena& arena,

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <numeric>
 
+#include "backend/cuda/cuda_gemm.h"
 #include "op_test_util.h"
 
 namespace ds::testing {
@@ -166,13 +167,35 @@ double normalized_error(Backend& cpu, const Tensor& c, Backend& gpu, const Tenso
   return std::sqrt(diff / norm);
 }
 
+// StreamGemm::kAuto takes the streaming kernel only where it measured faster than cuBLASLt: FP8 weights at 1-8
+// rows with K >= 3 N (V3's q_a, kv_a, shared-expert gate/up), never bf16, never wide FP8 weights (q_b, o_proj).
+TEST(StreamGemmTest, AutoPicksNarrowFp8WeightsAtFewRowsOnly) {
+  auto weight = [](DType dtype, int64_t n, int64_t k) {
+    cuda::DeviceWeight w;
+    w.dtype = dtype, w.rows = n, w.cols = k;
+    return w;
+  };
+  const cuda::DeviceWeight q_a = weight(DType::kF8E4M3, 1536, 7168), kv_a = weight(DType::kF8E4M3, 576, 7168),
+                           shared_gate = weight(DType::kF8E4M3, 2048, 7168);
+  for (const cuda::DeviceWeight& w : {q_a, kv_a, shared_gate}) {
+    EXPECT_TRUE(cuda::stream_gemm_auto_picks(w, 1)) << w.rows << " x " << w.cols;
+    EXPECT_TRUE(cuda::stream_gemm_auto_picks(w, 8)) << w.rows << " x " << w.cols;
+    EXPECT_FALSE(cuda::stream_gemm_auto_picks(w, 9)) << w.rows << " x " << w.cols;
+    EXPECT_FALSE(cuda::stream_gemm_auto_picks(w, 0)) << w.rows << " x " << w.cols;
+  }
+  EXPECT_FALSE(cuda::stream_gemm_auto_picks(weight(DType::kF8E4M3, 24576, 1536), 1));  // q_b
+  EXPECT_FALSE(cuda::stream_gemm_auto_picks(weight(DType::kF8E4M3, 7168, 16384), 1));  // o_proj
+  EXPECT_FALSE(cuda::stream_gemm_auto_picks(weight(DType::kF8E4M3, 7168, 2048), 1));   // shared down
+  EXPECT_FALSE(cuda::stream_gemm_auto_picks(weight(DType::kBF16, 576, 2048), 1));      // V2-Lite kv_a
+}
+
 // CudaBackendOptions::stream_gemm: linears and MLPs of at most 64 rows through the streaming kernel, with K
 // split over CTAs for narrow weights (576 x 7168: 28 pieces; the MLP's gate/up of 512 x 7168: 33), against the
 // CPU; above 64 rows cuBLASLt runs as without the option.
 TEST(StreamGemmTest, DecodeRowsMatchTheCpuWithAndWithoutKSplit) {
   Rng rng(8);
   CpuBackend cpu(0);
-  CudaBackend gpu(CudaBackendOptions{.device = 0, .sync_each_op = true, .fp8_gemm = false, .stream_gemm = true});
+  CudaBackend gpu(CudaBackendOptions{.device = 0, .sync_each_op = true, .fp8_gemm = false, .stream_gemm = StreamGemm::kAlways});
   for (const LinearCase& lc : std::vector<LinearCase>{{1, 576, 7168, DType::kBF16},
                                                       {4, 576, 7168, DType::kF8E4M3},
                                                       {1, 3072, 2048, DType::kBF16},

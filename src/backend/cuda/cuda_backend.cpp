@@ -27,7 +27,13 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
   const char* mla = std::getenv("DEEPSERVE_MLA");
   legacy_mla_ = options.legacy_mla || (mla != nullptr && std::strcmp(mla, "legacy") == 0);
   ctx_->fp8_gemm = options.fp8_gemm && cuda::fp8_gemm_enabled();
-  ctx_->stream_gemm = options.stream_gemm || cuda::stream_gemm_requested();
+  ctx_->stream_gemm = options.stream_gemm;
+  if (const char* v = std::getenv("DS_STREAM_GEMM")) {
+    DS_REQUIRE(std::strcmp(v, "0") == 0 || std::strcmp(v, "1") == 0, UserError,
+               "DS_STREAM_GEMM={}: use 0 (cuBLASLt for every linear) or 1 (the streaming kernel for every linear "
+               "of at most 64 rows)", v);
+    ctx_->stream_gemm = std::strcmp(v, "0") == 0 ? StreamGemm::kOff : StreamGemm::kAlways;
+  }
   mla_prefill_ = options.mla_prefill;
   if (const char* form = std::getenv("DS_MLA_PREFILL")) {
     DS_REQUIRE(std::strcmp(form, "0") == 0 || std::strcmp(form, "1") == 0, UserError,

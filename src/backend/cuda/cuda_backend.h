@@ -31,6 +31,18 @@ enum class MlaPrefillForm {
   kExpanded,  // every sequence with more than one new token in the expanded form (tests, A/B measurement)
 };
 
+// When linears and MLPs of a few rows (decode) take the streaming kernel (cuda_moe_gemm.cu without tiles:
+// weights read once, K split over CTAs, gate/up fused) instead of cuBLASLt. Measured on both paths at V2-Lite's
+// and V3's shapes (bench/BENCH.md, "Large tiles for the routed experts..."): it wins only on FP8 weights at 1-8
+// rows whose K is at least 3x their N (V3's q_a, kv_a and the shared experts' gate/up: 0.5-0.8x cuBLASLt's
+// time, where cuBLASLt quantizes and pads the activations or expands the weight), and loses on bf16 weights and
+// on wide FP8 ones (1.1-1.7x).
+enum class StreamGemm {
+  kOff,     // cuBLASLt for every linear
+  kAuto,    // the streaming kernel where it measured faster: FP8, at most 8 rows, K >= 3 N
+  kAlways,  // the streaming kernel for every linear and MLP of at most 64 rows it can read (tests, A/B)
+};
+
 struct CudaBackendOptions {
   int device = 0;
   // Wait for every op and check it (slow; names the op that faulted). DEEPSERVE_CUDA_SYNC=1 turns it on too.
@@ -47,11 +59,9 @@ struct CudaBackendOptions {
   // copies the routing to the host and runs one cuBLASLt GEMM per expert (the earlier path, for comparison).
   // DS_MOE_GROUPED=0 turns it off too.
   bool grouped_experts = true;
-  // Linears and MLPs of at most 64 rows (decode) through the expert GEMM kernel without tiles (weights read
-  // once, K split over enough CTAs, gate/up fused) instead of cuBLASLt. Off by default: with the K split it
-  // is still 0.5-0.9x cuBLASLt's speed on bf16 weights and on the widest FP8 ones, faster (1.25-2x) only on
-  // some FP8 weights at 1-8 rows (bench/BENCH.md). DS_STREAM_GEMM=1 turns it on too.
-  bool stream_gemm = false;
+  // Decode-sized linears through the streaming kernel (StreamGemm above). DS_STREAM_GEMM=0 / 1 sets kOff /
+  // kAlways; any other value of it is an error.
+  StreamGemm stream_gemm = StreamGemm::kAuto;
   // MLA prefill: keys and values expanded through kv_b_proj, then causal flash attention (cuda_mla_prefill.cu),
   // for the sequences the rule in cuda_mla_expanded.cpp picks. DS_MLA_PREFILL=0 turns it off (kAbsorbed),
   // DS_MLA_PREFILL=1 leaves this as set; any other value of it is an error.

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_step.h"
@@ -56,7 +57,7 @@ struct CudaContext {
   int device = 0;
   bool sync_each_op = false;
   bool fp8_gemm = true;      // CudaBackendOptions::fp8_gemm
-  bool stream_gemm = false;  // CudaBackendOptions::stream_gemm
+  StreamGemm stream_gemm = StreamGemm::kOff;  // CudaBackendOptions::stream_gemm
   cudaStream_t stream = nullptr;
   cublasLtHandle_t lt = nullptr;
   void* workspace = nullptr;

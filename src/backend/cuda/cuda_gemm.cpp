@@ -202,12 +202,8 @@ void gemm_bf16_batched(CudaContext& ctx, const BatchedGemm& g) {
                                  ctx.workspace_bytes, ctx.stream));
 }
 
-bool stream_gemm_requested() {
-  static const bool requested = [] {
-    const char* v = std::getenv("DS_STREAM_GEMM");
-    return v != nullptr && std::strcmp(v, "1") == 0;
-  }();
-  return requested;
+bool stream_gemm_auto_picks(const DeviceWeight& w, int64_t rows) {
+  return w.dtype == DType::kF8E4M3 && rows >= 1 && rows <= 8 && w.cols >= 3 * w.rows;
 }
 
 namespace {
@@ -223,8 +219,10 @@ bool streamable(const DeviceWeight& w) {
 
 bool stream_gemm(CudaContext& ctx, const void* x, int64_t ldx, const DeviceWeight& w, const DeviceWeight* up,
                  MatrixRef out) {
-  if (out.rows == 0 || out.rows > kStreamGemmMaxRows || !ctx.stream_gemm || !streamable(w) ||
-      ldx % 8 != 0 || alignment_of(x) < 16)
+  if (ctx.stream_gemm == StreamGemm::kOff ||
+      (ctx.stream_gemm == StreamGemm::kAuto && !stream_gemm_auto_picks(w, out.rows)))
+    return false;
+  if (out.rows == 0 || out.rows > kStreamGemmMaxRows || !streamable(w) || ldx % 8 != 0 || alignment_of(x) < 16)
     return false;
   if (up != nullptr && (up->dtype != w.dtype || up->rows != w.rows || up->cols != w.cols || !streamable(*up)))
     return false;

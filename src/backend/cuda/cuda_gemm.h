@@ -49,13 +49,13 @@ void gemm_bf16_batched(CudaContext& ctx, const BatchedGemm& g);
 inline constexpr bool kFp8ActScalesRowContiguous = true;
 
 // Rows up to which linear_into and CudaBackend::mlp take the streaming kernel (cuda_moe_gemm.cu without
-// tiles) instead of cuBLASLt, when CudaContext::stream_gemm is on (CudaBackendOptions::stream_gemm).
+// tiles) instead of cuBLASLt, when CudaContext::stream_gemm is kAlways (CudaBackendOptions::stream_gemm).
 inline constexpr int64_t kStreamGemmMaxRows = 64;
-// True when the environment has DS_STREAM_GEMM=1.
-[[nodiscard]] bool stream_gemm_requested();
+// StreamGemm::kAuto's rule: FP8 weights at most 8 rows deep with K >= 3 N (where it measured faster).
+[[nodiscard]] bool stream_gemm_auto_picks(const DeviceWeight& w, int64_t rows);
 // out[T, N] = x[T, K] @ w[N, K]^T through the streaming kernel, or with `up` out = silu(x w^T) * (x up^T); x bf16
-// at row stride ldx. Returns false, doing nothing, when it is off, or the shape, the dtypes or the row count do
-// not fit it.
+// at row stride ldx. Returns false, doing nothing, when it is off (or kAuto does not pick w at this many rows),
+// or the shape, the dtypes or the row count do not fit it.
 [[nodiscard]] bool stream_gemm(CudaContext& ctx, const void* x, int64_t ldx, const DeviceWeight& w,
                                const DeviceWeight* up, MatrixRef out);
 
