@@ -156,19 +156,19 @@ done
 
 echo "== the openai client (npm, tests/e2e/openai_client) against serve --device cuda"
 # This machine has no Node: scripts/gpu-deps.sh packs the build machine's node and the client's node_modules into
-# .gpu-deps/node, unpacked here with Python (the image may lack xz).
+# .gpu-node, unpacked here with Python (the image may lack xz).
 node_cmd=$(command -v node || true)
-if [ -f .gpu-deps/node/node.xz ]; then
+if [ -f .gpu-node/node.xz ]; then
   python3 - "$BUILD/node" "$([ -z "$node_cmd" ] && echo unpack-node)" <<'PY'
 import lzma, os, shutil, sys, tarfile
 dest, want_node = sys.argv[1], sys.argv[2] == "unpack-node"
 os.makedirs(dest, exist_ok=True)
 if want_node:
-    with lzma.open(".gpu-deps/node/node.xz") as src, open(os.path.join(dest, "node"), "wb") as out:
+    with lzma.open(".gpu-node/node.xz") as src, open(os.path.join(dest, "node"), "wb") as out:
         shutil.copyfileobj(src, out)
     os.chmod(os.path.join(dest, "node"), 0o755)
 if not os.path.isdir("tests/e2e/openai_client/node_modules/openai"):
-    with tarfile.open(".gpu-deps/node/openai_client_node_modules.tar.xz") as t:
+    with tarfile.open(".gpu-node/openai_client_node_modules.tar.xz") as t:
         t.extractall("tests/e2e/openai_client", filter="data")
 PY
   [ -n "$node_cmd" ] || node_cmd=$BUILD/node/node
@@ -183,7 +183,7 @@ if [ -n "$node_cmd" ] && [ -d tests/e2e/openai_client/node_modules/openai ]; the
     row "openai client e2e (cuda)" FAIL "$(tail -1 "$LOGS/e2e-openai.txt") (e2e-openai.txt)"
   fi
 else
-  row "openai client e2e (cuda)" info "skipped: no node here and none in .gpu-deps/node (scripts/gpu-deps.sh)"
+  row "openai client e2e (cuda)" info "skipped: no node here and none in .gpu-node (scripts/gpu-deps.sh)"
 fi
 
 if [ "${GPU_CHECK_SANITIZER:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
