@@ -97,6 +97,9 @@ struct WeightUploadStats {
 // Device memory as a GPU backend sees it (Backend::device_memory).
 struct DeviceMemoryInfo {
   int64_t free_bytes = 0, total_bytes = 0;  // the driver's view: every process and allocation on the device
+  // free_bytes when the backend started (its CUDA context included, none of its allocations): total_bytes less
+  // this is what other processes (and the context) held, which --gpu-memory-utilization does not count.
+  int64_t free_at_start_bytes = 0;
   int64_t weight_bytes = 0;                 // what prepare_weight uploaded
   // The high-water mark of the backend's stream-ordered allocations (activations, workspaces, the KV cache)
   // since reset_memory_peak.

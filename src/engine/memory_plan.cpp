@@ -42,7 +42,6 @@ KvCachePlan plan_kv_cache(DeepseekModel& model, const KvCachePlanInput& in) {
   backend.reset_memory_peak();
   const auto before = backend.device_memory();
   DS_CHECK(before.has_value(), "plan_kv_cache needs a backend with a device");
-  const int64_t used_before = before->total_bytes - before->free_bytes;
 
   // The profiling step: the longest prefill chunk the scheduler makes, with as many logits rows as it can ask.
   const int64_t tokens = std::max<int64_t>(
@@ -71,19 +70,25 @@ KvCachePlan plan_kv_cache(DeepseekModel& model, const KvCachePlanInput& in) {
   model.allocate_kv_cache(1, in.block_size);  // frees the profiling cache (a 1-block cache is all that remains)
   backend.reset_memory_peak();
 
+  // Per instance, as in vLLM: the budget is this process's share of the card, so what other processes hold
+  // does not count against it (two servers at 0.45 share one GPU); the cache never gets more than is free.
   const auto total = static_cast<double>(before->total_bytes);
   const double budget = in.gpu_memory_utilization * total;
-  const double other = static_cast<double>(used_before - before->weight_bytes);
-  const double for_kv =
-      budget - static_cast<double>(used_before) - static_cast<double>(activations) - static_cast<double>(graphs);
+  const double ours = static_cast<double>(std::max<int64_t>(0, before->free_at_start_bytes - before->free_bytes));
+  const double workspaces = std::max(0.0, ours - static_cast<double>(before->weight_bytes));
+  const double others = total - static_cast<double>(before->free_at_start_bytes);
+  const double needed = static_cast<double>(activations) + static_cast<double>(graphs);
+  const double for_kv = std::min(budget - ours - needed, static_cast<double>(before->free_bytes) - needed);
   const int64_t blocks = for_kv > 0 ? static_cast<int64_t>(for_kv / static_cast<double>(block_bytes)) : 0;
   const std::string split = fmt::format(
-      "{:.2f} GiB = --gpu-memory-utilization {:.2f} x {:.2f} GiB: weights {:.2f} GiB, CUDA context, workspaces "
-      "and other processes {:.2f} GiB, activations of a {}-token step {:.2f} GiB, {}KV cache {:.2f} GiB",
-      budget / kGiB, in.gpu_memory_utilization, total / kGiB, double(before->weight_bytes) / kGiB, other / kGiB,
-      tokens, double(activations) / kGiB,
+      "{:.2f} GiB = --gpu-memory-utilization {:.2f} x {:.2f} GiB: weights {:.2f} GiB, workspaces {:.2f} GiB, "
+      "activations of a {}-token step {:.2f} GiB, {}KV cache {:.2f} GiB{}; other processes and the CUDA context "
+      "hold {:.2f} GiB, {:.2f} GiB are free",
+      budget / kGiB, in.gpu_memory_utilization, total / kGiB, double(before->weight_bytes) / kGiB,
+      workspaces / kGiB, tokens, double(activations) / kGiB,
       in.decode_graph_max_batch > 0 ? fmt::format("decode graphs {:.2f} GiB, ", double(graphs) / kGiB) : "",
-      std::max(0.0, for_kv) / kGiB);
+      std::max(0.0, for_kv) / kGiB, budget - ours - needed > for_kv ? " (all that is free)" : "", others / kGiB,
+      double(before->free_bytes) / kGiB);
   DS_REQUIRE(blocks >= in.min_blocks, UserError,
              "not enough GPU memory for the KV cache: {}; that is {} blocks of {} tokens, and one request of "
              "--max-model-len needs {}. Raise --gpu-memory-utilization, or lower --max-model-len or "

@@ -1,7 +1,8 @@
 // Sizing the KV cache of a GPU from --gpu-memory-utilization, as vLLM does: after the weights are on the
 // device, one profiling forward pass of the largest step the scheduler can make measures the activations'
-// peak; the KV cache gets what is left of utilization x total memory after everything already on the device
-// (weights, the CUDA context, workspaces, other processes) and that peak; and, with decode graphs, twice the peak
+// peak; the KV cache gets what is left of utilization x total memory after what this process already holds
+// (weights, workspaces; not other processes, nor the CUDA context: the budget is per instance, as in vLLM, and the
+// cache never gets more than is free) and that peak; and, with decode graphs, twice the peak
 // of the largest decode step: each graph keeps its own activations, which grow with its batch size, and the
 // sizes double (1 + 2 + ... + 256 < 2 x 256).
 #pragma once

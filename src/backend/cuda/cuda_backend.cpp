@@ -176,7 +176,7 @@ std::optional<DeviceMemoryInfo> CudaBackend::device_memory() {
   DS_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, ctx_->device));
   uint64_t peak = 0;
   DS_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &peak));
-  return DeviceMemoryInfo{static_cast<int64_t>(free), static_cast<int64_t>(total),
+  return DeviceMemoryInfo{static_cast<int64_t>(free), static_cast<int64_t>(total), ctx_->free_at_start,
                           static_cast<int64_t>(weight_bytes_), static_cast<int64_t>(peak), upload_};
 }
 

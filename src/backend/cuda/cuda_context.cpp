@@ -76,6 +76,9 @@ CudaContext::CudaContext(int device_index, bool sync) : device(device_index), sy
   DS_CUDA_CHECK(cudaSetDevice(device));
   DS_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
   DS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  size_t free = 0, total = 0;
+  DS_CUDA_CHECK(cudaMemGetInfo(&free, &total));  // the context exists now: what is free before our allocations
+  free_at_start = static_cast<int64_t>(free);
   // Keep freed stream-ordered memory in the pool instead of returning it to the driver at every sync.
   cudaMemPool_t pool = nullptr;
   DS_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));

@@ -90,6 +90,7 @@ struct CudaContext {
       gemm_plans;
   std::map<BatchedPlanKey, std::unique_ptr<GemmPlan>> batched_plans;
   int sm_count = 0;
+  int64_t free_at_start = 0;  // the driver's free bytes once the context existed, before our allocations
 };
 
 // A stream-ordered device allocation: cudaMallocAsync on creation, cudaFreeAsync on destruction, so it may go
