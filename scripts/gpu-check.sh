@@ -175,7 +175,7 @@ PY
 fi
 if [ -n "$node_cmd" ] && [ -d tests/e2e/openai_client/node_modules/openai ]; then
   t0=$(date +%s)
-  if DEEPSERVE_E2E_DEVICE=cuda timeout 300 "$node_cmd" tests/e2e/openai_client/run.mjs "$BUILD/deepserve" \
+  if DEEPSERVE_E2E_DEVICE=cuda timeout 120 "$node_cmd" tests/e2e/openai_client/run.mjs "$BUILD/deepserve" \
        >"$LOGS/e2e-openai.txt" 2>&1; then
     row "openai client e2e (cuda)" ok "$(tail -1 "$LOGS/e2e-openai.txt"), $(seconds "$t0") s"
   else

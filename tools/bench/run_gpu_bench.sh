@@ -72,11 +72,11 @@ fi
 mkdir -p "$DATA"
 echo "checkpoints in $DATA ($(avail_gb "$DATA") GB free)"
 
-if phase mla 60; then
+if phase mla 45; then
   bounded "$BIN" --mla-op --mla-prefill-op --moe-op --out "$TABLES" || echo "op benches: exit $?"
 fi
 
-if phase v2lite 150; then
+if phase v2lite 100; then
   if bounded python3 tools/bench/make_random_checkpoint.py --preset v2-lite --out "$DATA/v2lite"; then
     bounded "$BIN" --model "$DATA/v2lite" --label "DeepSeek-V2-Lite shape (random bf16)" --out "$TABLES" \
       --ops-out "$OPS" || echo "bench_model v2lite: exit $?"
@@ -86,7 +86,7 @@ if phase v2lite 150; then
 fi
 
 # The 16B-shaped checkpoint served for real: `deepserve serve --device cuda`, one greedy completion of 64 tokens.
-if phase serve 90 && [ -f "$DATA/v2lite/config.json" ]; then
+if phase serve 50 && [ -f "$DATA/v2lite/config.json" ]; then
   (cd "$BUILD" && cmake --build . --target deepserve >>"$OUT/build.log" 2>&1) || echo "build deepserve failed"
   "$BUILD/deepserve" serve --model "$DATA/v2lite" --device cuda --port 18500 --max-model-len 4096 \
     --access-log "" --shutdown-timeout 5 >"$OUT/serve-v2lite.log" 2>&1 &
@@ -114,12 +114,12 @@ PY
   kill -TERM $spid; wait $spid; echo "serve v2lite: exit $?"
 fi
 
-if phase hf 100 && [ -f "$DATA/v2lite/config.json" ]; then
+if phase hf 60 && [ -f "$DATA/v2lite/config.json" ]; then
   bounded python3 tools/bench/hf_peer.py --model "$DATA/v2lite" --out "$TABLES" || echo "hf peer: exit $?"
 fi
 rm -rf "$DATA/v2lite"
 
-if phase v3slice 150; then
+if phase v3slice 100; then
   if bounded python3 tools/bench/make_random_checkpoint.py --preset v3-slice --out "$DATA/v3slice"; then
     bounded "$BIN" --model "$DATA/v3slice" --label "DeepSeek-V3 slice (1 dense + 4 MoE layers, random block-FP8)" \
       --out "$TABLES" --ops-out "$OPS" || echo "bench_model v3slice: exit $?"
