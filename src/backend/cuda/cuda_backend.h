@@ -34,8 +34,8 @@ enum class MlaPrefillForm {
 // Which kernel runs weight-absorbed MLA attention over the latent cache (bench/BENCH.md has both measured).
 enum class MlaDecodeKernel {
   kV1,  // cuda_mla.cu: 16-row warp tiles, warp pairs exchanging S every 32 keys
-  kV2,  // cuda_mla_v2.cu for 64-row tiles (32-row warp tiles, one softmax per row); 16-row tiles as kV1
-        // with 4 key blocks in flight instead of 2
+  kV2,  // cuda_mla_v2.cu for tiles of more than 16 rows (32-row warp tiles, one softmax per row); tiles of
+        // at most 16 rows (decode at 16 heads) as kV1
 };
 
 struct CudaBackendOptions {

@@ -119,7 +119,7 @@ struct MlaDecodeParams {
   float* part_ml = nullptr;           // [pieces, 64, 2]: running max (log2 domain), sum
   __nv_bfloat16* o_latent = nullptr;  // [num_tokens, num_heads, 512], normalized
   // 1: cuda_mla.cu's warp layout for every tile; 2: tiles of more than 16 rows through cuda_mla_v2.cu, tiles
-  // of at most 16 rows through cuda_mla.cu with a deeper key pipeline (CudaBackendOptions::mla_decode).
+  // of at most 16 rows through cuda_mla.cu as in 1 (CudaBackendOptions::mla_decode).
   int32_t kernel_version = 1;
 };
 void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream);

@@ -32,8 +32,7 @@ constexpr int kLat = kMlaLatent, kDim = kMlaLatent + kMlaRope;  // 512 + 64
 constexpr int kRows = kMlaTileRows;                             // 64
 constexpr int kKeys = kMlaBlockKeys;                            // 32
 constexpr int kThreads = 256;
-constexpr int kStagesV1 = 3;            // key blocks in shared memory, 2 of them in flight while one is used
-constexpr int kStagesV2Rows16 = 5;      // kernel_version 2, tiles of <= 16 rows: 4 in flight
+constexpr int kStages = 3;              // key blocks in shared memory, 2 of them in flight while one is used
 constexpr int kStride = kDim + 8;       // bf16 elements per shared row: +16 bytes against bank conflicts
 constexpr int kChunks = kDim * 2 / 16;  // 72 16-byte chunks per row
 constexpr int kLatChunks = kLat * 2 / 16;  // 64 of them latent
@@ -45,16 +44,14 @@ __device__ __forceinline__ void group_barrier(int group) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(group + 1), "n"(kWarpsPerGroup * 32));
 }
 
-// Shared memory of mla_decode_kernel<kGroups, kStages>: Q for kGroups * 16 rows, the key stages, the S
-// exchange.
-__host__ __device__ constexpr size_t smem_bytes(int groups, int stages) {
-  return size_t(groups * 16 + stages * kKeys) * kStride * sizeof(__nv_bfloat16) +
+// Shared memory of mla_decode_kernel<kGroups>: Q for kGroups * 16 rows, the key stages, the S exchange.
+constexpr size_t smem_bytes(int groups) {
+  return size_t(groups * 16 + kStages * kKeys) * kStride * sizeof(__nv_bfloat16) +
          size_t{8 * 4 * 32} * sizeof(float4);
 }
 
-template <int kGroups, int kStages>
+template <int kGroups>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams p) {
-  static_assert(kStages >= 2 && smem_bytes(kGroups, kStages) <= 227 * 1024, "fits one SM's shared memory");
   constexpr int kQRows = kGroups * 16;         // rows of Q kept: tiles of more rows take more groups
   constexpr int kW = kThreads / 32 / kGroups;  // warps per row group
   constexpr int kCols = kLat / kW;             // output columns per warp
@@ -316,7 +313,7 @@ __global__ void mla_decode_plan_kernel(MlaDecodePlanParams p, int32_t* tiles_out
 }  // namespace
 
 size_t mla_decode_smem_bytes() {
-  return smem_bytes(4, kStagesV1);
+  return smem_bytes(4);
 }
 
 void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream) {
@@ -327,14 +324,10 @@ void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream) {
   if (p.kernel_version == 2 && p.max_tile_rows > 16) {
     if (!launch_mla_decode_v2_rows64(p, capturing != cudaStreamCaptureStatusNone, stream)) return;
   } else {
-    // Tiles of at most 16 rows (decode at <= 16 heads) spread each row group over all 8 warps; version 2
-    // keeps 4 key blocks in flight for them instead of 2 (their Q takes 16 rows of shared memory, not 64).
-    const bool v2 = p.kernel_version == 2;
-    auto* kernel = p.max_tile_rows <= 16
-                       ? (v2 ? mla_decode_kernel<1, kStagesV2Rows16> : mla_decode_kernel<1, kStagesV1>)
-                       : mla_decode_kernel<4, kStagesV1>;
-    const size_t smem =
-        p.max_tile_rows <= 16 ? smem_bytes(1, v2 ? kStagesV2Rows16 : kStagesV1) : smem_bytes(4, kStagesV1);
+    // Tiles of at most 16 rows (decode at <= 16 heads) spread each row group over all 8 warps (both
+    // versions: 4 key blocks in flight for them instead of 2 measured no faster on the H100, bench/BENCH.md).
+    auto* kernel = p.max_tile_rows <= 16 ? mla_decode_kernel<1> : mla_decode_kernel<4>;
+    const size_t smem = smem_bytes(p.max_tile_rows <= 16 ? 1 : 4);
     // While a graph is recorded, the warm-up run before it has set the attribute already.
     if (capturing == cudaStreamCaptureStatusNone) {
       const cudaError_t attr =
