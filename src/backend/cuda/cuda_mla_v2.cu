@@ -1,12 +1,13 @@
-// The second MLA decode kernel for 64-row tiles (CudaBackendOptions::mla_decode = kV2): the same tiles,
+// The second MLA decode kernel, for tiles of more than 16 rows (CudaBackendOptions::mla_decode = kV2): the same tiles,
 // pieces, partials and combine as cuda_mla.cu (read its header first), with the warps laid out to read less
 // shared memory per key and to exponentiate each probability once.
 //
-// Why: at 128 heads the first kernel is bound by shared-memory reads and by phases that run in lock-step, not
-// by the tensor cores. Each of its warps owns 16 rows, so every key and value element is read from shared
-// memory by 4 warps (mma.sync's B operand serves 16 rows), Q is read again every 32 keys, and the two warps
-// of a row group both run the same softmax: per 32-key step ~400 KB of ldmatrix/exchange traffic per SM
-// (~3,100 cycles at 128 B/cycle) against ~2,200 cycles of mma.
+// Why: in the first kernel each warp owns 16 rows, so every key and value element is read from shared memory
+// by 4 warps (mma.sync's B operand serves 16 rows), Q is read again every 32 keys, and the two warps of a row
+// group both run the same softmax: per 32-key step ~400 KB of ldmatrix/exchange traffic per SM (~3,100 cycles
+// at 128 B/cycle) against ~2,200 cycles of mma. Cutting that by a quarter and halving the exp work made it
+// only 6-8% faster at 128 heads on the H100 (bench/BENCH.md), so they were not the main bound; latency with 2
+// warps per scheduler and lock-stepped phases is the likelier one (wgmma's asynchrony is the remedy).
 //
 // Layout here: two row groups of 32 rows, four warps each (warp w: group w / 4, quarter q = w % 4).
 // - S = Q K^T: warp q computes the 32 rows x 32 keys over dims [144 q, + 144) (9 k-steps, two 16-row A
