@@ -228,17 +228,24 @@ std::string mla_table(const std::vector<MlaResult>& rows) {
   std::ostringstream s;
   s << "\n### MLA decode op alone (CudaBackend::mla_attention, FlashMLA's shapes: s_q 1, latent 576, page "
        "64, bf16)\n\n"
-    << "| batch | s_k | heads | µs (median) | n | GB/s | TFLOP/s | FlashMLA µs (issue 6) | FlashMLA GB/s | "
-       "FlashMLA / ours |\n"
-    << "|---|---|---|---|---|---|---|---|---|---|\n";
+    << "op = the whole mla_attention call (W_UK GEMM, plan, attention kernel, combine, W_UV GEMM, host "
+       "time in between); kernel = the attention kernel and its split-KV combine alone (events recorded by "
+       "the backend around them). GB/s and TFLOP/s of the kernel time; difference = normalized difference "
+       "of the output from the first kernel's.\n\n"
+    << "| batch | s_k | heads | kernel | op µs (median) | kernel µs (median) | n | GB/s | TFLOP/s | "
+       "FlashMLA µs (issue 6) | FlashMLA GB/s | FlashMLA / ours (kernel) | difference |\n"
+    << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const MlaResult& r : rows) {
-    const double us = r.time.median_ms * 1e3;
-    s << fmt::format("| {} | {} | {} | {:.0f} | {} | {:.0f} | {:.1f} | {} | {} | {} |\n", r.shape.batch,
-                     r.shape.s_k, r.shape.heads, us, r.time.iters, r.bytes / (us * 1e-6) / 1e9,
-                     r.flops / (us * 1e-6) / 1e12,
-                     r.shape.flashmla_us > 0 ? fmt::format("{:.0f}", r.shape.flashmla_us) : "—",
-                     r.shape.flashmla_gbps > 0 ? fmt::format("{:.0f}", r.shape.flashmla_gbps) : "—",
-                     r.shape.flashmla_us > 0 ? fmt::format("{:.4f}", r.shape.flashmla_us / us) : "—");
+    for (const MlaVariantResult& v : r.variants) {
+      const double op_us = v.op.median_ms * 1e3, us = v.kernel.median_ms * 1e3;
+      s << fmt::format(
+          "| {} | {} | {} | {} | {:.0f} | {:.1f} | {} | {:.0f} | {:.1f} | {} | {} | {} | {:.1e} |\n",
+          r.shape.batch, r.shape.s_k, r.shape.heads, v.name, op_us, us, v.kernel.iters,
+          r.bytes / (us * 1e-6) / 1e9, r.flops / (us * 1e-6) / 1e12,
+          r.shape.flashmla_us > 0 ? fmt::format("{:.0f}", r.shape.flashmla_us) : "—",
+          r.shape.flashmla_gbps > 0 ? fmt::format("{:.0f}", r.shape.flashmla_gbps) : "—",
+          r.shape.flashmla_us > 0 ? fmt::format("{:.3f}", r.shape.flashmla_us / us) : "—", v.difference);
+    }
   }
   return s.str();
 }
@@ -274,7 +281,11 @@ int run(const Options& o) {
                                           {64, 4096, 128, 146, 0},
                                           {8, 4096, 128, 57, 0},
                                           {128, 4096, 16, 229, 2653}};
-    emit(o.out, mla_table(bench_mla_decode(cuda, shapes, o.warmup, o.iters)));
+    // Both attention kernels in the same run, each on its own backend (same device, same inputs).
+    CudaBackend v1{CudaBackendOptions{.mla_decode = MlaDecodeKernel::kV1}};
+    CudaBackend v2{CudaBackendOptions{.mla_decode = MlaDecodeKernel::kV2}};
+    const std::vector<MlaVariant> variants = {{"V1", &v1}, {"V2", &v2}};
+    emit(o.out, mla_table(bench_mla_decode(variants, shapes, o.warmup, o.iters)));
   }
   if (o.mla_prefill_op) {
     const std::vector<MlaPrefillShape> shapes = {{1024, 16}, {4096, 16}, {1024, 128}, {4096, 128}};

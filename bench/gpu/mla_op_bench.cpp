@@ -2,8 +2,10 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
+#include <utility>
 
 #include "io/dtype.h"
 #include "util/check.h"
@@ -26,7 +28,9 @@ void check_cuda(cudaError_t status, const char* what) {
   DS_CHECK(status == cudaSuccess, "{}: {}", what, cudaGetErrorString(status));
 }
 
-MlaResult bench_one(CudaBackend& backend, const MlaShape& s, int warmup, int iters) {
+// Times one shape on one backend; `output` gets the op's output (for the comparison between variants).
+MlaVariantResult bench_one(CudaBackend& backend, const MlaShape& s, int warmup, int iters,
+                           std::vector<float>& output) {
   const int64_t b = s.batch, h = s.heads, pages_per_seq = (s.s_k + kPage - 1) / kPage;
   const int64_t num_pages = b * pages_per_seq, cache_dim = kLora + kRope;
 
@@ -89,49 +93,74 @@ MlaResult bench_one(CudaBackend& backend, const MlaShape& s, int warmup, int ite
   p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(kNope + kRope));
 
   const auto stream = static_cast<cudaStream_t>(backend.stream_handle());
-  cudaEvent_t start = nullptr, stop = nullptr;
-  check_cuda(cudaEventCreate(&start), "cudaEventCreate");
-  check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
+  // [0, 1]: around the op; [2, 3]: around the attention kernel and its combine, recorded by the backend.
+  cudaEvent_t ev[4] = {};
+  for (cudaEvent_t& e : ev) check_cuda(cudaEventCreate(&e), "cudaEventCreate");
+  backend.set_mla_kernel_events(ev[2], ev[3]);
   auto one = [&] {
-    check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
+    check_cuda(cudaEventRecord(ev[0], stream), "cudaEventRecord");
     backend.mla_attention(p, batch);
-    check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");
-    check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float ms = 0;
-    check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-    return static_cast<double>(ms);
+    check_cuda(cudaEventRecord(ev[1], stream), "cudaEventRecord");
+    check_cuda(cudaEventSynchronize(ev[1]), "cudaEventSynchronize");
+    float op_ms = 0, kernel_ms = 0;
+    check_cuda(cudaEventElapsedTime(&op_ms, ev[0], ev[1]), "cudaEventElapsedTime");
+    check_cuda(cudaEventElapsedTime(&kernel_ms, ev[2], ev[3]), "cudaEventElapsedTime");
+    return std::pair<double, double>(op_ms, kernel_ms);
   };
   double warm_ms = 0;
-  for (int i = 0; i < warmup; ++i) warm_ms = one();
+  for (int i = 0; i < warmup; ++i) warm_ms = one().first;
   // Slow shapes get fewer repetitions (at least 3), so the whole table stays within a few seconds each.
   const int n = std::max(3, std::min(iters, static_cast<int>(2000.0 / std::max(warm_ms, 1e-3))));
-  std::vector<double> samples;
-  for (int i = 0; i < n; ++i) samples.push_back(one());
-  check_cuda(cudaEventDestroy(start), "cudaEventDestroy");
-  check_cuda(cudaEventDestroy(stop), "cudaEventDestroy");
+  std::vector<double> op_samples, kernel_samples;
+  for (int i = 0; i < n; ++i) {
+    const auto [op_ms, kernel_ms] = one();
+    op_samples.push_back(op_ms);
+    kernel_samples.push_back(kernel_ms);
+  }
+  backend.set_mla_kernel_events(nullptr, nullptr);
+  for (cudaEvent_t e : ev) check_cuda(cudaEventDestroy(e), "cudaEventDestroy");
 
   // Every output element written and finite.
-  std::vector<float> host(static_cast<size_t>(out.numel()));
-  backend.copy_to_host(out, host);
-  for (float x : host) DS_CHECK(std::isfinite(x), "MLA op b={} h={}: non-finite output", b, h);
+  output.assign(static_cast<size_t>(out.numel()), 0.0f);
+  backend.copy_to_host(out, output);
+  for (float x : output) DS_CHECK(std::isfinite(x), "MLA op b={} h={}: non-finite output", b, h);
 
-  MlaResult r;
-  r.shape = s;
-  r.time = summarize(std::move(samples));
-  const double bd = static_cast<double>(b), hd = static_cast<double>(h), sk = static_cast<double>(s.s_k);
-  r.bytes = (bd * sk * static_cast<double>(cache_dim) + bd * hd * static_cast<double>(cache_dim) +
-             bd * hd * kLora) *
-            2.0;
-  r.flops = bd * hd * sk * static_cast<double>(cache_dim + kLora) * 2.0;
+  MlaVariantResult r;
+  r.op = summarize(std::move(op_samples));
+  r.kernel = summarize(std::move(kernel_samples));
   return r;
 }
 
 }  // namespace
 
-std::vector<MlaResult> bench_mla_decode(CudaBackend& backend, const std::vector<MlaShape>& shapes, int warmup,
-                                        int iters) {
+std::vector<MlaResult> bench_mla_decode(const std::vector<MlaVariant>& variants,
+                                        const std::vector<MlaShape>& shapes, int warmup, int iters) {
   std::vector<MlaResult> results;
-  for (const MlaShape& s : shapes) results.push_back(bench_one(backend, s, warmup, iters));
+  for (const MlaShape& s : shapes) {
+    MlaResult r;
+    r.shape = s;
+    const double bd = static_cast<double>(s.batch), hd = static_cast<double>(s.heads),
+                 sk = static_cast<double>(s.s_k), cache_dim = static_cast<double>(kLora + kRope);
+    r.bytes = (bd * sk * cache_dim + bd * hd * cache_dim + bd * hd * kLora) * 2.0;
+    r.flops = bd * hd * sk * (cache_dim + kLora) * 2.0;
+    std::vector<float> first, output;
+    for (const MlaVariant& v : variants) {
+      MlaVariantResult vr = bench_one(*v.backend, s, warmup, iters, output);
+      vr.name = v.name;
+      if (first.empty()) {
+        first = output;
+      } else {
+        double diff = 0, norm = 0;
+        for (size_t i = 0; i < first.size(); ++i) {
+          diff += (double(output[i]) - first[i]) * (double(output[i]) - first[i]);
+          norm += double(first[i]) * first[i];
+        }
+        vr.difference = std::sqrt(diff / std::max(norm, 1e-30));
+      }
+      r.variants.push_back(std::move(vr));
+    }
+    results.push_back(std::move(r));
+  }
   return results;
 }
 

@@ -21,13 +21,27 @@ struct MlaShape {
   double flashmla_gbps = 0;  // likewise (0: none published)
 };
 
+// One attention kernel to time: a backend built with its CudaBackendOptions::mla_decode.
+struct MlaVariant {
+  std::string name;
+  CudaBackend* backend = nullptr;
+};
+
+struct MlaVariantResult {
+  std::string name;
+  Timing op;      // mla_attention: GEMMs, plan, attention kernel, combine
+  Timing kernel;  // the attention kernel and its split-KV combine alone (FlashMLA's figure is its kernel)
+  double difference = 0;  // normalized difference of the output from the first variant's (0 for the first)
+};
+
 struct MlaResult {
   MlaShape shape;
-  Timing time;
+  std::vector<MlaVariantResult> variants;
   double bytes = 0, flops = 0;
 };
 
-[[nodiscard]] std::vector<MlaResult> bench_mla_decode(CudaBackend& backend,
+// Every shape on every variant, the same inputs for each.
+[[nodiscard]] std::vector<MlaResult> bench_mla_decode(const std::vector<MlaVariant>& variants,
                                                       const std::vector<MlaShape>& shapes, int warmup,
                                                       int iters);
 

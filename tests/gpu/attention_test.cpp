@@ -10,13 +10,15 @@ namespace ds::testing {
 namespace {
 
 // The existing tests hold the weight-absorbed kernels to the CPU; the expanded prefill form has its own tests
-// (mla_prefill_test.cpp).
-class MlaTest : public MlaOpTest {
+// (mla_prefill_test.cpp). Every test runs with each tensor-core attention kernel (CudaBackendOptions::
+// mla_decode: V1 = cuda_mla.cu, V2 = cuda_mla_v2.cu for 64-row tiles and the deeper pipeline for 16-row
+// ones).
+class MlaTest : public MlaOpTest, public ::testing::WithParamInterface<MlaDecodeKernel> {
  protected:
-  MlaTest() : MlaOpTest(MlaPrefillForm::kAbsorbed) {}
+  MlaTest() : MlaOpTest(MlaPrefillForm::kAbsorbed, GetParam()) {}
 };
 
-TEST_F(MlaTest, MatchesTheCpuReference) {
+TEST_P(MlaTest, MatchesTheCpuReference) {
   Rng rng(20);
   const std::vector<MlaShape> shapes = {
       {"V3 fixture", 4, 32, 32, 48, 128, 16, DType::kBF16},
@@ -45,7 +47,7 @@ TEST_F(MlaTest, MatchesTheCpuReference) {
 // sizes: decode at batch 1..32 with contexts that are and are not multiples of the block size and of the
 // kernel's 32-key steps (split over the context into pieces, then combined), prefill with and without a
 // cached prefix, and mixed batches of decode and prefill tokens.
-TEST_F(MlaTest, TensorCorePathMatchesTheCpuReference) {
+TEST_P(MlaTest, TensorCorePathMatchesTheCpuReference) {
   Rng rng(21);
   const std::vector<MlaShape> shapes = {
       {"16 heads (V2-Lite), page 64", 16, 128, 64, 128, 512, 64, DType::kBF16},
@@ -67,6 +69,11 @@ TEST_F(MlaTest, TensorCorePathMatchesTheCpuReference) {
   std::vector<SeqSpec> batch8;  // batch 8 at 2,000+ (more pieces than tiles)
   for (int32_t i = 0; i < 8; ++i) batch8.push_back({2000 + 33 * i, 1});
   batches.push_back(batch8);
+  // Batch 100 at contexts 1..99 (at most 4 key blocks a tile: one piece each, no split, no combine; at 128
+  // heads 200 tiles for 132 CTAs, so CTAs run several tiles in turn).
+  std::vector<SeqSpec> batch100;
+  for (int32_t i = 0; i < 100; ++i) batch100.push_back({i, 1});
+  batches.push_back(batch100);
   for (const MlaShape& s : shapes) {
     auto kv_b = make_weight(rng, s.heads * (s.nope + s.v), s.lora, s.kv_b_dtype,
                             1.0f / std::sqrt(static_cast<float>(s.lora)), "kv_b_proj");
@@ -80,7 +87,7 @@ TEST_F(MlaTest, TensorCorePathMatchesTheCpuReference) {
 // share rows, or between the pieces of a split tile), and the legacy kernel agrees with it: 128 heads with a
 // decode and a two-token chunk (64-row tiles), and 16 heads in pure decode (16-row tiles spread over 8
 // warps).
-TEST_F(MlaTest, TensorCorePathIsDeterministicAndAgreesWithTheLegacyKernel) {
+TEST_P(MlaTest, TensorCorePathIsDeterministicAndAgreesWithTheLegacyKernel) {
   Rng rng(22);
   CudaBackend legacy{CudaBackendOptions{.device = 0, .sync_each_op = true, .legacy_mla = true}};
   for (const int64_t heads : {128, 16}) {
@@ -130,6 +137,11 @@ TEST_F(MlaTest, TensorCorePathIsDeterministicAndAgreesWithTheLegacyKernel) {
     EXPECT_LT(std::sqrt(diff / norm), kChainTol) << heads << " heads";
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Mla, MlaTest, ::testing::Values(MlaDecodeKernel::kV1, MlaDecodeKernel::kV2),
+                         [](const ::testing::TestParamInfo<MlaDecodeKernel>& info) {
+                           return std::string(info.param == MlaDecodeKernel::kV1 ? "V1" : "V2");
+                         });
 
 }  // namespace
 }  // namespace ds::testing

@@ -77,79 +77,85 @@ ForwardBatch decode_batch(const std::vector<int32_t>& lens, const std::vector<st
 
 // The tensor-core MLA path (V2-Lite's 16 heads and V3's 128, latent 512 + rope 64) captured once for a
 // batch size and replayed over batches with other contexts and block tables: the same bits as the eager
-// run of each batch, and the host-made plan's result within bf16 rounding of the split.
+// run of each batch, and the host-made plan's result within bf16 rounding of the split. Both attention
+// kernels (CudaBackendOptions::mla_decode).
 TEST(CudaGraphs, DecodeAttentionReplaysMatchEager) {
   Rng rng(30);
-  CudaBackend gpu;
-  ASSERT_TRUE(gpu.supports_graphs());
-  for (const int64_t heads : {16, 128}) {
-    const int64_t nope = 128, rope = 64, v = 128, lora = 512, qk = nope + rope;
-    const int32_t block_size = 16, num_blocks = 512, pitch = 128;  // contexts up to 2,048
-    const int64_t slots = int64_t{num_blocks} * block_size;
-    auto kv_b =
-        make_weight(rng, heads * (nope + v), lora, DType::kBF16, 1.0f / std::sqrt(float(lora)), "kv_b");
-    gpu.prepare_weight(kv_b->weight);
-    Tensor cache = gpu.empty({slots, lora + rope});
-    gpu.copy_from_host(rng.normal(slots * (lora + rope)), cache);
-    for (const int64_t batch_size : {1, 4, 32}) {
-      Tensor q = gpu.empty({batch_size, heads * qk}), out = gpu.empty({batch_size, heads * v});
-      MlaAttentionParams p;
-      p.q = &q, p.kv_cache = &cache, p.kv_b_proj = &kv_b->weight, p.out = &out;
-      p.num_heads = heads, p.qk_nope_head_dim = nope, p.qk_rope_head_dim = rope, p.v_head_dim = v;
-      p.kv_lora_rank = lora, p.block_size = block_size, p.softmax_scale = 1.0f / std::sqrt(float(qk));
-      // Random contexts in shuffled blocks, a new draw per step.
-      auto draw = [&](int32_t max_len) {
-        std::vector<int32_t> lens, tokens(static_cast<size_t>(batch_size), 0);
-        std::vector<std::vector<int32_t>> tables;
-        std::vector<int32_t> free(num_blocks);
-        std::iota(free.begin(), free.end(), 0);
-        std::shuffle(free.begin(), free.end(), rng.gen());
-        size_t next = 0;
-        for (int64_t s = 0; s < batch_size; ++s) {
-          const int32_t len = rng.uniform_int(1, max_len);
-          lens.push_back(len);
-          tables.emplace_back();
-          for (int32_t b = 0; b < (len + block_size - 1) / block_size; ++b)
-            tables.back().push_back(free.at(next++));
-        }
-        return decode_batch(lens, tables, tokens, block_size);
-      };
-      const int32_t max_len =
-          static_cast<int32_t>(std::min<int64_t>(2048, num_blocks * block_size / batch_size));
-      // Capture (after the warm-up the capture needs), with contexts unlike any replayed below.
-      const ForwardBatch first = draw(max_len);
-      int64_t graph = 0;
-      {
-        const StepScope step(gpu, first, pitch);
-        gpu.mla_attention(p, first);
-        gpu.begin_capture();
-        gpu.mla_attention(p, first);
-        graph = gpu.end_capture();
-      }
-      for (int step = 0; step < 4; ++step) {
-        const ForwardBatch batch = draw(step == 0 ? 40 : max_len);  // step 0: short contexts, empty pieces
-        gpu.copy_from_host(rng.normal(batch_size * heads * qk), q);
-        std::vector<float> eager, replayed, host_plan;
+  for (const MlaDecodeKernel kernel : {MlaDecodeKernel::kV1, MlaDecodeKernel::kV2}) {
+    const char* kernel_name = kernel == MlaDecodeKernel::kV1 ? "V1" : "V2";
+    CudaBackend gpu{CudaBackendOptions{.mla_decode = kernel}};
+    ASSERT_TRUE(gpu.supports_graphs());
+    for (const int64_t heads : {16, 128}) {
+      const int64_t nope = 128, rope = 64, v = 128, lora = 512, qk = nope + rope;
+      const int32_t block_size = 16, num_blocks = 512, pitch = 128;  // contexts up to 2,048
+      const int64_t slots = int64_t{num_blocks} * block_size;
+      auto kv_b =
+          make_weight(rng, heads * (nope + v), lora, DType::kBF16, 1.0f / std::sqrt(float(lora)), "kv_b");
+      gpu.prepare_weight(kv_b->weight);
+      Tensor cache = gpu.empty({slots, lora + rope});
+      gpu.copy_from_host(rng.normal(slots * (lora + rope)), cache);
+      for (const int64_t batch_size : {1, 4, 32}) {
+        Tensor q = gpu.empty({batch_size, heads * qk}), out = gpu.empty({batch_size, heads * v});
+        MlaAttentionParams p;
+        p.q = &q, p.kv_cache = &cache, p.kv_b_proj = &kv_b->weight, p.out = &out;
+        p.num_heads = heads, p.qk_nope_head_dim = nope, p.qk_rope_head_dim = rope, p.v_head_dim = v;
+        p.kv_lora_rank = lora, p.block_size = block_size, p.softmax_scale = 1.0f / std::sqrt(float(qk));
+        // Random contexts in shuffled blocks, a new draw per step.
+        auto draw = [&](int32_t max_len) {
+          std::vector<int32_t> lens, tokens(static_cast<size_t>(batch_size), 0);
+          std::vector<std::vector<int32_t>> tables;
+          std::vector<int32_t> free(num_blocks);
+          std::iota(free.begin(), free.end(), 0);
+          std::shuffle(free.begin(), free.end(), rng.gen());
+          size_t next = 0;
+          for (int64_t s = 0; s < batch_size; ++s) {
+            const int32_t len = rng.uniform_int(1, max_len);
+            lens.push_back(len);
+            tables.emplace_back();
+            for (int32_t b = 0; b < (len + block_size - 1) / block_size; ++b)
+              tables.back().push_back(free.at(next++));
+          }
+          return decode_batch(lens, tables, tokens, block_size);
+        };
+        const int32_t max_len =
+            static_cast<int32_t>(std::min<int64_t>(2048, num_blocks * block_size / batch_size));
+        // Capture (after the warm-up the capture needs), with contexts unlike any replayed below.
+        const ForwardBatch first = draw(max_len);
+        int64_t graph = 0;
         {
-          const StepScope s(gpu, batch, pitch);
-          gpu.mla_attention(p, batch);
-          eager = to_host(gpu, out);
-          gpu.copy_from_host(std::vector<float>(static_cast<size_t>(out.numel()), std::nanf("")), out);
-          gpu.replay_graph(graph);
-          replayed = to_host(gpu, out);
+          const StepScope step(gpu, first, pitch);
+          gpu.mla_attention(p, first);
+          gpu.begin_capture();
+          gpu.mla_attention(p, first);
+          graph = gpu.end_capture();
         }
-        gpu.mla_attention(p, batch);  // no stage_step: the plan made on the host
-        host_plan = to_host(gpu, out);
-        EXPECT_TRUE(same_bits(replayed, eager))
-            << heads << " heads, batch " << batch_size << ", step " << step;
-        const double err = normalized_error(replayed, host_plan);
-        EXPECT_LT(err, 4e-3) << heads << " heads, batch " << batch_size << ", step " << step;
-        std::printf(
-            "SUMMARY graphs attention %lld heads batch %lld step %d: replay == eager %s, vs host plan %.1e\n",
-            static_cast<long long>(heads), static_cast<long long>(batch_size), step,
-            same_bits(replayed, eager) ? "bitwise" : "DIFFERS", err);
+        for (int step = 0; step < 4; ++step) {
+          const ForwardBatch batch = draw(step == 0 ? 40 : max_len);  // step 0: short contexts, empty pieces
+          gpu.copy_from_host(rng.normal(batch_size * heads * qk), q);
+          std::vector<float> eager, replayed, host_plan;
+          {
+            const StepScope s(gpu, batch, pitch);
+            gpu.mla_attention(p, batch);
+            eager = to_host(gpu, out);
+            gpu.copy_from_host(std::vector<float>(static_cast<size_t>(out.numel()), std::nanf("")), out);
+            gpu.replay_graph(graph);
+            replayed = to_host(gpu, out);
+          }
+          gpu.mla_attention(p, batch);  // no stage_step: the plan made on the host
+          host_plan = to_host(gpu, out);
+          EXPECT_TRUE(same_bits(replayed, eager))
+              << kernel_name << ", " << heads << " heads, batch " << batch_size << ", step " << step;
+          const double err = normalized_error(replayed, host_plan);
+          EXPECT_LT(err, 4e-3) << kernel_name << ", " << heads << " heads, batch " << batch_size << ", step "
+                               << step;
+          std::printf(
+              "SUMMARY graphs attention %s %lld heads batch %lld step %d: replay == eager %s, vs host plan "
+              "%.1e\n",
+              kernel_name, static_cast<long long>(heads), static_cast<long long>(batch_size), step,
+              same_bits(replayed, eager) ? "bitwise" : "DIFFERS", err);
+        }
+        gpu.clear_graphs();
       }
-      gpu.clear_graphs();
     }
   }
 }

@@ -97,12 +97,15 @@ inline MlaAttentionParams mla_params(const MlaShape& s, const Weight& kv_b) {
   return p;
 }
 
-// OpTest with the CUDA backend's MLA prefill form chosen.
+// OpTest with the CUDA backend's MLA prefill form and attention kernel chosen.
 class MlaOpTest : public OpTest {
  protected:
-  explicit MlaOpTest(MlaPrefillForm form)
-      : OpTest(
-            CudaBackendOptions{.device = 0, .sync_each_op = true, .fp8_gemm = false, .mla_prefill = form}) {}
+  explicit MlaOpTest(MlaPrefillForm form, MlaDecodeKernel kernel = MlaDecodeKernel::kV2)
+      : OpTest(CudaBackendOptions{.device = 0,
+                                  .sync_each_op = true,
+                                  .fp8_gemm = false,
+                                  .mla_prefill = form,
+                                  .mla_decode = kernel}) {}
 
   std::unique_ptr<HostWeight> make_kv_b(Rng& rng, const MlaShape& s) {
     auto kv_b = make_weight(rng, s.heads * (s.nope + s.v), s.lora, s.kv_b_dtype,

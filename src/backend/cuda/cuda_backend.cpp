@@ -40,6 +40,12 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
                "DS_MLA_PREFILL={}: use 0 (weight-absorbed MLA for every token) or 1 (expanded prefill)", form);
     if (std::strcmp(form, "0") == 0) mla_prefill_ = MlaPrefillForm::kAbsorbed;
   }
+  mla_decode_ = options.mla_decode;
+  if (const char* kernel = std::getenv("DS_MLA_DECODE")) {
+    DS_REQUIRE(std::strcmp(kernel, "1") == 0 || std::strcmp(kernel, "2") == 0, UserError,
+               "DS_MLA_DECODE={}: use 1 (the first tensor-core MLA kernel) or 2 (the second)", kernel);
+    mla_decode_ = std::strcmp(kernel, "1") == 0 ? MlaDecodeKernel::kV1 : MlaDecodeKernel::kV2;
+  }
   const char* grouped = std::getenv("DS_MOE_GROUPED");
   grouped_experts_ = options.grouped_experts && (grouped == nullptr || std::strcmp(grouped, "0") != 0);
   DS_CHECK(options.moe_tile_rows == 0 || options.moe_tile_rows == cuda::kMoeTileRows ||

@@ -43,6 +43,13 @@ enum class StreamGemm {
   kAlways,  // the streaming kernel for every linear and MLP of at most 64 rows it can read (tests, A/B)
 };
 
+// Which kernel runs weight-absorbed MLA attention over the latent cache (bench/BENCH.md has both measured).
+enum class MlaDecodeKernel {
+  kV1,  // cuda_mla.cu: 16-row warp tiles, warp pairs exchanging S every 32 keys
+  kV2,  // cuda_mla_v2.cu for tiles of more than 16 rows (32-row warp tiles, one softmax per row); tiles of
+        // at most 16 rows (decode at 16 heads) as kV1
+};
+
 struct CudaBackendOptions {
   int device = 0;
   // Wait for every op and check it (slow; names the op that faulted). DEEPSERVE_CUDA_SYNC=1 turns it on too.
@@ -66,6 +73,9 @@ struct CudaBackendOptions {
   // for the sequences the rule in cuda_mla_expanded.cpp picks. DS_MLA_PREFILL=0 turns it off (kAbsorbed),
   // DS_MLA_PREFILL=1 leaves this as set; any other value of it is an error.
   MlaPrefillForm mla_prefill = MlaPrefillForm::kAuto;
+  // The MLA attention kernel (tensor-core path): V2, 6-8% faster than V1 at 128 heads and equal elsewhere on
+  // the H100 (bench/BENCH.md). DS_MLA_DECODE=1|2 overrides it; any other value is an error.
+  MlaDecodeKernel mla_decode = MlaDecodeKernel::kV2;
   // Rows per tile of the grouped expert GEMMs: 0 picks per call (64-row tiles of the 8-warp kernel when the
   // batch averages at least kMoeLargeTileMinRows rows per expert, as in prefill; 32-row tiles otherwise);
   // 32 or 64 forces one (tests, bench_model --moe-op). DS_MOE_TILE_ROWS=32|64 forces one too.
@@ -141,6 +151,13 @@ class CudaBackend final : public Backend {
   // The cudaStream_t every op is queued on, as an opaque pointer (this header includes no CUDA header): for
   // callers that time ops with CUDA events on the same stream (bench/).
   [[nodiscard]] void* stream_handle() const;
+  // For bench/ (timing the attention kernel without the absorption GEMMs): later mla_attention calls on the
+  // tensor-core path record these cudaEvent_t (opaque pointers) just before the attention kernel and just
+  // after its split-KV combine. nullptr, nullptr stops it.
+  void set_mla_kernel_events(void* start, void* stop) {
+    mla_kernel_start_ = start;
+    mla_kernel_stop_ = stop;
+  }
 
  private:
   [[nodiscard]] Tensor allocate(std::vector<int64_t> shape, DType dtype);
@@ -149,6 +166,9 @@ class CudaBackend final : public Backend {
   std::shared_ptr<cuda::CudaContext> ctx_;
   bool legacy_mla_ = false;
   MlaPrefillForm mla_prefill_ = MlaPrefillForm::kAuto;
+  MlaDecodeKernel mla_decode_ = MlaDecodeKernel::kV2;
+  void* mla_kernel_start_ = nullptr;  // set_mla_kernel_events
+  void* mla_kernel_stop_ = nullptr;
   bool grouped_experts_ = true;
   int moe_tile_rows_ = 0;  // CudaBackendOptions::moe_tile_rows
   // Device memory for w's data (out of memory: a UserError with the sizes), and w's block scales uploaded as fp32.

@@ -226,11 +226,18 @@ MlaBf16Operands bf16_operands(cuda::CudaContext& ctx, const MlaAttentionParams& 
   return r;
 }
 
+// Which attention kernel runs, and the bench's events around it (CudaBackend::set_mla_kernel_events).
+struct MlaKernelChoice {
+  MlaDecodeKernel kernel = MlaDecodeKernel::kV1;
+  void* start_event = nullptr;  // cudaEvent_t
+  void* stop_event = nullptr;
+};
+
 // The tensor-core path: see the file comment. Shapes and the batch are checked by the caller. Sequences with
 // skip[s] set are left out (the expanded form writes their rows): the GEMMs run over each run of consecutive
 // tokens of the others, the attention kernel over their tiles.
 void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const ForwardBatch& batch,
-                  const MlaBf16Operands& in, const std::vector<char>& skip) {
+                  const MlaBf16Operands& in, const std::vector<char>& skip, const MlaKernelChoice& choice) {
   using cuda::kMlaBlockKeys;
   using cuda::kMlaLatent;
   using cuda::kMlaTileRows;
@@ -303,8 +310,13 @@ void mla_absorbed(cuda::CudaContext& ctx, const MlaAttentionParams& p, const For
   k.part_o = partials;
   k.part_ml = partials == nullptr ? nullptr : partials + part_o_bytes / sizeof(float);
   k.o_latent = static_cast<__nv_bfloat16*>(o_latent);
+  k.kernel_version = choice.kernel == MlaDecodeKernel::kV2 ? 2 : 1;
+  if (choice.start_event != nullptr)
+    DS_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(choice.start_event), ctx.stream));
   cuda::launch_mla_decode(k, ctx.stream);
   DS_CUDA_CHECK_LAUNCH();
+  if (choice.stop_event != nullptr)
+    DS_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(choice.stop_event), ctx.stream));
 
   // out[t, h, :] = W_UV_h o_latent[t, h, :]: per head, column-major D [v, T] = A^T [v, 512] B [512, T], A =
   // rows [h * (nope + v) + nope, + v) of kv_b_proj read column-major as [512, v].
@@ -368,7 +380,8 @@ void CudaBackend::mla_attention(const MlaAttentionParams& p, const ForwardBatch&
     for (const int32_t s : expanded) skip[static_cast<size_t>(s)] = 1;
     if (num_tokens > 0) {
       const MlaBf16Operands in = bf16_operands(*ctx_, p);
-      mla_absorbed(*ctx_, p, batch, in, skip);
+      mla_absorbed(*ctx_, p, batch, in, skip,
+                   MlaKernelChoice{mla_decode_, mla_kernel_start_, mla_kernel_stop_});
       if (!expanded.empty()) cuda::mla_expanded(*ctx_, p, batch, in.q, in.kv_b_proj, expanded);
     }
     ctx_->after_op("mla_attention");

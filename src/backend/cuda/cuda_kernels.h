@@ -118,8 +118,14 @@ struct MlaDecodeParams {
   float* part_o = nullptr;            // [pieces, 64, 512] unnormalized
   float* part_ml = nullptr;           // [pieces, 64, 2]: running max (log2 domain), sum
   __nv_bfloat16* o_latent = nullptr;  // [num_tokens, num_heads, 512], normalized
+  // 1: cuda_mla.cu's warp layout for every tile; 2: tiles of more than 16 rows through cuda_mla_v2.cu, tiles
+  // of at most 16 rows through cuda_mla.cu as in 1 (CudaBackendOptions::mla_decode).
+  int32_t kernel_version = 1;
 };
 void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream);
+// cuda_mla_v2.cu, called by launch_mla_decode (kernel_version 2, tiles of more than 16 rows); false when the
+// kernel could not be configured (the error is left for the caller's launch check).
+bool launch_mla_decode_v2_rows64(const MlaDecodeParams& p, bool capturing, cudaStream_t stream);
 size_t mla_decode_smem_bytes();
 
 // A decode batch's plan made on the device from its positions, with a grid fixed by the batch size (so a graph

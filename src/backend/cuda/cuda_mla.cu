@@ -31,10 +31,10 @@ namespace {
 constexpr int kLat = kMlaLatent, kDim = kMlaLatent + kMlaRope;  // 512 + 64
 constexpr int kRows = kMlaTileRows;                             // 64
 constexpr int kKeys = kMlaBlockKeys;                            // 32
-constexpr int kStages = 3;
 constexpr int kThreads = 256;
-constexpr int kStride = kDim + 8;          // bf16 elements per shared row: +16 bytes against bank conflicts
-constexpr int kChunks = kDim * 2 / 16;     // 72 16-byte chunks per row
+constexpr int kStages = 3;              // key blocks in shared memory, 2 of them in flight while one is used
+constexpr int kStride = kDim + 8;       // bf16 elements per shared row: +16 bytes against bank conflicts
+constexpr int kChunks = kDim * 2 / 16;  // 72 16-byte chunks per row
 constexpr int kLatChunks = kLat * 2 / 16;  // 64 of them latent
 constexpr int kKSteps = kDim / 16;         // 36 k-steps of 16 dimensions in S
 
@@ -44,14 +44,21 @@ __device__ __forceinline__ void group_barrier(int group) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(group + 1), "n"(kWarpsPerGroup * 32));
 }
 
+// Shared memory of mla_decode_kernel<kGroups>: Q for kGroups * 16 rows, the key stages, the S exchange.
+constexpr size_t smem_bytes(int groups) {
+  return size_t(groups * 16 + kStages * kKeys) * kStride * sizeof(__nv_bfloat16) +
+         size_t{8 * 4 * 32} * sizeof(float4);
+}
+
 template <int kGroups>
 __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams p) {
+  constexpr int kQRows = kGroups * 16;         // rows of Q kept: tiles of more rows take more groups
   constexpr int kW = kThreads / 32 / kGroups;  // warps per row group
   constexpr int kCols = kLat / kW;             // output columns per warp
   constexpr int kTiles = kCols / 8;            // n-tiles of O per warp
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  auto* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kRows][kStride]: q_latent | q_rope
-  __nv_bfloat16* sk = sq + kRows * kStride;               // [kStages][kKeys][kStride]: latent | rope key
+  auto* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kQRows][kStride]: q_latent | q_rope
+  __nv_bfloat16* sk = sq + kQRows * kStride;              // [kStages][kKeys][kStride]: latent | rope key
   auto* sx = reinterpret_cast<float4*>(sk + kStages * kKeys * kStride);  // [8 warps][4][32 lanes]
 
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
@@ -83,7 +90,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     }
     __syncthreads();  // the previous segment is done with sq and sk
 
-    for (int c = tid; c < kRows * kChunks; c += kThreads) {
+    for (int c = tid; c < kQRows * kChunks; c += kThreads) {
       const int r = c / kChunks, ch = c % kChunks;
       const bool valid = r < rows;
       const int64_t tok = tile.tok0 + (valid ? r / tile.nheads : 0);
@@ -111,10 +118,12 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
       }
     };
     const int nblk = seg.kb1 - seg.kb0;
-    load_block(seg.kb0, 0);
-    cp_async_commit();  // group: Q and block 0
-    if (nblk > 1) load_block(seg.kb0 + 1, 1);
-    cp_async_commit();
+    // Blocks 0 .. kStages - 2 in flight before the loop, one commit group each (the first holds Q too).
+#pragma unroll
+    for (int b = 0; b < kStages - 1; ++b) {
+      if (b < nblk) load_block(seg.kb0 + b, b);
+      cp_async_commit();
+    }
 
     float o[kTiles][4];
 #pragma unroll
@@ -124,7 +133,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     for (int i = 0; i < nblk; ++i) {
       cp_async_wait<kStages - 2>();  // this thread's copies of block i (and Q) have landed
       __syncthreads();               // everyone's have; and block i - 1's buffer is free again
-      if (i + 2 < nblk) load_block(seg.kb0 + i + 2, (i + 2) % kStages);
+      if (i + kStages - 1 < nblk) load_block(seg.kb0 + i + kStages - 1, (i + kStages - 1) % kStages);
       cp_async_commit();
       if (!warp_active) continue;
       const __nv_bfloat16* kbuf = sk + (i % kStages) * kKeys * kStride;
@@ -301,29 +310,32 @@ __global__ void mla_decode_plan_kernel(MlaDecodePlanParams p, int32_t* tiles_out
   if (p.splits > 1) split_tiles_out[ti] = ti;
 }
 
-constexpr size_t kSmemBytes =
-    size_t{kRows + kStages * kKeys} * kStride * sizeof(__nv_bfloat16) + size_t{8 * 4 * 32} * sizeof(float4);
-
 }  // namespace
 
 size_t mla_decode_smem_bytes() {
-  return kSmemBytes;
+  return smem_bytes(4);
 }
 
 void launch_mla_decode(const MlaDecodeParams& p, cudaStream_t stream) {
   if (p.num_ctas == 0) return;
   static_assert(kLat / 4 == 128, "the combine kernel's 128 threads cover 4 columns each");
-  // Tiles of at most 16 rows (decode at <= 16 heads) spread each row group over all 8 warps.
-  auto* kernel = p.max_tile_rows <= 16 ? mla_decode_kernel<1> : mla_decode_kernel<4>;
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &capturing) != cudaSuccess) return;  // the caller's launch check reports it
-  // While a graph is recorded, the warm-up run before it has set the attribute already.
-  if (capturing == cudaStreamCaptureStatusNone) {
-    const cudaError_t attr = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                  static_cast<int>(kSmemBytes));
-    if (attr != cudaSuccess) return;  // left as the last error; the caller's launch check reports it
+  if (p.kernel_version == 2 && p.max_tile_rows > 16) {
+    if (!launch_mla_decode_v2_rows64(p, capturing != cudaStreamCaptureStatusNone, stream)) return;
+  } else {
+    // Tiles of at most 16 rows (decode at <= 16 heads) spread each row group over all 8 warps (both
+    // versions: 4 key blocks in flight for them instead of 2 measured no faster on the H100, bench/BENCH.md).
+    auto* kernel = p.max_tile_rows <= 16 ? mla_decode_kernel<1> : mla_decode_kernel<4>;
+    const size_t smem = smem_bytes(p.max_tile_rows <= 16 ? 1 : 4);
+    // While a graph is recorded, the warm-up run before it has set the attribute already.
+    if (capturing == cudaStreamCaptureStatusNone) {
+      const cudaError_t attr =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+      if (attr != cudaSuccess) return;  // left as the last error; the caller's launch check reports it
+    }
+    kernel<<<static_cast<unsigned>(p.num_ctas), kThreads, smem, stream>>>(p);
   }
-  kernel<<<static_cast<unsigned>(p.num_ctas), kThreads, kSmemBytes, stream>>>(p);
   if (p.num_split_tiles > 0)
     mla_combine_kernel<<<dim3(static_cast<unsigned>(p.num_split_tiles), kRows), 128, 0, stream>>>(p);
 }
