@@ -34,6 +34,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "gpu/ceilings.h"
+#include "gpu/event_timing.h"
 #include "gpu/mla_op_bench.h"
 #include "gpu/mla_prefill_bench.h"
 #include "gpu/moe_op_bench.h"
@@ -69,10 +70,6 @@ struct StepResult {
   int64_t nonfinite_logits = 0;  // of the profiled step: random weights must keep activations finite
 };
 
-void check_cuda(cudaError_t status, const char* what) {
-  DS_CHECK(status == cudaSuccess, "{}: {}", what, cudaGetErrorString(status));
-}
-
 // One step: `seqs` sequences of `new_tokens` tokens each on top of `cached` tokens, sequence s in blocks
 // [s * blocks_per_seq, ...). Logits for the last token of each sequence.
 ForwardBatch make_step(int64_t seqs, int64_t new_tokens, int64_t cached, int32_t block_size,
@@ -101,26 +98,8 @@ ForwardBatch make_step(int64_t seqs, int64_t new_tokens, int64_t cached, int32_t
 // Runs `batch` warmup + N times with events around forward(), then once profiled; counts non-finite logits.
 StepResult run_step(const Options& o, DeepseekModel& model, CudaBackend& cuda, ProfilingBackend& prof,
                     const ForwardBatch& batch, const std::string& what) {
-  const auto stream = static_cast<cudaStream_t>(cuda.stream_handle());
-  cudaEvent_t start = nullptr, stop = nullptr;
-  check_cuda(cudaEventCreate(&start), "cudaEventCreate");
-  check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
-  auto one = [&] {
-    check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
-    const Tensor logits = model.forward(batch);
-    check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");
-    check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float ms = 0;
-    check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-    return static_cast<double>(ms);
-  };
-  double warm_ms = 0;
-  for (int i = 0; i < o.warmup; ++i) warm_ms = one();
-  const int n = std::max(3, std::min(o.iters, static_cast<int>(o.row_budget_ms / std::max(warm_ms, 1e-3))));
-  std::vector<double> samples;
-  for (int i = 0; i < n; ++i) samples.push_back(one());
-  check_cuda(cudaEventDestroy(start), "cudaEventDestroy");
-  check_cuda(cudaEventDestroy(stop), "cudaEventDestroy");
+  const Timing time = time_calls(static_cast<cudaStream_t>(cuda.stream_handle()), o.warmup, o.iters,
+                                 o.row_budget_ms, [&] { (void)model.forward(batch); });
 
   prof.begin_step(true);
   const Tensor logits = model.forward_eager(batch);  // ops one by one, even where forward() replays a graph
@@ -132,7 +111,7 @@ StepResult run_step(const Options& o, DeepseekModel& model, CudaBackend& cuda, P
   r.what = what;
   r.batch = batch.num_seqs();
   r.tokens = batch.num_tokens();
-  r.time = summarize(std::move(samples));
+  r.time = time;
   return r;
 }
 

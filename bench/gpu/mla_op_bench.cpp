@@ -7,6 +7,7 @@
 #include <random>
 #include <utility>
 
+#include "gpu/event_timing.h"
 #include "io/dtype.h"
 #include "util/check.h"
 
@@ -22,10 +23,6 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float scale) {
   std::vector<float> v(n);
   for (float& x : v) x = dist(rng);
   return v;
-}
-
-void check_cuda(cudaError_t status, const char* what) {
-  DS_CHECK(status == cudaSuccess, "{}: {}", what, cudaGetErrorString(status));
 }
 
 // Times one shape on one backend; `output` gets the op's output (for the comparison between variants).

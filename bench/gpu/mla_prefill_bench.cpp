@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 
+#include "gpu/event_timing.h"
 #include "io/dtype.h"
 #include "util/check.h"
 
@@ -26,10 +27,6 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float scale) {
   return v;
 }
 
-void check_cuda(cudaError_t status, const char* what) {
-  DS_CHECK(status == cudaSuccess, "{}: {}", what, cudaGetErrorString(status));
-}
-
 // Median time of mla_attention on `backend`, and its output.
 Timing time_form(CudaBackend& backend, const Weight& kv_b_proj, const ForwardBatch& batch,
                  const std::vector<float>& cache_v, const std::vector<float>& q_v, int64_t heads, int warmup,
@@ -46,30 +43,12 @@ Timing time_form(CudaBackend& backend, const Weight& kv_b_proj, const ForwardBat
   p.kv_lora_rank = kLora, p.block_size = kPage;
   p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(kNope + kRope));
 
-  const auto stream = static_cast<cudaStream_t>(backend.stream_handle());
-  cudaEvent_t start = nullptr, stop = nullptr;
-  check_cuda(cudaEventCreate(&start), "cudaEventCreate");
-  check_cuda(cudaEventCreate(&stop), "cudaEventCreate");
-  auto one = [&] {
-    check_cuda(cudaEventRecord(start, stream), "cudaEventRecord");
-    backend.mla_attention(p, batch);
-    check_cuda(cudaEventRecord(stop, stream), "cudaEventRecord");
-    check_cuda(cudaEventSynchronize(stop), "cudaEventSynchronize");
-    float ms = 0;
-    check_cuda(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-    return static_cast<double>(ms);
-  };
-  double warm_ms = 0;
-  for (int i = 0; i < std::max(warmup, 1); ++i) warm_ms = one();
   // Slow shapes get fewer repetitions (at least 3), so the table stays within a few seconds.
-  const int n = std::max(3, std::min(iters, static_cast<int>(1000.0 / std::max(warm_ms, 1e-3))));
-  std::vector<double> samples;
-  for (int i = 0; i < n; ++i) samples.push_back(one());
-  check_cuda(cudaEventDestroy(start), "cudaEventDestroy");
-  check_cuda(cudaEventDestroy(stop), "cudaEventDestroy");
+  const Timing time = time_calls(static_cast<cudaStream_t>(backend.stream_handle()), warmup, iters, 1000.0,
+                                 [&] { backend.mla_attention(p, batch); });
   out_v->resize(static_cast<size_t>(out.numel()));
   backend.copy_to_host(out, *out_v);
-  return summarize(std::move(samples));
+  return time;
 }
 
 }  // namespace

@@ -13,16 +13,13 @@
 #include <sstream>
 #include <vector>
 
+#include "gpu/event_timing.h"
 #include "io/dtype.h"
 #include "io/safetensors.h"
 #include "util/check.h"
 
 namespace ds::bench {
 namespace {
-
-void check_cuda(cudaError_t status, const char* what) {
-  DS_CHECK(status == cudaSuccess, "{}: {}", what, cudaGetErrorString(status));
-}
 
 // Device allocations of one bench section, freed when it ends.
 class DeviceArena {
