@@ -23,19 +23,21 @@
 #include <math_constants.h>
 
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_mla_tile.cuh"
 #include "backend/cuda/cuda_mma.cuh"
 
 namespace ds::cuda {
 namespace {
 
-constexpr int kLat = kMlaLatent, kDim = kMlaLatent + kMlaRope;  // 512 + 64
+using mla::kChunks;
+using mla::kDim;
+using mla::kKeys;
+using mla::kLat;
+using mla::kLatChunks;
+using mla::kStride;
 constexpr int kRows = kMlaTileRows;                             // 64
-constexpr int kKeys = kMlaBlockKeys;                            // 32
 constexpr int kThreads = 256;
 constexpr int kStages = 3;              // key blocks in shared memory, 2 of them in flight while one is used
-constexpr int kStride = kDim + 8;       // bf16 elements per shared row: +16 bytes against bank conflicts
-constexpr int kChunks = kDim * 2 / 16;  // 72 16-byte chunks per row
-constexpr int kLatChunks = kLat * 2 / 16;  // 64 of them latent
 constexpr int kKSteps = kDim / 16;         // 36 k-steps of 16 dimensions in S
 
 // Synchronizes the warps that share a row group; ids 1..4 (0 is __syncthreads).
@@ -90,32 +92,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     }
     __syncthreads();  // the previous segment is done with sq and sk
 
-    for (int c = tid; c < kQRows * kChunks; c += kThreads) {
-      const int r = c / kChunks, ch = c % kChunks;
-      const bool valid = r < rows;
-      const int64_t tok = tile.tok0 + (valid ? r / tile.nheads : 0);
-      const int64_t head = tile.head0 + (valid ? r % tile.nheads : 0);
-      const __nv_bfloat16* src = ch < kLatChunks ? p.q_latent + (tok * p.num_heads + head) * kLat + ch * 8
-                                                 : p.q + tok * p.q_ld + head * p.q_head_stride +
-                                                       p.q_rope_offset + (ch - kLatChunks) * 8;
-      cp_async16(sq + r * kStride + ch * 8, src, valid);
-    }
+    mla::load_query_tile<kThreads>(p, tile, rows, kQRows, sq, tid);
     auto load_block = [&](int kb, int stage) {
-      const int r = tid / 8;  // 8 threads per key row, 9 chunks each
-      const int key = kb * kKeys + r;
-      const bool valid = key < tile.kv_len;
-      int64_t slot = 0;
-      if (valid)
-        slot = int64_t{p.block_table[int64_t{tile.seq} * p.max_blocks_per_seq + key / p.block_size]} *
-                   p.block_size +
-               key % p.block_size;
-      const __nv_bfloat16* src = p.kv_cache + slot * p.kv_ld;
-      __nv_bfloat16* dst = sk + (stage * kKeys + r) * kStride;
-#pragma unroll
-      for (int m = 0; m < kChunks / 8; ++m) {
-        const int ch = tid % 8 + 8 * m;
-        cp_async16(dst + ch * 8, src + ch * 8, valid);
-      }
+      mla::load_key_block(p, tile, kb, sk + stage * kKeys * kStride, tid);
     };
     const int nblk = seg.kb1 - seg.kb0;
     // Blocks 0 .. kStages - 2 in flight before the loop, one commit group each (the first holds Q too).

@@ -24,19 +24,21 @@
 #include <math_constants.h>
 
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_mla_tile.cuh"
 #include "backend/cuda/cuda_mma.cuh"
 
 namespace ds::cuda {
 namespace {
 
-constexpr int kLat = kMlaLatent, kDim = kMlaLatent + kMlaRope;  // 512 + 64
+using mla::kChunks;
+using mla::kDim;
+using mla::kKeys;
+using mla::kLat;
+using mla::kLatChunks;
+using mla::kStride;
 constexpr int kRows = kMlaTileRows;                             // 64
-constexpr int kKeys = kMlaBlockKeys;                            // 32
 constexpr int kStages = 3;
 constexpr int kThreads = 256;
-constexpr int kStride = kDim + 8;          // bf16 elements per shared row: +16 bytes against bank conflicts
-constexpr int kChunks = kDim * 2 / 16;     // 72 16-byte chunks per row
-constexpr int kLatChunks = kLat * 2 / 16;  // 64 of them latent
 constexpr int kGroupRows = 32;             // rows per group of 4 warps
 constexpr int kKStepsPerWarp = kDim / 16 / 4;  // 9 k-steps of 16 dims each
 constexpr int kCols = kLat / 4;                // 128 output columns per warp
@@ -89,32 +91,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_v2_kernel(MlaDecodePar
     const int row_pos = my_row < rows ? p.positions[tile.tok0 + my_row / tile.nheads] : -1;
     __syncthreads();  // the previous segment is done with sq, sk and the group buffers
 
-    for (int c = tid; c < kRows * kChunks; c += kThreads) {
-      const int r = c / kChunks, ch = c % kChunks;
-      const bool valid = r < rows;
-      const int64_t tok = tile.tok0 + (valid ? r / tile.nheads : 0);
-      const int64_t head = tile.head0 + (valid ? r % tile.nheads : 0);
-      const __nv_bfloat16* src = ch < kLatChunks ? p.q_latent + (tok * p.num_heads + head) * kLat + ch * 8
-                                                 : p.q + tok * p.q_ld + head * p.q_head_stride +
-                                                       p.q_rope_offset + (ch - kLatChunks) * 8;
-      cp_async16(sq + r * kStride + ch * 8, src, valid);
-    }
+    mla::load_query_tile<kThreads>(p, tile, rows, kRows, sq, tid);
     auto load_block = [&](int kb, int stage) {
-      const int r = tid / 8;  // 8 threads per key row, 9 chunks each
-      const int key = kb * kKeys + r;
-      const bool valid = key < tile.kv_len;
-      int64_t slot = 0;
-      if (valid)
-        slot = int64_t{p.block_table[int64_t{tile.seq} * p.max_blocks_per_seq + key / p.block_size]} *
-                   p.block_size +
-               key % p.block_size;
-      const __nv_bfloat16* src = p.kv_cache + slot * p.kv_ld;
-      __nv_bfloat16* dst = sk + (stage * kKeys + r) * kStride;
-#pragma unroll
-      for (int m = 0; m < kChunks / 8; ++m) {
-        const int ch = tid % 8 + 8 * m;
-        cp_async16(dst + ch * 8, src + ch * 8, valid);
-      }
+      mla::load_key_block(p, tile, kb, sk + stage * kKeys * kStride, tid);
     };
     const int nblk = seg.kb1 - seg.kb0;
     load_block(seg.kb0, 0);
