@@ -57,6 +57,7 @@ class ProfilingBackend final : public Backend {
   [[nodiscard]] StepStats end_step();
 
   void prepare_weight(Weight& w) override { inner_.prepare_weight(w); }
+  void prepare_weights(std::span<Weight* const> weights) override { inner_.prepare_weights(weights); }
   [[nodiscard]] Tensor empty(std::vector<int64_t> shape) override { return inner_.empty(std::move(shape)); }
   [[nodiscard]] DType activation_dtype() const override { return inner_.activation_dtype(); }
   [[nodiscard]] Tensor empty_f32(std::vector<int64_t> shape) override {
