@@ -248,6 +248,9 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
   auto* seed = cmd->add_option("--seed", o.seed, "Random seed for sampling");
   seed->each([&o](const std::string&) { o.seed_given = true; });
   cmd->add_option("--device", o.device, "cpu")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--dtype", o.dtype,
+                  "Activation dtype: auto (bfloat16 on cuda, float32 on cpu), bfloat16 (cuda) or float32 (cpu)")
+      ->check(CLI::IsMember({"auto", "bfloat16", "float32", "float", "float16", "half"}));
   cmd->add_option("--threads", o.threads, "CPU threads (0 = all cores)")->check(CLI::Range(0, 1024));
   cmd->add_flag("--ignore-eos", o.ignore_eos, "Keep generating past the end-of-sequence token");
   cmd->add_flag("--json", o.json, "Print {prompt_ids, token_ids, text, finish_reason} as JSON at the end");
@@ -279,7 +282,7 @@ int run_generate(const GenerateOptions& o) {
   flags.validate();
   if (!o.prompt_ids.empty()) (void)parse_prompt_ids(o.prompt_ids);
 
-  const std::unique_ptr<Backend> backend = make_backend(o.device, o.threads);
+  const std::unique_ptr<Backend> backend = make_backend(o.device, o.dtype, o.threads);
   auto model = load_model(o.model_dir, *backend);
   // The model directory's tokenizer, when it has one: text prompts, chat files and text output.
   std::optional<PromptEncoder> encoder;

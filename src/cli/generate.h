@@ -23,6 +23,7 @@ struct GenerateOptions {
   uint64_t seed = 0;
   bool seed_given = false;
   std::string device = "cpu";
+  std::string dtype = "auto";  // --dtype: the activations' dtype (make_backend checks it against the device)
   int threads = 0;
   bool ignore_eos = false;
   bool json = false;

@@ -34,7 +34,17 @@ void prefetch_with_progress(const Checkpoint& checkpoint) {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
+std::unique_ptr<Backend> make_backend(const std::string& device, const std::string& dtype, int threads) {
+  DS_REQUIRE(dtype != "float16" && dtype != "half", InvalidArgument,
+             "--dtype {}: not supported; DeepSeek's checkpoints are bfloat16 or FP8, whose range float16 does not "
+             "hold: use --dtype bfloat16 with --device cuda (or auto)", dtype);
+  const bool fp32 = dtype == "float32" || dtype == "float";
+  DS_REQUIRE(!(device == "cuda" && fp32), InvalidArgument,
+             "--dtype {}: the CUDA backend computes in bfloat16 (fp32 accumulation, fp32 residual stream and "
+             "logits); use --dtype bfloat16 or auto, or --device cpu for the float32 reference", dtype);
+  DS_REQUIRE(!(device == "cpu" && dtype == "bfloat16"), InvalidArgument,
+             "--dtype bfloat16: the CPU backend is the float32 reference; use --device cuda for bfloat16, or "
+             "--dtype float32 or auto on the CPU");
   if (device == "cuda") {
 #ifdef DEEPSERVE_HAVE_CUDA
     return std::make_unique<CudaBackend>();

@@ -10,8 +10,10 @@
 
 namespace ds::cli {
 
-// "cpu" (threads: 0 = every core) or "cuda"; InvalidArgument for cuda in a build without it.
-std::unique_ptr<Backend> make_backend(const std::string& device, int threads);
+// "cpu" (threads: 0 = every core) or "cuda"; InvalidArgument for cuda in a build without it, and for a --dtype the
+// device does not compute in: the CPU backend is the float32 reference, the CUDA backend computes in bfloat16
+// (fp32 accumulation, fp32 residual stream and logits); "auto" is each one's own, float16 neither.
+std::unique_ptr<Backend> make_backend(const std::string& device, const std::string& dtype, int threads);
 
 // Loads the checkpoint at dir onto backend. A GPU backend uploads the weights while loading; the line
 // "deepserve: weights: 31.41 GB to the GPU in 8.3 s (3.77 GB/s; ...)" goes to stderr. The CPU reads the

@@ -98,6 +98,9 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   cmd->add_option("--host", o.host, "Address to listen on (0.0.0.0 for every interface)");
   cmd->add_option("--port", o.port, "Port to listen on (0: any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--dtype", o.dtype,
+                  "Activation dtype: auto (bfloat16 on cuda, float32 on cpu), bfloat16 (cuda) or float32 (cpu)")
+      ->check(CLI::IsMember({"auto", "bfloat16", "float32", "float", "float16", "half"}));
   cmd->add_option("--threads", o.threads, "CPU threads for the CPU backend (0 = all cores)")
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--io-threads", o.io_threads, "HTTP I/O threads")->check(CLI::Range(1, 64));
@@ -222,7 +225,7 @@ int run_serve(ServeOptions o) {
   signal(SIGHUP, SIG_DFL);  // under nohup it is ignored, and an ignored signal never reaches sigwait
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  const std::unique_ptr<Backend> backend = make_backend(o.device, o.threads);
+  const std::unique_ptr<Backend> backend = make_backend(o.device, o.dtype, o.threads);
   auto model = load_model(o.model_dir, *backend);
   const fs::path tokenizer_dir = o.tokenizer_dir.empty() ? fs::path(o.model_dir) : fs::path(o.tokenizer_dir);
   // The tokenizer and chat template, when the directory has them: text prompts and chat need them.

@@ -17,6 +17,7 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string device = "cpu";
+  std::string dtype = "auto";  // --dtype: the activations' dtype (make_backend checks it against the device)
   int threads = 0;
   int io_threads = 2;
   // Engine.

@@ -145,6 +145,31 @@ TEST(GenerateCliErrors, MissingModelDirectoryIsNamed) {
 
 }  // namespace
 
+// --dtype as vLLM spells it: auto and the device's own dtype run, the others are refused before the load with
+// what the device computes in.
+TEST(GenerateCliDtype, TheDevicesOwnDtypeRunsOthersAreRefusedWithTheReason) {
+  const std::string args = "generate --model " + fixture("deepseek_v2_tiny_bf16") +
+                           " --prompt-ids 5,6,7 --max-tokens 4 --temperature 0 --ignore-eos --json";
+  const CommandRun plain = run_deepserve(args), fp32 = run_deepserve(args + " --dtype float32"),
+                   autod = run_deepserve(args + " --dtype auto");
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_EQ(fp32.output, plain.output);
+  EXPECT_EQ(autod.output, plain.output);
+  const CommandRun bf16 = run_deepserve(args + " --dtype bfloat16");
+  EXPECT_EQ(bf16.exit_code, 2);
+  EXPECT_NE(bf16.output.find("--dtype bfloat16: the CPU backend is the float32 reference"), std::string::npos)
+      << bf16.output;
+  const CommandRun half = run_deepserve(args + " --dtype float16");
+  EXPECT_EQ(half.exit_code, 2);
+  EXPECT_NE(half.output.find("--dtype float16: not supported"), std::string::npos) << half.output;
+  const CommandRun cuda_fp32 = run_deepserve(args + " --device cuda --dtype float32");
+  EXPECT_EQ(cuda_fp32.exit_code, 2);
+  EXPECT_NE(cuda_fp32.output.find("--dtype float32"), std::string::npos) << cuda_fp32.output;
+  const CommandRun bad = run_deepserve(args + " --dtype fp8");  // not a dtype at all: CLI11's own refusal
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("--dtype"), std::string::npos) << bad.output;
+}
+
 // --enforce-eager is accepted everywhere; on the CPU (no graphs) it changes nothing and says so.
 TEST(GenerateCliEager, EnforceEagerIsANoteOnTheCpu) {
   const std::string args = "generate --model " + fixture("deepseek_v2_tiny_bf16") +
