@@ -1,7 +1,10 @@
 // Row-wise and linear ops: the CUDA backend against the CPU reference on random inputs, over the fixtures'
 // shapes, DeepSeek-V3's real ones and dimensions that are not multiples of 8 or 128.
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
+#include <string>
+#include <tuple>
 
 #include "backend/cuda/cuda_gemm.h"
 #include "op_test_util.h"
@@ -353,6 +356,29 @@ TEST_F(ErrorsTest, MisuseIsACleanError) {
   Tensor e = gpu_.empty({1, 32});
   EXPECT_THROW(gpu_.embedding(w->weight, bad_id, e), InternalError);
   EXPECT_THROW(CudaBackend(CudaBackendOptions{999, false}), UserError);
+}
+
+// The DS_* debug switches take their documented values only; another is a UserError that lists them.
+TEST(DebugSwitches, AnUnknownValueIsRefusedWithTheChoices) {
+  for (const auto& [name, bad, listed] : std::vector<std::tuple<const char*, const char*, const char*>>{
+           {"DS_STREAM_GEMM", "yes", "use 0 (cuBLASLt for every linear) or 1"},
+           {"DS_MOE_TILE_ROWS", "48", "use 32 (32-row expert tiles) or 64"},
+           {"DS_FP8_GEMM", "off", "use 0 (FP8 weights expanded to bf16 for every GEMM) or 1"},
+           {"DS_MOE_GROUPED", "2", "use 0 (one cuBLASLt GEMM per expert"},
+           {"DS_MLA_DECODE", "3", "use 1 (the first tensor-core MLA kernel) or 2"},
+           {"DS_MLA_PREFILL", "auto", "use 0 (weight-absorbed MLA for every token) or 1"}}) {
+    ASSERT_EQ(::setenv(name, bad, 1), 0);
+    try {
+      CudaBackend gpu;
+      ADD_FAILURE() << name << "=" << bad << " was accepted";
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(name) + "=" + bad + ": " + listed), std::string::npos)
+          << e.what();
+    }
+    ASSERT_EQ(::setenv(name, name == std::string("DS_MOE_TILE_ROWS") ? "64" : "1", 1), 0);
+    EXPECT_NO_THROW(CudaBackend{}) << name;  // a documented value is taken
+    ASSERT_EQ(::unsetenv(name), 0);
+  }
 }
 
 }  // namespace

@@ -7,7 +7,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <optional>
+#include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/cuda_context.h"
@@ -20,43 +24,53 @@ using cuda::col_slice;
 using cuda::device_weight;
 using cuda::matrix;
 
+namespace {
+
+// A debug switch of the environment (docs/gpu.md): nullopt when unset, else its value, which must be one of
+// `values`; any other is a UserError listing them with what each does.
+std::optional<std::string_view> env_switch(const char* name,
+                                           std::initializer_list<std::pair<std::string_view, std::string_view>> values) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) return std::nullopt;
+  std::string choices;
+  for (const auto& [value, meaning] : values) {
+    if (value == v) return value;
+    choices += fmt::format("{}{} ({})", choices.empty() ? "" : " or ", value, meaning);
+  }
+  throw UserError(fmt::format("{}={}: use {}", name, v, choices));
+}
+
+}  // namespace
+
 CudaBackend::CudaBackend(CudaBackendOptions options) {
   const char* env = std::getenv("DEEPSERVE_CUDA_SYNC");
   const bool sync = options.sync_each_op || (env != nullptr && std::strcmp(env, "0") != 0 && *env != '\0');
   ctx_ = std::make_shared<cuda::CudaContext>(options.device, sync);
   const char* mla = std::getenv("DEEPSERVE_MLA");
   legacy_mla_ = options.legacy_mla || (mla != nullptr && std::strcmp(mla, "legacy") == 0);
-  ctx_->fp8_gemm = options.fp8_gemm && cuda::fp8_gemm_enabled();
+  const auto fp8 = env_switch("DS_FP8_GEMM", {{"0", "FP8 weights expanded to bf16 for every GEMM"},
+                                              {"1", "block-scaled FP8 GEMMs"}});
+  ctx_->fp8_gemm = options.fp8_gemm && fp8.value_or("1") == "1";
   ctx_->stream_gemm = options.stream_gemm;
-  if (const char* v = std::getenv("DS_STREAM_GEMM")) {
-    DS_REQUIRE(std::strcmp(v, "0") == 0 || std::strcmp(v, "1") == 0, UserError,
-               "DS_STREAM_GEMM={}: use 0 (cuBLASLt for every linear) or 1 (the streaming kernel for every linear "
-               "of at most 64 rows)", v);
-    ctx_->stream_gemm = std::strcmp(v, "0") == 0 ? StreamGemm::kOff : StreamGemm::kAlways;
-  }
+  if (const auto v = env_switch("DS_STREAM_GEMM", {{"0", "cuBLASLt for every linear"},
+                                                   {"1", "the streaming kernel for every linear of at most 64 rows"}}))
+    ctx_->stream_gemm = *v == "0" ? StreamGemm::kOff : StreamGemm::kAlways;
   mla_prefill_ = options.mla_prefill;
-  if (const char* form = std::getenv("DS_MLA_PREFILL")) {
-    DS_REQUIRE(std::strcmp(form, "0") == 0 || std::strcmp(form, "1") == 0, UserError,
-               "DS_MLA_PREFILL={}: use 0 (weight-absorbed MLA for every token) or 1 (expanded prefill)", form);
-    if (std::strcmp(form, "0") == 0) mla_prefill_ = MlaPrefillForm::kAbsorbed;
-  }
+  if (env_switch("DS_MLA_PREFILL", {{"0", "weight-absorbed MLA for every token"}, {"1", "expanded prefill"}}) == "0")
+    mla_prefill_ = MlaPrefillForm::kAbsorbed;
   mla_decode_ = options.mla_decode;
-  if (const char* kernel = std::getenv("DS_MLA_DECODE")) {
-    DS_REQUIRE(std::strcmp(kernel, "1") == 0 || std::strcmp(kernel, "2") == 0, UserError,
-               "DS_MLA_DECODE={}: use 1 (the first tensor-core MLA kernel) or 2 (the second)", kernel);
-    mla_decode_ = std::strcmp(kernel, "1") == 0 ? MlaDecodeKernel::kV1 : MlaDecodeKernel::kV2;
-  }
-  const char* grouped = std::getenv("DS_MOE_GROUPED");
-  grouped_experts_ = options.grouped_experts && (grouped == nullptr || std::strcmp(grouped, "0") != 0);
+  if (const auto v = env_switch("DS_MLA_DECODE", {{"1", "the first tensor-core MLA kernel"}, {"2", "the second"}}))
+    mla_decode_ = *v == "1" ? MlaDecodeKernel::kV1 : MlaDecodeKernel::kV2;
+  const auto grouped = env_switch("DS_MOE_GROUPED", {{"0", "one cuBLASLt GEMM per expert, routing copied to the "
+                                                          "host"}, {"1", "grouped expert GEMMs"}});
+  grouped_experts_ = options.grouped_experts && grouped.value_or("1") == "1";
   DS_CHECK(options.moe_tile_rows == 0 || options.moe_tile_rows == cuda::kMoeTileRows ||
                options.moe_tile_rows == cuda::kMoeLargeTileRows,
            "moe_tile_rows {}: 0 (per call), {} or {}", options.moe_tile_rows, cuda::kMoeTileRows,
            cuda::kMoeLargeTileRows);
   moe_tile_rows_ = options.moe_tile_rows;
-  if (const char* tile = std::getenv("DS_MOE_TILE_ROWS"); tile != nullptr && moe_tile_rows_ == 0) {
-    if (std::strcmp(tile, "32") == 0) moe_tile_rows_ = cuda::kMoeTileRows;
-    if (std::strcmp(tile, "64") == 0) moe_tile_rows_ = cuda::kMoeLargeTileRows;
-  }
+  const auto tile = env_switch("DS_MOE_TILE_ROWS", {{"32", "32-row expert tiles"}, {"64", "64-row expert tiles"}});
+  if (tile && moe_tile_rows_ == 0) moe_tile_rows_ = *tile == "32" ? cuda::kMoeTileRows : cuda::kMoeLargeTileRows;
 }
 
 CudaBackend::~CudaBackend() {

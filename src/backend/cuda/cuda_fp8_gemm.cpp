@@ -64,14 +64,6 @@ std::unique_ptr<GemmPlan> make_fp8_plan(const CudaContext& ctx, int64_t t, int64
 
 }  // namespace
 
-bool fp8_gemm_enabled() {
-  static const bool enabled = [] {
-    const char* v = std::getenv("DS_FP8_GEMM");
-    return v == nullptr || std::strcmp(v, "0") != 0;
-  }();
-  return enabled;
-}
-
 bool gemm_fp8_block_scaled(CudaContext& ctx, const void* xq, const float* x_scales, const void* wq,
                            const float* w_scales, int64_t k, MatrixRef out) {
   const int64_t t = out.rows, n = out.cols;

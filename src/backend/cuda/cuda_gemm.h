@@ -59,9 +59,6 @@ inline constexpr int64_t kStreamGemmMaxRows = 64;
 [[nodiscard]] bool stream_gemm(CudaContext& ctx, const void* x, int64_t ldx, const DeviceWeight& w,
                                const DeviceWeight* up, MatrixRef out);
 
-// False when the environment has DS_FP8_GEMM=0 (see CudaBackendOptions::fp8_gemm).
-[[nodiscard]] bool fp8_gemm_enabled();
-
 // out[T, N] = (xq * x_scales)[T, K] @ (wq * w_scales)[N, K]^T on FP8 tensor cores, fp32 accumulation: xq e4m3
 // [T, K] (row stride K) with 1x128 scales (launch_quantize_fp8_1x128), wq e4m3 [N, K] with 128x128 scales.
 // K must be a multiple of 128; cuBLASLt needs T a multiple of 16, and K and N multiples of 256 for correct
