@@ -283,7 +283,7 @@ int run_generate(const GenerateOptions& o) {
   if (!o.prompt_ids.empty()) (void)parse_prompt_ids(o.prompt_ids);
 
   const std::unique_ptr<Backend> backend = make_backend(o.device, o.dtype, o.threads);
-  auto model = load_model(o.model_dir, *backend);
+  auto model = load_model(o.model_dir, *backend, /*progress=*/true);
   // The model directory's tokenizer, when it has one: text prompts, chat files and text output.
   std::optional<PromptEncoder> encoder;
   if (std::filesystem::exists(std::filesystem::path(o.model_dir) / "tokenizer.json")) {

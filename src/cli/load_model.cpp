@@ -18,9 +18,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Reads every page once, showing bytes and GB/s on a terminal; silent otherwise.
-void prefetch_with_progress(const Checkpoint& checkpoint) {
-  const bool tty = isatty(STDERR_FILENO) != 0;
+// Reads every page once, showing bytes and GB/s when asked to and on a terminal; silent otherwise.
+void prefetch_with_progress(const Checkpoint& checkpoint, bool progress) {
+  const bool tty = progress && isatty(STDERR_FILENO) != 0;
   const auto t0 = std::chrono::steady_clock::now();
   checkpoint.prefetch([&](uint64_t done, uint64_t total) {
     if (!tty) return;
@@ -57,13 +57,13 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const std::stri
   return std::make_unique<CpuBackend>(threads);
 }
 
-std::unique_ptr<DeepseekModel> load_model(const std::string& dir, Backend& backend) {
+std::unique_ptr<DeepseekModel> load_model(const std::string& dir, Backend& backend, bool progress) {
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<DeepseekModel> model = DeepseekModel::load(dir, backend);
   const double load_s = seconds_since(t0);
   const std::optional<DeviceMemoryInfo> memory = backend.device_memory();
   if (!memory) {
-    prefetch_with_progress(model->checkpoint());
+    prefetch_with_progress(model->checkpoint(), progress);
     return model;
   }
   const WeightUploadStats& up = memory->weight_upload;

@@ -17,8 +17,8 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const std::stri
 
 // Loads the checkpoint at dir onto backend. A GPU backend uploads the weights while loading; the line
 // "deepserve: weights: 31.41 GB to the GPU in 8.3 s (3.77 GB/s; ...)" goes to stderr. The CPU reads the
-// mapped files in place: every page is read once now (progress on a terminal) so the first requests do not
-// wait on the disk.
-std::unique_ptr<DeepseekModel> load_model(const std::string& dir, Backend& backend);
+// mapped files in place: every page is read once now (with `progress`, a progress line on a terminal) so the first
+// requests do not wait on the disk.
+std::unique_ptr<DeepseekModel> load_model(const std::string& dir, Backend& backend, bool progress);
 
 }  // namespace ds::cli

@@ -226,7 +226,7 @@ int run_serve(ServeOptions o) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const std::unique_ptr<Backend> backend = make_backend(o.device, o.dtype, o.threads);
-  auto model = load_model(o.model_dir, *backend);
+  auto model = load_model(o.model_dir, *backend, /*progress=*/false);
   const fs::path tokenizer_dir = o.tokenizer_dir.empty() ? fs::path(o.model_dir) : fs::path(o.tokenizer_dir);
   // The tokenizer and chat template, when the directory has them: text prompts and chat need them.
   std::optional<PromptEncoder> encoder;
