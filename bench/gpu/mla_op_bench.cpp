@@ -4,26 +4,18 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 #include <utility>
 
 #include "gpu/event_timing.h"
+#include "gpu/mla_bench_util.h"
 #include "io/dtype.h"
 #include "util/check.h"
 
 namespace ds::bench {
 namespace {
 
-constexpr int64_t kLora = 512, kRope = 64, kNope = 128, kV = 128;
-constexpr int32_t kPage = 64;
-
-std::vector<float> random_floats(size_t n, uint32_t seed, float scale) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
+constexpr int64_t kLora = kMlaLora, kRope = kMlaRope, kNope = kMlaNope, kV = kMlaV;
+constexpr int32_t kPage = kMlaPage;
 
 // Times one shape on one backend; `output` gets the op's output (for the comparison between variants).
 MlaVariantResult bench_one(CudaBackend& backend, const MlaShape& s, int warmup, int iters,
@@ -31,20 +23,8 @@ MlaVariantResult bench_one(CudaBackend& backend, const MlaShape& s, int warmup, 
   const int64_t b = s.batch, h = s.heads, pages_per_seq = (s.s_k + kPage - 1) / kPage;
   const int64_t num_pages = b * pages_per_seq, cache_dim = kLora + kRope;
 
-  // kv_b_proj [h * (nope + v), lora] in bf16: W_UK then W_UV per head.
-  std::vector<uint16_t> w_host(static_cast<size_t>(h * (kNope + kV) * kLora));
-  {
-    const std::vector<float> f =
-        random_floats(w_host.size(), 11, 1.0f / std::sqrt(static_cast<float>(kLora)));
-    for (size_t i = 0; i < f.size(); ++i) w_host[i] = f32_to_bf16(f[i]);
-  }
-  TensorView view;
-  view.name = "bench.kv_b_proj.weight";
-  view.dtype = DType::kBF16;
-  view.shape = {h * (kNope + kV), kLora};
-  view.data = reinterpret_cast<const std::byte*>(w_host.data());
-  view.nbytes = w_host.size() * sizeof(uint16_t);
-  Weight kv_b_proj{&view, nullptr, h * (kNope + kV), kLora, 0, 0};
+  const std::unique_ptr<HostKvB> w = random_kv_b_proj(h, 11, "bench.kv_b_proj.weight");
+  Weight& kv_b_proj = w->weight;
   backend.prepare_weight(kv_b_proj);
 
   // The cache: 64 pages of random latents, copied over every page (distinct memory, random contents).

@@ -4,28 +4,17 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 #include "gpu/event_timing.h"
+#include "gpu/mla_bench_util.h"
 #include "io/dtype.h"
 #include "util/check.h"
 
 namespace ds::bench {
 namespace {
 
-constexpr int64_t kLora = 512, kRope = 64, kNope = 128, kV = 128;
-constexpr int32_t kPage = 64;
-
-// n values: a run of 1 << 20 normal values repeated (drawing hundreds of millions would dominate the run).
-std::vector<float> random_floats(size_t n, uint32_t seed, float scale) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  const size_t distinct = std::min(n, size_t{1} << 20);
-  for (size_t i = 0; i < distinct; ++i) v[i] = dist(rng);
-  for (size_t i = distinct; i < n; ++i) v[i] = v[i % distinct];
-  return v;
-}
+constexpr int64_t kLora = kMlaLora, kRope = kMlaRope, kNope = kMlaNope, kV = kMlaV;
+constexpr int32_t kPage = kMlaPage;
 
 // Median time of mla_attention on `backend`, and its output.
 Timing time_form(CudaBackend& backend, const Weight& kv_b_proj, const ForwardBatch& batch,
@@ -60,18 +49,9 @@ std::vector<MlaPrefillResult> bench_mla_prefill(const std::vector<MlaPrefillShap
   std::vector<MlaPrefillResult> results;
   for (const MlaPrefillShape& s : shapes) {
     const int64_t n = s.tokens, h = s.heads, pages = (n + kPage - 1) / kPage;
-    // kv_b_proj [h * (nope + v), lora] bf16; its device copy (prepared by `expanded`) serves both backends.
-    std::vector<uint16_t> w_host(static_cast<size_t>(h * (kNope + kV) * kLora));
-    const std::vector<float> w_f =
-        random_floats(w_host.size(), 21, 1.0f / std::sqrt(static_cast<float>(kLora)));
-    for (size_t i = 0; i < w_f.size(); ++i) w_host[i] = f32_to_bf16(w_f[i]);
-    TensorView view;
-    view.name = "bench.prefill.kv_b_proj.weight";
-    view.dtype = DType::kBF16;
-    view.shape = {h * (kNope + kV), kLora};
-    view.data = reinterpret_cast<const std::byte*>(w_host.data());
-    view.nbytes = w_host.size() * sizeof(uint16_t);
-    Weight kv_b_proj{&view, nullptr, h * (kNope + kV), kLora, 0, 0};
+    // kv_b_proj; its device copy (prepared by `expanded`) serves both backends.
+    const std::unique_ptr<HostKvB> w = random_kv_b_proj(h, 21, "bench.prefill.kv_b_proj.weight");
+    Weight& kv_b_proj = w->weight;
     expanded.prepare_weight(kv_b_proj);
 
     ForwardBatch batch;

@@ -23,6 +23,7 @@
 #include <math_constants.h>
 
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/cuda_flash.cuh"
 #include "backend/cuda/cuda_mla_tile.cuh"
 #include "backend/cuda/cuda_mma.cuh"
 
@@ -73,14 +74,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     const MlaSegment seg = p.segments[si];
     const MlaTile tile = p.tiles[seg.tile];
     const int rows = tile.ntok * tile.nheads;
-    if (seg.kb1 <= seg.kb0) {
-      // An empty piece (the device-made decode plan gives short contexts fewer pieces than CTAs): no key, so
-      // the combine skips it. Uniform across the CTA, so no barrier is left unmatched.
-      if (seg.part >= 0)
-        for (int r = tid; r < rows; r += kThreads) {
-          p.part_ml[(int64_t{seg.part} * kRows + r) * 2] = -CUDART_INF_F;
-          p.part_ml[(int64_t{seg.part} * kRows + r) * 2 + 1] = 0.0f;
-        }
+    if (seg.kb1 <= seg.kb0) {  // uniform across the CTA, so no barrier is left unmatched
+      mla::write_empty_partial<kThreads>(p, seg, rows, tid);
       continue;
     }
     const bool warp_active = pair * 16 < rows;
@@ -153,54 +148,11 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
         s[j][0] = sum.x, s[j][1] = sum.y, s[j][2] = sum.z, s[j][3] = sum.w;
       }
 
-      // Causal mask, scale (log2 domain) and the online softmax of rows g (ri 0) and g + 8 (ri 1).
-      const int key0 = (seg.kb0 + i) * kKeys;
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = key0 + j * 8 + 2 * t4 + (e & 1);
-          s[j][e] = key <= row_pos[e / 2] ? s[j][e] * p.scale_log2 : -CUDART_INF_F;
-        }
-#pragma unroll
-      for (int ri = 0; ri < 2; ++ri) {
-        float mx = -CUDART_INF_F;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * ri], s[j][2 * ri + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m_run[ri], mx);
-        const float m_use = m_new == -CUDART_INF_F ? 0.0f : m_new;  // no key yet: keep everything at 0
-        const float alpha = exp2f(m_run[ri] - m_use);
-        float sum = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          s[j][2 * ri] = exp2f(s[j][2 * ri] - m_use);
-          s[j][2 * ri + 1] = exp2f(s[j][2 * ri + 1] - m_use);
-          sum += s[j][2 * ri] + s[j][2 * ri + 1];
-        }
-        l_run[ri] = l_run[ri] * alpha + sum;  // this thread's columns; the quad is summed at the end
-        m_run[ri] = m_new;
-#pragma unroll
-        for (int n = 0; n < kTiles; ++n) o[n][2 * ri] *= alpha, o[n][2 * ri + 1] *= alpha;
-      }
-
-      // O += P V over this warp's columns; P's accumulators are the A operand as they stand.
-#pragma unroll
-      for (int kk = 0; kk < 2; ++kk) {
-        const uint32_t pa[4] = {pack_bf16(s[2 * kk][0], s[2 * kk][1]), pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-        const __nv_bfloat16* vrow =
-            kbuf + (kk * 16 + lane % 8 + ((lane / 8) % 2) * 8) * kStride + half * kCols + (lane / 16) * 8;
-#pragma unroll
-        for (int n = 0; n < kTiles; n += 2) {
-          uint32_t b[4];
-          ldmatrix_x4_trans(b, vrow + n * 8);
-          mma_bf16(o[n], pa, b[0], b[1]);
-          mma_bf16(o[n + 1], pa, b[2], b[3]);
-        }
-      }
+      // Causal mask, scale (log2 domain), the online softmax of rows g and g + 8, then O += P V over this
+      // warp's columns (V is the latent part of the same keys).
+      flash::mask_and_scale(s, (seg.kb0 + i) * kKeys, t4, row_pos, p.scale_log2);
+      flash::online_softmax(s, o, m_run, l_run);
+      flash::accumulate_pv(o, s, kbuf + half * kCols, kStride, lane);
     }
 
     if (!warp_active) continue;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cuda_bf16.h>
+#include <math_constants.h>
 
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_mma.cuh"
@@ -50,6 +51,18 @@ __device__ __forceinline__ void load_key_block(const MlaDecodeParams& p, const M
   for (int m = 0; m < kChunks / 8; ++m) {
     const int ch = tid % 8 + 8 * m;
     cp_async16(dst + ch * 8, src + ch * 8, valid);
+  }
+}
+
+// An empty piece of a tile (the device-made decode plan gives short contexts fewer pieces than CTAs) has seen no
+// key: its partial rows get max -inf and sum 0, which the combine skips. Every thread of the CTA takes part.
+template <int kThreads>
+__device__ __forceinline__ void write_empty_partial(const MlaDecodeParams& p, const MlaSegment& seg, int rows,
+                                                    int tid) {
+  if (seg.part < 0) return;
+  for (int r = tid; r < rows; r += kThreads) {
+    p.part_ml[(int64_t{seg.part} * kMlaTileRows + r) * 2] = -CUDART_INF_F;
+    p.part_ml[(int64_t{seg.part} * kMlaTileRows + r) * 2 + 1] = 0.0f;
   }
 }
 

@@ -78,12 +78,8 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_v2_kernel(MlaDecodePar
     const MlaSegment seg = p.segments[si];
     const MlaTile tile = p.tiles[seg.tile];
     const int rows = tile.ntok * tile.nheads;
-    if (seg.kb1 <= seg.kb0) {
-      if (seg.part >= 0)
-        for (int r = tid; r < rows; r += kThreads) {
-          p.part_ml[(int64_t{seg.part} * kRows + r) * 2] = -CUDART_INF_F;
-          p.part_ml[(int64_t{seg.part} * kRows + r) * 2 + 1] = 0.0f;
-        }
+    if (seg.kb1 <= seg.kb0) {  // uniform across the CTA, so no barrier is left unmatched
+      mla::write_empty_partial<kThreads>(p, seg, rows, tid);
       continue;
     }
     const bool group_active = group * kGroupRows < rows;
