@@ -8,7 +8,6 @@
 
 #include "gpu/event_timing.h"
 #include "gpu/mla_bench_util.h"
-#include "io/dtype.h"
 #include "util/check.h"
 
 namespace ds::bench {

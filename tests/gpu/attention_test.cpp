@@ -92,10 +92,7 @@ TEST_P(MlaTest, TensorCorePathIsDeterministicAndAgreesWithTheLegacyKernel) {
   CudaBackend legacy{CudaBackendOptions{.device = 0, .sync_each_op = true, .legacy_mla = true}};
   for (const int64_t heads : {128, 16}) {
     const MlaShape s{"det", heads, 128, 64, 128, 512, 64, DType::kBF16};
-    auto kv_b = make_weight(rng, s.heads * (s.nope + s.v), s.lora, s.kv_b_dtype,
-                            1.0f / std::sqrt(static_cast<float>(s.lora)), "kv_b_proj");
-    prepare(*kv_b);
-    // kv_b's device copy (prepared by gpu_ above) serves both backends: one device, one process.
+    auto kv_b = make_kv_b(rng, s);  // its device copy (prepared by gpu_) serves both backends: one device
     const int64_t qk = s.nope + s.rope, slots = 64 * s.block_size;
     ForwardBatch batch;
     batch.max_blocks_per_seq = 20;
@@ -113,28 +110,10 @@ TEST_P(MlaTest, TensorCorePathIsDeterministicAndAgreesWithTheLegacyKernel) {
     const int64_t t = batch.num_tokens();
     const std::vector<float> cache_v = rng.normal(slots * (s.lora + s.rope)),
                              q_v = rng.normal(t * s.heads * qk);
-    std::vector<std::vector<float>> results;
-    for (CudaBackend* b : {&gpu_, &gpu_, &legacy}) {
-      Tensor cache = b->empty({slots, s.lora + s.rope}), q = b->empty({t, s.heads * qk}),
-             out = b->empty({t, s.heads * s.v});
-      b->copy_from_host(cache_v, cache);
-      b->copy_from_host(q_v, q);
-      MlaAttentionParams p;
-      p.q = &q, p.kv_cache = &cache, p.out = &out, p.kv_b_proj = &kv_b->weight;
-      p.num_heads = s.heads, p.qk_nope_head_dim = s.nope, p.qk_rope_head_dim = s.rope, p.v_head_dim = s.v;
-      p.kv_lora_rank = s.lora, p.block_size = s.block_size;
-      p.softmax_scale = 1.0f / std::sqrt(static_cast<float>(qk));
-      b->mla_attention(p, batch);
-      results.push_back(host(*b, out));
-    }
+    const std::vector<std::vector<float>> results =
+        outputs_of({&gpu_, &gpu_, &legacy}, s, kv_b->weight, batch, cache_v, q_v);
     EXPECT_EQ(results[0], results[1]) << heads << " heads";
-    double diff = 0, norm = 0;
-    for (size_t i = 0; i < results[0].size(); ++i) {
-      EXPECT_TRUE(std::isfinite(results[0][i]));
-      diff += (double(results[0][i]) - results[2][i]) * (double(results[0][i]) - results[2][i]);
-      norm += double(results[2][i]) * results[2][i];
-    }
-    EXPECT_LT(std::sqrt(diff / norm), kChainTol) << heads << " heads";
+    EXPECT_LT(normalized_difference(results[0], results[2]), kChainTol) << heads << " heads";
   }
 }
 

@@ -65,25 +65,10 @@ TEST_F(MlaPrefillTest, ExpandedAndAbsorbedFormsAgree) {
     const int64_t t = batch.num_tokens(), qk = s.nope + s.rope;
     const std::vector<float> cache_v = rng.normal(slots * (s.lora + s.rope)),
                              q_v = rng.normal(t * s.heads * qk);
-    std::vector<std::vector<float>> results;
-    for (CudaBackend* b : {&gpu_, &gpu_, &absorbed}) {
-      Tensor cache = b->empty({slots, s.lora + s.rope}), q = b->empty({t, s.heads * qk}),
-             out = b->empty({t, s.heads * s.v});
-      b->copy_from_host(cache_v, cache);
-      b->copy_from_host(q_v, q);
-      MlaAttentionParams p = mla_params(s, kv_b->weight);
-      p.q = &q, p.kv_cache = &cache, p.out = &out;
-      b->mla_attention(p, batch);
-      results.push_back(host(*b, out));
-    }
+    const std::vector<std::vector<float>> results =
+        outputs_of({&gpu_, &gpu_, &absorbed}, s, kv_b->weight, batch, cache_v, q_v);
     EXPECT_EQ(results[0], results[1]) << heads << " heads";
-    double diff = 0, norm = 0;
-    for (size_t i = 0; i < results[0].size(); ++i) {
-      EXPECT_TRUE(std::isfinite(results[0][i]));
-      diff += (double(results[0][i]) - results[2][i]) * (double(results[0][i]) - results[2][i]);
-      norm += double(results[2][i]) * results[2][i];
-    }
-    const double rel = std::sqrt(diff / norm);
+    const double rel = normalized_difference(results[0], results[2]);
     std::printf("SUMMARY mla expanded vs absorbed, %lld heads: normalized difference %.1e\n",
                 static_cast<long long>(heads), rel);
     EXPECT_LT(rel, kChainTol) << heads << " heads";

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -131,6 +132,37 @@ class MlaOpTest : public OpTest {
     gpu_.mla_attention(p, batch);
     return error(c, g);
   }
+
+  // mla_attention on each backend in turn, on the same cache ([slots, lora + rope] values) and query; their
+  // outputs in fp32, in order. The backends share kv_b's device copy (one device, one process).
+  std::vector<std::vector<float>> outputs_of(std::initializer_list<CudaBackend*> backends, const MlaShape& s,
+                                             const Weight& kv_b, const ForwardBatch& batch,
+                                             const std::vector<float>& cache_v, const std::vector<float>& q_v) {
+    const int64_t t = batch.num_tokens(), slots = static_cast<int64_t>(cache_v.size()) / (s.lora + s.rope);
+    std::vector<std::vector<float>> results;
+    for (CudaBackend* b : backends) {
+      Tensor cache = b->empty({slots, s.lora + s.rope}), q = b->empty({t, s.heads * (s.nope + s.rope)}),
+             out = b->empty({t, s.heads * s.v});
+      b->copy_from_host(cache_v, cache);
+      b->copy_from_host(q_v, q);
+      MlaAttentionParams p = mla_params(s, kv_b);
+      p.q = &q, p.kv_cache = &cache, p.out = &out;
+      b->mla_attention(p, batch);
+      results.push_back(host(*b, out));
+    }
+    return results;
+  }
 };
+
+// ||a - ref|| / ||ref||, with every element of a finite.
+inline double normalized_difference(const std::vector<float>& a, const std::vector<float>& ref) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(std::isfinite(a[i])) << "element " << i;
+    diff += (double(a[i]) - ref[i]) * (double(a[i]) - ref[i]);
+    norm += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(diff / norm);
+}
 
 }  // namespace ds::testing

@@ -75,4 +75,13 @@ __device__ __forceinline__ void accumulate_pv(float (&o)[kOTiles][4], const floa
   }
 }
 
+// After the last block: each row's sum over the quad of threads that hold its columns.
+__device__ __forceinline__ void finish_row_sums(float (&l_run)[2]) {
+#pragma unroll
+  for (int ri = 0; ri < 2; ++ri) {
+    l_run[ri] += __shfl_xor_sync(0xffffffffu, l_run[ri], 1);
+    l_run[ri] += __shfl_xor_sync(0xffffffffu, l_run[ri], 2);
+  }
+}
+
 }  // namespace ds::cuda::flash

@@ -30,15 +30,7 @@
 namespace ds::cuda {
 namespace {
 
-using mla::kChunks;
-using mla::kDim;
-using mla::kKeys;
-using mla::kLat;
-using mla::kLatChunks;
-using mla::kStride;
-constexpr int kRows = kMlaTileRows;                             // 64
-constexpr int kThreads = 256;
-constexpr int kStages = 3;              // key blocks in shared memory, 2 of them in flight while one is used
+using namespace mla;  // the tile layout both MLA kernels share (cuda_mla_tile.cuh)
 constexpr int kKSteps = kDim / 16;         // 36 k-steps of 16 dimensions in S
 
 // Synchronizes the warps that share a row group; ids 1..4 (0 is __syncthreads).
@@ -75,7 +67,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     const MlaTile tile = p.tiles[seg.tile];
     const int rows = tile.ntok * tile.nheads;
     if (seg.kb1 <= seg.kb0) {  // uniform across the CTA, so no barrier is left unmatched
-      mla::write_empty_partial<kThreads>(p, seg, rows, tid);
+      write_empty_partial<kThreads>(p, seg, rows, tid);
       continue;
     }
     const bool warp_active = pair * 16 < rows;
@@ -87,9 +79,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     }
     __syncthreads();  // the previous segment is done with sq and sk
 
-    mla::load_query_tile<kThreads>(p, tile, rows, kQRows, sq, tid);
+    load_query_tile<kThreads>(p, tile, rows, kQRows, sq, tid);
     auto load_block = [&](int kb, int stage) {
-      mla::load_key_block(p, tile, kb, sk + stage * kKeys * kStride, tid);
+      load_key_block(p, tile, kb, sk + stage * kKeys * kStride, tid);
     };
     const int nblk = seg.kb1 - seg.kb0;
     // Blocks 0 .. kStages - 2 in flight before the loop, one commit group each (the first holds Q too).
@@ -156,11 +148,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_kernel(MlaDecodeParams
     }
 
     if (!warp_active) continue;
-#pragma unroll
-    for (int ri = 0; ri < 2; ++ri) {
-      l_run[ri] += __shfl_xor_sync(0xffffffffu, l_run[ri], 1);
-      l_run[ri] += __shfl_xor_sync(0xffffffffu, l_run[ri], 2);
-    }
+    flash::finish_row_sums(l_run);
 #pragma unroll
     for (int ri = 0; ri < 2; ++ri) {
       if (row_pos[ri] < 0) continue;

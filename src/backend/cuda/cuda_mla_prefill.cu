@@ -131,11 +131,7 @@ __global__ void __launch_bounds__(kThreads, 2) mla_prefill_kernel(MlaPrefillPara
   }
 
   if (!warp_active) return;
-#pragma unroll
-  for (int ri = 0; ri < 2; ++ri) {
-    l_run[ri] += __shfl_xor_sync(0xffffffffu, l_run[ri], 1);
-    l_run[ri] += __shfl_xor_sync(0xffffffffu, l_run[ri], 2);
-  }
+  flash::finish_row_sums(l_run);
 #pragma unroll
   for (int ri = 0; ri < 2; ++ri) {
     if (row_pos[ri] < 0) continue;

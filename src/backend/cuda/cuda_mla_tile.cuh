@@ -15,6 +15,9 @@ inline constexpr int kKeys = kMlaBlockKeys;                            // 32 key
 inline constexpr int kStride = kDim + 8;  // bf16 elements per shared row: +16 bytes against bank conflicts
 inline constexpr int kChunks = kDim * 2 / 16;     // 72 16-byte chunks per row
 inline constexpr int kLatChunks = kLat * 2 / 16;  // 64 of them latent
+inline constexpr int kRows = kMlaTileRows;        // 64 query rows per tile
+inline constexpr int kThreads = 256;              // 8 warps; load_key_block gives each key row 8 threads
+inline constexpr int kStages = 3;                 // key blocks in shared memory, 2 in flight while one is used
 
 // The first q_rows rows of the tile's query into sq ([q_rows][kStride]): row r is token tok0 + r / nheads, head
 // head0 + r % nheads, its q_latent then its rope part; rows at or past `rows` are zero-filled. Every thread of
@@ -35,7 +38,7 @@ __device__ __forceinline__ void load_query_tile(const MlaDecodeParams& p, const 
 }
 
 // Key block kb of the tile's sequence (keys kb * kKeys ..) into one stage ([kKeys][kStride]) through the block
-// table; keys at or past kv_len are zero-filled. 256 threads: 8 per key row, 9 chunks each.
+// table; keys at or past kv_len are zero-filled. kThreads threads: 8 per key row, 9 chunks each.
 __device__ __forceinline__ void load_key_block(const MlaDecodeParams& p, const MlaTile& tile, int kb,
                                                __nv_bfloat16* stage, int tid) {
   const int r = tid / 8;

@@ -30,15 +30,7 @@
 namespace ds::cuda {
 namespace {
 
-using mla::kChunks;
-using mla::kDim;
-using mla::kKeys;
-using mla::kLat;
-using mla::kLatChunks;
-using mla::kStride;
-constexpr int kRows = kMlaTileRows;                             // 64
-constexpr int kStages = 3;
-constexpr int kThreads = 256;
+using namespace mla;  // the tile layout both MLA kernels share (cuda_mla_tile.cuh)
 constexpr int kGroupRows = 32;             // rows per group of 4 warps
 constexpr int kKStepsPerWarp = kDim / 16 / 4;  // 9 k-steps of 16 dims each
 constexpr int kCols = kLat / 4;                // 128 output columns per warp
@@ -79,7 +71,7 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_v2_kernel(MlaDecodePar
     const MlaTile tile = p.tiles[seg.tile];
     const int rows = tile.ntok * tile.nheads;
     if (seg.kb1 <= seg.kb0) {  // uniform across the CTA, so no barrier is left unmatched
-      mla::write_empty_partial<kThreads>(p, seg, rows, tid);
+      write_empty_partial<kThreads>(p, seg, rows, tid);
       continue;
     }
     const bool group_active = group * kGroupRows < rows;
@@ -87,9 +79,9 @@ __global__ void __launch_bounds__(kThreads, 1) mla_decode_v2_kernel(MlaDecodePar
     const int row_pos = my_row < rows ? p.positions[tile.tok0 + my_row / tile.nheads] : -1;
     __syncthreads();  // the previous segment is done with sq, sk and the group buffers
 
-    mla::load_query_tile<kThreads>(p, tile, rows, kRows, sq, tid);
+    load_query_tile<kThreads>(p, tile, rows, kRows, sq, tid);
     auto load_block = [&](int kb, int stage) {
-      mla::load_key_block(p, tile, kb, sk + stage * kKeys * kStride, tid);
+      load_key_block(p, tile, kb, sk + stage * kKeys * kStride, tid);
     };
     const int nblk = seg.kb1 - seg.kb0;
     load_block(seg.kb0, 0);
