@@ -315,29 +315,26 @@ std::string linear_rows(Backends& b, OpTimer& timer, const ModelShape& s, Device
 std::string bench_moe_ops(const Ceilings& ceil, int warmup, int iters) {
   Backends b;
   std::ostringstream s;
-  s << "\n### moe_experts alone (CudaBackend::moe_experts, one layer, random weights and routing; device "
-       "time "
-       "per call after an L2 flush)\n\n"
-    << "| model | tokens | rows per expert | experts touched | tiles | ms (median) | min–max, n | bytes | "
-       "FLOPs "
+  // Each model shape's rows in a device arena of their own, freed before the next shape's.
+  auto per_shape = [&](auto rows) {
+    for (const ModelShape& m : model_shapes()) {
+      DeviceArena arena;
+      OpTimer timer(arena, warmup, iters);
+      s << rows(b, timer, m, arena, ceil);
+    }
+  };
+  s << "\n### moe_experts alone (CudaBackend::moe_experts, one layer, random weights and routing; "
+       "device time per call after an L2 flush)\n\n"
+    << "| model | tokens | rows per expert | experts touched | tiles | ms (median) | min–max, n | bytes | FLOPs "
        "| floor ms | of floor | GB/s | TFLOP/s |\n"
     << "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
-  for (const ModelShape& m : model_shapes()) {
-    DeviceArena arena;
-    OpTimer timer(arena, warmup, iters);
-    s << moe_rows(b, timer, m, arena, ceil);
-  }
+  per_shape(moe_rows);
   s << "\n### Decode linears and the shared-expert MLP: cuBLASLt against the streaming kernel "
        "(CudaBackendOptions::stream_gemm; device time per call after an L2 flush)\n\n"
     << "| model | op | rows | cuBLASLt µs | streaming µs | floor µs | cuBLASLt of floor | streaming of floor "
-       "| "
-       "streaming speed-up |\n"
+       "| streaming speed-up |\n"
     << "|---|---|---|---|---|---|---|---|---|\n";
-  for (const ModelShape& m : model_shapes()) {
-    DeviceArena arena;
-    OpTimer timer(arena, warmup, iters);
-    s << linear_rows(b, timer, m, arena, ceil);
-  }
+  per_shape(linear_rows);
   return s.str();
 }
 
