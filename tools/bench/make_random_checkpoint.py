@@ -14,6 +14,8 @@ Writes config.json, model-XXXXX-of-YYYYY.safetensors shards and model.safetensor
             256 experts top-8 in 8 groups, noaux_tc sigmoid routing with e_score_correction_bias), block-FP8
             weights (float8_e4m3fn + float32 weight_scale_inv per 128x128 block) as in the official release,
             embeddings, norms and the router in bf16 (the bias in fp32): about 50 GB.
+  v3-dims   v3-slice cut to 1 dense + 1 MoE layer and a 16,384-token vocabulary (about 12 GB): every true
+            dimension of V3, for the real-size correctness check (tests/gpu/real_size_test.cpp).
 
 Weights are drawn on the GPU (normal, std 0.5 / sqrt(fan_in) for matrices, so each projection keeps its input's
 scale and activations stay finite; norms 1; router std 1 / sqrt(hidden)), then written by a small
@@ -128,7 +130,12 @@ V3_SLICE = {
     "vocab_size": 129280,
 }
 
-PRESETS = {"v2-lite": V2_LITE, "v3-slice": V3_SLICE}
+# DeepSeek-V3's true dimensions at the smallest size that has them all, for the GPU's real-size correctness
+# check (tests/gpu/real_size_test.cpp; the CPU reference runs it in seconds): 1 dense + 1 MoE layer, the
+# vocabulary cut to 16,384. About 12 GB.
+V3_DIMS = dict(V3_SLICE, num_hidden_layers=2, vocab_size=16384)
+
+PRESETS = {"v2-lite": V2_LITE, "v3-slice": V3_SLICE, "v3-dims": V3_DIMS}
 
 
 def layer_tensors(cfg, i):
