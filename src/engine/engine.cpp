@@ -70,7 +70,7 @@ void RequestStream::push(RequestDelta delta) {
   if (listener) listener();
 }
 
-Engine::Engine(DeepseekModel& model, EngineConfig config, const tokenizer::Tokenizer* tokenizer)
+Engine::Engine(ModelRunner& model, EngineConfig config, const tokenizer::Tokenizer* tokenizer)
     : model_(model),
       config_(config),
       tokenizer_(tokenizer),

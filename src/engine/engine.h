@@ -27,7 +27,7 @@
 #include "engine/block_manager.h"
 #include "engine/scheduler.h"
 #include "engine/stats.h"
-#include "model/deepseek.h"
+#include "model/runner.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ds {
@@ -110,7 +110,7 @@ class RequestStream {
 class Engine {
  public:
   // With a tokenizer, deltas carry text and stop strings are honoured; it must outlive the engine.
-  Engine(DeepseekModel& model, EngineConfig config, const tokenizer::Tokenizer* tokenizer = nullptr);
+  Engine(ModelRunner& model, EngineConfig config, const tokenizer::Tokenizer* tokenizer = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -185,7 +185,7 @@ class Engine {
   // Copies the gauges (queues, KV usage, prefix cache, preemptions) into stats_; step thread only.
   void publish_gauges();
 
-  DeepseekModel& model_;
+  ModelRunner& model_;
   EngineConfig config_;
   const tokenizer::Tokenizer* tokenizer_;
   BlockManager blocks_;

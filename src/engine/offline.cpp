@@ -16,7 +16,7 @@ void validate_prompt(const ModelConfig& config, const std::vector<int32_t>& prom
              max_tokens, total, config.max_position_embeddings);
 }
 
-GenerateResult generate(DeepseekModel& model, const std::vector<int32_t>& prompt_ids, const SamplingParams& params,
+GenerateResult generate(ModelRunner& model, const std::vector<int32_t>& prompt_ids, const SamplingParams& params,
                         const std::function<void(const SampledToken&)>& on_token) {
   params.validate();
   const ModelConfig& c = model.config();

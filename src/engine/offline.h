@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "engine/sampler.h"
-#include "model/deepseek.h"
+#include "model/runner.h"
 
 namespace ds {
 
@@ -20,7 +20,7 @@ struct GenerateResult {
 void validate_prompt(const ModelConfig& config, const std::vector<int32_t>& prompt_ids, int64_t max_tokens);
 
 // on_token is called with each new token as soon as it is sampled.
-[[nodiscard]] GenerateResult generate(DeepseekModel& model, const std::vector<int32_t>& prompt_ids,
+[[nodiscard]] GenerateResult generate(ModelRunner& model, const std::vector<int32_t>& prompt_ids,
                                       const SamplingParams& params,
                                       const std::function<void(const SampledToken&)>& on_token = {});
 

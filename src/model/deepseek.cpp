@@ -1,22 +1,32 @@
 #include "model/deepseek.h"
 
+#include <algorithm>
+
 #include "model/rope.h"
 
 namespace ds {
 
-std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::filesystem::path& dir, Backend& backend) {
+std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::filesystem::path& dir, Backend& backend,
+                                                   ModelParallel parallel) {
   ModelConfig config = load_model_config(dir);
+  validate_tensor_parallel(config, parallel.tp.size);
   Checkpoint checkpoint = Checkpoint::open(dir);
-  return std::make_unique<DeepseekModel>(std::move(config), std::move(checkpoint), backend);
+  return std::make_unique<DeepseekModel>(std::move(config), std::move(checkpoint), backend, parallel);
 }
 
-DeepseekModel::DeepseekModel(ModelConfig config, Checkpoint checkpoint, Backend& backend)
+DeepseekModel::DeepseekModel(ModelConfig config, Checkpoint checkpoint, Backend& backend, ModelParallel parallel)
     : config_(std::move(config)),
       checkpoint_(std::move(checkpoint)),
+      parallel_(parallel),
+      local_heads_(config_.num_attention_heads / std::max(parallel.tp.size, 1)),
       weights_(bind_weights(checkpoint_, config_)),
       backend_(backend),
       rope_(make_rope_params(config_)),
       softmax_scale_(static_cast<float>(config_.softmax_scale())) {
+  DS_CHECK(parallel_.tp.size == 1 || (parallel_.comm != nullptr && parallel_.comm->size() == parallel_.tp.size &&
+                                      parallel_.comm->rank() == parallel_.tp.rank),
+           "tensor-parallel rank {} of {} without a matching communicator", parallel_.tp.rank, parallel_.tp.size);
+  shard_weights(weights_, config_, parallel_.tp, shards_);
   // A tied lm_head views the embedding's tensor: prepare that once and share the backend's copy.
   const bool tied = weights_.lm_head.tensor == weights_.embed_tokens.tensor;
   std::vector<Weight*> to_prepare;
@@ -107,9 +117,16 @@ Tensor DeepseekModel::forward_eager(const ForwardBatch& batch, std::vector<std::
     attention(i, normed, batch, branch);
     backend_.add_rms_norm(hidden, branch, layer.post_attention_layernorm, eps, normed);
     if (layer.is_moe) {
-      moe(layer.moe, normed, branch);
+      // [T, hidden] the router's input in fp32: the same normalization again where activations are bf16.
+      Tensor router_x = normed;
+      if (normed.dtype != DType::kF32) {
+        router_x = backend_.empty_f32({t, h});
+        backend_.rms_norm(hidden, layer.post_attention_layernorm, eps, router_x);
+      }
+      moe(layer.moe, normed, router_x, branch);
     } else {
       backend_.mlp(normed, layer.mlp, branch);
+      reduce_partial(branch);  // this rank's share of the intermediate
     }
   }
   if (c.num_hidden_layers > 0) backend_.add(hidden, branch);  // the last layer's MLP output
@@ -139,7 +156,7 @@ Tensor DeepseekModel::forward_eager(const ForwardBatch& batch, std::vector<std::
 void DeepseekModel::attention(int64_t layer, const Tensor& x, const ForwardBatch& batch, Tensor& out) {
   const ModelConfig& c = config_;
   const AttentionWeights& w = weights_.layers[static_cast<size_t>(layer)].attn;
-  const int64_t t = x.rows(), heads = c.num_attention_heads;
+  const int64_t t = x.rows(), heads = local_heads_;
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   Tensor q = backend_.empty({t, heads * c.qk_head_dim()});  // [T, heads * (nope | rope)]
@@ -176,10 +193,15 @@ void DeepseekModel::attention(int64_t layer, const Tensor& x, const ForwardBatch
   p.block_size = block_size_;
   p.softmax_scale = softmax_scale_;
   backend_.mla_attention(p, batch);
-  backend_.linear(attn, w.o_proj, out);
+  backend_.linear(attn, w.o_proj, out);  // a partial sum of this rank's heads under TP
+  reduce_partial(out);
 }
 
-void DeepseekModel::moe(const MoeWeights& w, const Tensor& x, Tensor& out) {
+void DeepseekModel::reduce_partial(Tensor& t) {
+  if (parallel_.tp.size > 1) parallel_.comm->all_reduce(t);
+}
+
+void DeepseekModel::moe(const MoeWeights& w, const Tensor& x, const Tensor& router_x, Tensor& out) {
   const ModelConfig& c = config_;
   MoeGateParams gate;
   gate.gate = &w.gate;
@@ -193,13 +215,14 @@ void DeepseekModel::moe(const MoeWeights& w, const Tensor& x, Tensor& out) {
   gate.routed_scaling_factor = static_cast<float>(c.routed_scaling_factor);
   Tensor topk_ids = backend_.empty_i32({x.rows(), gate.top_k});      // [T, top_k]
   Tensor topk_weights = backend_.empty_f32({x.rows(), gate.top_k});  // [T, top_k]
-  backend_.moe_gate(x, gate, topk_ids, topk_weights);
+  backend_.moe_gate(router_x, gate, topk_ids, topk_weights);
   if (w.has_shared_experts) {
     backend_.mlp(x, w.shared_experts, out);
   } else {
     backend_.fill_zero(out);
   }
   backend_.moe_experts(x, w.experts, topk_ids, topk_weights, out);
+  reduce_partial(out);  // every expert's (and the shared experts') share of its intermediate
 }
 
 }  // namespace ds

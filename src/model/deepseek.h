@@ -10,33 +10,47 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/decode_graphs.h"
+#include "model/runner.h"
+#include "model/shard.h"
 #include "model/weights.h"
+#include "parallel/communicator.h"
 
 namespace ds {
 
-class DeepseekModel {
- public:
-  // Reads config.json, maps the safetensors shards and binds every weight; throws ConfigError/CheckpointError.
-  static std::unique_ptr<DeepseekModel> load(const std::filesystem::path& dir, Backend& backend);
-  DeepseekModel(ModelConfig config, Checkpoint checkpoint, Backend& backend);
+// Where a model instance sits in a tensor-parallel group: its slice of the weights and the group's
+// communicator (null at size 1). All ranks of a group run the same forward calls in lockstep.
+struct ModelParallel {
+  TensorParallel tp;
+  Communicator* comm = nullptr;
+};
 
-  [[nodiscard]] const ModelConfig& config() const { return config_; }
+// One rank's model: a ModelRunner by itself at world size 1 (the engine's model), or one rank of a
+// TensorParallelRunner.
+class DeepseekModel final : public ModelRunner {
+ public:
+  // Reads config.json, maps the safetensors shards and binds every weight (this rank's slice of it under
+  // tensor parallelism); throws ConfigError/CheckpointError, UserError for a layout the config cannot split.
+  static std::unique_ptr<DeepseekModel> load(const std::filesystem::path& dir, Backend& backend,
+                                             ModelParallel parallel = {});
+  DeepseekModel(ModelConfig config, Checkpoint checkpoint, Backend& backend, ModelParallel parallel = {});
+
+  [[nodiscard]] const ModelConfig& config() const override { return config_; }
   [[nodiscard]] const Checkpoint& checkpoint() const { return checkpoint_; }
   // The backend the model runs on (to copy the logits of forward() to the host).
-  [[nodiscard]] Backend& backend() const { return backend_; }
+  [[nodiscard]] Backend& backend() const override { return backend_; }
 
   // The MLA latent cache: per layer [num_blocks * block_size, kv_lora_rank + qk_rope_head_dim].
-  void allocate_kv_cache(int64_t num_blocks, int32_t block_size);
-  [[nodiscard]] int64_t num_kv_blocks() const { return num_kv_blocks_; }
+  void allocate_kv_cache(int64_t num_blocks, int32_t block_size) override;
+  [[nodiscard]] int64_t num_kv_blocks() const override { return num_kv_blocks_; }
   // The CPU swap pool, same layout; and block copies for swap-out (device -> pool), swap-in (pool -> device)
   // and copy-on-write (device -> device), every layer at once.
-  void allocate_swap_space(int64_t num_blocks);
-  void swap_out(std::span<const BlockMove> moves);
-  void swap_in(std::span<const BlockMove> moves);
-  void copy_blocks(std::span<const BlockMove> moves);
+  void allocate_swap_space(int64_t num_blocks) override;
+  void swap_out(std::span<const BlockMove> moves) override;
+  void swap_in(std::span<const BlockMove> moves) override;
+  void copy_blocks(std::span<const BlockMove> moves) override;
   // Bytes of one KV block across all layers (for sizing the cache from a memory budget).
-  [[nodiscard]] int64_t kv_block_bytes(int32_t block_size) const;
-  [[nodiscard]] int32_t block_size() const { return block_size_; }
+  [[nodiscard]] int64_t kv_block_bytes(int32_t block_size) const override;
+  [[nodiscard]] int32_t block_size() const override { return block_size_; }
 
   // Runs one step: writes each token's latent KV into its slot, returns logits [logits_indices.size(), vocab]
   // in F32 on the backend (read them with backend().copy_to_host). The residual stream is F32 on every backend.
@@ -46,14 +60,15 @@ class DeepseekModel {
   // A decode batch (ForwardBatch::is_decode) of at most the largest captured size replays the decode graph of
   // the next size up instead (see capture_decode_graphs); its logits are then rows of that graph's output
   // buffer, valid until the next forward.
-  [[nodiscard]] Tensor forward(const ForwardBatch& batch, std::vector<std::vector<float>>* trace = nullptr);
+  [[nodiscard]] Tensor forward(const ForwardBatch& batch, std::vector<std::vector<float>>* trace);
+  [[nodiscard]] Tensor forward(const ForwardBatch& batch) override { return forward(batch, nullptr); }
 
   // CUDA graphs of decode steps (decode_graphs.cpp), one per batch size in `sizes` (ascending), for tables
   // of up to max_blocks_per_seq blocks per sequence: each size is run once (the warm-up) and then recorded.
   // Call it after allocate_kv_cache and before the cache holds anything: the warm-up writes slot 0. Sizes
   // that are not captured and other batches run eagerly. A step that cannot be recorded (an op that copies
   // to the host) leaves no graph, and the summary says why; errors of the warm-up itself are thrown.
-  DecodeGraphSummary capture_decode_graphs(std::span<const int64_t> sizes, int32_t max_blocks_per_seq);
+  DecodeGraphSummary capture_decode_graphs(std::span<const int64_t> sizes, int32_t max_blocks_per_seq) override;
   void clear_decode_graphs();
   // The captured size a batch would replay at; 0 when it runs eagerly.
   [[nodiscard]] int64_t decode_graph_size(const ForwardBatch& batch) const;
@@ -73,10 +88,18 @@ class DeepseekModel {
 
   // x: normed hidden [T, hidden] -> out [T, hidden]
   void attention(int64_t layer, const Tensor& x, const ForwardBatch& batch, Tensor& out);
-  void moe(const MoeWeights& w, const Tensor& x, Tensor& out);
+  // x: normed hidden [T, hidden] for the experts; router_x: the same in F32 for the router (HF computes the
+  // router in fp32: a bf16-rounded input flips near-tied expert choices).
+  void moe(const MoeWeights& w, const Tensor& x, const Tensor& router_x, Tensor& out);
+
+  // Sums a row-parallel output's partial results over the tensor-parallel group (nothing at size 1).
+  void reduce_partial(Tensor& t);
 
   ModelConfig config_;
   Checkpoint checkpoint_;
+  ModelParallel parallel_;
+  int64_t local_heads_ = 0;  // attention heads of this rank: num_attention_heads / tp
+  ShardStore shards_;        // the sliced weights' views and copies (before weights_, which points into it)
   ModelWeights weights_;
   Backend& backend_;
   RopeParams rope_;

@@ -48,6 +48,9 @@ class Communicator {
   // t = root's t.
   virtual void broadcast(Tensor& t, int root) = 0;
   virtual void barrier() = 0;
+  // Ends the group from this rank (it failed outside a collective): every rank's current and later
+  // collectives throw CollectiveError with `why`, instead of waiting out the timeout.
+  virtual void abort(const std::string& why) = 0;
 };
 
 // World size 1: every collective is the identity (no copies), as DESIGN.md asks of one device.
@@ -62,6 +65,7 @@ class SingleCommunicator final : public Communicator {
                     std::span<const int64_t> recv_rows) override;
   void broadcast(Tensor&, int root) override;
   void barrier() override {}
+  void abort(const std::string&) override {}
 };
 
 // The ranks of a HostCommunicator group: threads of one process, each with host-memory tensors (the CPU

@@ -62,12 +62,16 @@ struct GroupState {
     throw CollectiveError(death);
   }
 
-  void fail(const std::string& why) {
+  void end(const std::string& why) {
     {
       const std::lock_guard lock(mu);
       if (death.empty()) death = why;
     }
     cv.notify_all();
+  }
+
+  void fail(const std::string& why) {
+    end(why);
     throw CollectiveError(why);
   }
 };
@@ -181,6 +185,8 @@ class HostCommunicator final : public Communicator {
   }
 
   void barrier() override { g_->wait_all(rank_, "barrier"); }
+
+  void abort(const std::string& why) override { g_->end(fmt::format("rank {} failed: {}", rank_, why)); }
 
  private:
   // Puts this rank's buffers in its slot and waits for every rank; then checks that all ranks called the same

@@ -8,6 +8,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
+#include "model/deepseek.h"
 #include "tokenizer/prompt.h"
 #include "tokenizer/tokenizer.h"
 

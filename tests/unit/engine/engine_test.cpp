@@ -11,6 +11,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/engine.h"
+#include "model/deepseek.h"
 #include "engine/offline.h"
 
 namespace ds {

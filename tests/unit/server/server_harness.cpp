@@ -24,6 +24,7 @@
 
 #include "../tokenizer/tiny_tokenizer.h"
 #include "engine/offline.h"
+#include "model/deepseek.h"
 #include "server/chat_renderer.h"
 
 extern char** environ;
