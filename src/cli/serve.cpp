@@ -59,10 +59,11 @@ EngineConfig engine_config(const ServeOptions& o, DeepseekModel& model) {
   if (o.num_gpu_blocks_override > 0) {
     c.num_gpu_blocks = o.num_gpu_blocks_override;
   } else if (o.kv_cache_gib > 0 || !model.backend().device_memory()) {
-    c.num_gpu_blocks = static_cast<int64_t>((o.kv_cache_gib > 0 ? o.kv_cache_gib : 1.0) * (1LL << 30)) / block_bytes;
+    c.num_gpu_blocks =
+        static_cast<int64_t>((o.kv_cache_gib > 0 ? o.kv_cache_gib : 1.0) * (1LL << 30)) / block_bytes;
   } else {
-    KvCachePlanInput in{o.gpu_memory_utilization, o.block_size, o.max_num_batched_tokens, o.max_num_seqs,
-                        max_model_len, needed};
+    KvCachePlanInput in{o.gpu_memory_utilization, o.block_size,  o.max_num_batched_tokens,
+                        o.max_num_seqs,           max_model_len, needed};
     if (c.cuda_graphs) in.decode_graph_max_batch = decode_graph_sizes(o.max_num_seqs).back();
     const KvCachePlan plan = plan_kv_cache(model, in);
     std::fprintf(stderr, "deepserve: %s\n", plan.summary.c_str());
@@ -98,8 +99,9 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   cmd->add_option("--host", o.host, "Address to listen on (0.0.0.0 for every interface)");
   cmd->add_option("--port", o.port, "Port to listen on (0: any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--dtype", o.dtype,
-                  "Activation dtype: auto (bfloat16 on cuda, float32 on cpu), bfloat16 (cuda) or float32 (cpu)")
+  cmd->add_option(
+         "--dtype", o.dtype,
+         "Activation dtype: auto (bfloat16 on cuda, float32 on cpu), bfloat16 (cuda) or float32 (cpu)")
       ->check(CLI::IsMember({"auto", "bfloat16", "float32", "float", "float16", "half"}));
   cmd->add_option("--threads", o.threads, "CPU threads for the CPU backend (0 = all cores)")
       ->check(CLI::Range(0, 1024));
@@ -107,18 +109,20 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   cmd->add_option("--max-model-len", o.max_model_len, "Context length (default: max_position_embeddings)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   cmd->add_flag("--enforce-eager", o.enforce_eager,
-               "No CUDA graphs: launch every op of every step from the host (decode steps are otherwise "
-               "replayed from graphs captured at start-up)");
+                "No CUDA graphs: launch every op of every step from the host (decode steps are otherwise "
+                "replayed from graphs captured at start-up)");
   cmd->add_option("--max-num-seqs", o.max_num_seqs, "Sequences per engine step")
       ->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--max-num-batched-tokens", o.max_num_batched_tokens, "Tokens per engine step")
       ->check(CLI::Range(1, 1 << 24));
   cmd->add_option("--block-size", o.block_size, "Tokens per KV block")->check(CLI::Range(1, 1024));
-  cmd->add_option("--kv-cache-gib", o.kv_cache_gib,
-                  "Memory for the KV cache, GiB (default: 1 on the CPU; on a GPU, from --gpu-memory-utilization)")
+  cmd->add_option(
+         "--kv-cache-gib", o.kv_cache_gib,
+         "Memory for the KV cache, GiB (default: 1 on the CPU; on a GPU, from --gpu-memory-utilization)")
       ->check(CLI::Range(0.0001, 4096.0));
-  cmd->add_option("--gpu-memory-utilization", o.gpu_memory_utilization,
-                  "Share of the GPU's memory for weights, activations and the KV cache (the KV cache gets the rest)")
+  cmd->add_option(
+         "--gpu-memory-utilization", o.gpu_memory_utilization,
+         "Share of the GPU's memory for weights, activations and the KV cache (the KV cache gets the rest)")
       ->check(CLI::Range(0.01, 1.0));
   cmd->add_option("--num-gpu-blocks-override", o.num_gpu_blocks_override,
                   "KV blocks, instead of --kv-cache-gib")
@@ -141,6 +145,18 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
       ->check(CLI::Range(0.01, 3600.0));
   cmd->add_option("--body-timeout", o.body_timeout_s, "Seconds for a request body to arrive")
       ->check(CLI::Range(0.01, 3600.0));
+  cmd->add_option("--keep-alive-timeout", o.keep_alive_timeout_s,
+                  "Seconds a keep-alive connection may wait for its next request")
+      ->check(CLI::Range(0.01, 3600.0));
+  cmd->add_option(
+         "--write-timeout", o.write_timeout_s,
+         "Seconds a write to a client may stall (it stopped reading) before the connection is closed "
+         "and its request aborted")
+      ->check(CLI::Range(0.01, 3600.0));
+  cmd->add_option("--max-pending-bytes", o.max_pending_bytes,
+                  "Bytes of a streamed answer queued for a client that is not reading before its generation "
+                  "pauses")
+      ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 30));
   cmd->add_option("--shutdown-timeout", o.shutdown_timeout_s,
                   "Seconds requests in flight get to finish after SIGTERM before they are aborted")
       ->check(CLI::Range(0.0, 86400.0));
@@ -237,7 +253,8 @@ int run_serve(ServeOptions o) {
   }
   const tokenizer::Tokenizer* tokenizer = encoder ? &encoder->tokenizer() : nullptr;
   Engine engine(*model, engine_config(o, *model), tokenizer);
-  if (engine.config().cuda_graphs) std::fprintf(stderr, "deepserve: %s\n", engine.decode_graphs().line().c_str());
+  if (engine.config().cuda_graphs)
+    std::fprintf(stderr, "deepserve: %s\n", engine.decode_graphs().line().c_str());
   if (o.enforce_eager && o.device != "cuda")
     std::fprintf(stderr, "deepserve: --enforce-eager has no effect on --device %s (graphs are CUDA only)\n",
                  o.device.c_str());
@@ -259,6 +276,9 @@ int run_serve(ServeOptions o) {
   http.max_connections = o.max_connections;
   http.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.header_timeout_s * 1000));
   http.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.body_timeout_s * 1000));
+  http.keep_alive_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.keep_alive_timeout_s * 1000));
+  http.write_timeout = std::chrono::milliseconds(static_cast<int64_t>(o.write_timeout_s * 1000));
+  http.max_pending_bytes = o.max_pending_bytes;
   http.tls = tls;
   // GPU utilization and memory in /metrics, when NVML is there (declared first: it outlives the server).
   std::optional<server::GpuMonitor> gpu_monitor;

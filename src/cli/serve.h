@@ -26,7 +26,7 @@ struct ServeOptions {
   int64_t max_num_batched_tokens = 2048;
   int32_t block_size = 16;
   bool enforce_eager = false;  // --enforce-eager: no CUDA graphs, every op launched from the host
-  double kv_cache_gib = 0.0;  // 0: 1 GiB on the CPU; on a GPU, sized from gpu_memory_utilization
+  double kv_cache_gib = 0.0;   // 0: 1 GiB on the CPU; on a GPU, sized from gpu_memory_utilization
   double gpu_memory_utilization = 0.9;
   int64_t num_gpu_blocks_override = 0;
   double swap_space_gib = 0.0;
@@ -40,6 +40,9 @@ struct ServeOptions {
   int64_t max_connections = 1024;
   double header_timeout_s = 10.0;
   double body_timeout_s = 30.0;
+  double keep_alive_timeout_s = 5.0;
+  double write_timeout_s = 30.0;
+  uint64_t max_pending_bytes = 1ull << 20;
   double shutdown_timeout_s = 30.0;
   std::string access_log = "-";
   // Reasoning and tool calls (docs/serve.md). Tool calls are parsed for every request with tools;
@@ -58,8 +61,8 @@ struct ServeOptions {
   std::string ssl_min_version = "1.3";
   int64_t max_requests_per_user = 0;
   // Operations.
-  std::string config_file;    // --config: flags from a YAML or JSON file; the command line wins
-  bool log_requests = false;  // --log-requests: prompts and sampling params in the access log
+  std::string config_file;                  // --config: flags from a YAML or JSON file; the command line wins
+  bool log_requests = false;                // --log-requests: prompts and sampling params in the access log
   bool allow_client_chat_template = false;  // --allow-client-chat-template
 };
 

@@ -14,7 +14,9 @@ double now_seconds() {
 }
 
 // Distinct, reproducible streams for the samples of one seeded request; sample 0 uses the seed itself.
-uint64_t sample_seed(uint64_t seed, int32_t index) { return seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(index); }
+uint64_t sample_seed(uint64_t seed, int32_t index) {
+  return seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(index);
+}
 
 // Whether the step computing seq's tokens from `begin` on also scores its prompt tokens: sample 0 of a
 // request with prompt_logprobs, before its first output (a recompute after preemption has delivered them
@@ -26,56 +28,12 @@ bool scores_prompt(const Sequence& seq, int64_t begin) {
 
 }  // namespace
 
-bool RequestStream::next(RequestDelta& out) {
-  std::unique_lock lock(mutex_);
-  cv_.wait(lock, [&] { return !queue_.empty() || open_samples_ == 0; });
-  if (queue_.empty()) return false;
-  out = std::move(queue_.front());
-  queue_.pop_front();
-  return true;
-}
-
-bool RequestStream::try_next(RequestDelta& out) {
-  std::lock_guard lock(mutex_);
-  if (queue_.empty()) return false;
-  out = std::move(queue_.front());
-  queue_.pop_front();
-  return true;
-}
-
-bool RequestStream::finished() const {
-  std::lock_guard lock(mutex_);
-  return open_samples_ == 0 && queue_.empty();
-}
-
-void RequestStream::set_listener(std::function<void()> listener) {
-  std::function<void()> call_now;
-  {
-    std::lock_guard lock(mutex_);
-    listener_ = std::move(listener);
-    if (!queue_.empty()) call_now = listener_;
-  }
-  if (call_now) call_now();
-}
-
-void RequestStream::push(RequestDelta delta) {
-  std::function<void()> listener;
-  {
-    std::lock_guard lock(mutex_);
-    if (delta.finish_reason != FinishReason::kNone) --open_samples_;
-    queue_.push_back(std::move(delta));
-    listener = listener_;
-  }
-  cv_.notify_all();
-  if (listener) listener();
-}
-
 Engine::Engine(ModelRunner& model, EngineConfig config, const tokenizer::Tokenizer* tokenizer)
     : model_(model),
       config_(config),
       tokenizer_(tokenizer),
-      blocks_(static_cast<int32_t>(config.num_gpu_blocks), config.block_size, static_cast<int32_t>(config.num_cpu_blocks),
-              config.enable_prefix_caching),
+      blocks_(static_cast<int32_t>(config.num_gpu_blocks), config.block_size,
+              static_cast<int32_t>(config.num_cpu_blocks), config.enable_prefix_caching),
       scheduler_(config.scheduler, blocks_),
       unseeded_rng_(std::random_device{}()) {
   if (config_.max_model_len == 0) config_.max_model_len = model_.config().max_position_embeddings;
@@ -85,13 +43,17 @@ Engine::Engine(ModelRunner& model, EngineConfig config, const tokenizer::Tokeniz
   model_.allocate_kv_cache(config_.num_gpu_blocks, config_.block_size);
   model_.allocate_swap_space(config_.num_cpu_blocks);
   if (config_.cuda_graphs && model_.backend().supports_graphs()) {
-    const auto max_blocks = static_cast<int32_t>((config_.max_model_len + config_.block_size - 1) / config_.block_size);
-    decode_graphs_ = model_.capture_decode_graphs(decode_graph_sizes(config_.scheduler.max_num_seqs), max_blocks);
+    const auto max_blocks =
+        static_cast<int32_t>((config_.max_model_len + config_.block_size - 1) / config_.block_size);
+    decode_graphs_ =
+        model_.capture_decode_graphs(decode_graph_sizes(config_.scheduler.max_num_seqs), max_blocks);
   }
   publish_gauges();
 }
 
-Engine::~Engine() { stop(); }
+Engine::~Engine() {
+  stop();
+}
 
 std::shared_ptr<RequestStream> Engine::submit(EngineRequest request, int64_t* request_id) {
   SamplingParams& p = request.params;
@@ -100,12 +62,14 @@ std::shared_ptr<RequestStream> Engine::submit(EngineRequest request, int64_t* re
   DS_REQUIRE(!request.prompt_ids.empty(), InvalidArgument, "the prompt is empty");
   for (size_t i = 0; i < request.prompt_ids.size(); ++i) {
     DS_REQUIRE(request.prompt_ids[i] >= 0 && request.prompt_ids[i] < c.vocab_size, InvalidArgument,
-               "prompt token {} (at index {}) is outside the vocabulary [0, {})", request.prompt_ids[i], i, c.vocab_size);
+               "prompt token {} (at index {}) is outside the vocabulary [0, {})", request.prompt_ids[i], i,
+               c.vocab_size);
   }
   const int64_t total = static_cast<int64_t>(request.prompt_ids.size()) + p.max_tokens;
-  DS_REQUIRE(total <= config_.max_model_len, InvalidArgument,
-             "this model's maximum context length is {} tokens; the prompt has {} and max_tokens asks for {} more",
-             config_.max_model_len, request.prompt_ids.size(), p.max_tokens);
+  DS_REQUIRE(
+      total <= config_.max_model_len, InvalidArgument,
+      "this model's maximum context length is {} tokens; the prompt has {} and max_tokens asks for {} more",
+      config_.max_model_len, request.prompt_ids.size(), p.max_tokens);
   auto stream = std::make_shared<RequestStream>(static_cast<int32_t>(p.n));
   int64_t id = 0;
   {
@@ -113,8 +77,9 @@ std::shared_ptr<RequestStream> Engine::submit(EngineRequest request, int64_t* re
     if (dead_) throw EngineDeadError("the engine has failed and takes no more requests");
     // n > 1 is admitted all or nothing.
     if (queued_ + p.n > config_.max_queue_len) {
-      throw OverloadedError(fmt::format("the server is overloaded ({} requests queued, limit {}); retry later",
-                                        queued_, config_.max_queue_len));
+      throw OverloadedError(
+          fmt::format("the server is overloaded ({} requests queued, limit {}); retry later", queued_,
+                      config_.max_queue_len));
     }
     queued_ += p.n;
     id = next_request_id_++;
@@ -134,14 +99,32 @@ void Engine::abort(int64_t request_id) {
   inbox_cv_.notify_all();
 }
 
+void Engine::pause(int64_t request_id) {
+  {
+    std::lock_guard lock(inbox_mutex_);
+    pauses_.emplace_back(request_id, true);
+  }
+  inbox_cv_.notify_all();
+}
+
+void Engine::resume(int64_t request_id) {
+  {
+    std::lock_guard lock(inbox_mutex_);
+    pauses_.emplace_back(request_id, false);
+  }
+  inbox_cv_.notify_all();
+}
+
 void Engine::drain_inbox() {
   std::vector<std::pair<int64_t, EngineRequest>> inbox;
   std::vector<int64_t> aborts;
+  std::vector<std::pair<int64_t, bool>> pauses;
   std::unordered_map<int64_t, Pending> streams;
   {
     std::lock_guard lock(inbox_mutex_);
     inbox.swap(inbox_);
     aborts.swap(aborts_);
+    pauses.swap(pauses_);
     streams.swap(pending_streams_);
   }
   for (auto& [id, req] : inbox) {
@@ -161,9 +144,8 @@ void Engine::drain_inbox() {
       seq->params = req.params;
       seq->rng.seed(req.params.seed ? sample_seed(*req.params.seed, i) : unseeded_rng_());
       if (tokenizer_ != nullptr) {
-        seq->detokenizer =
-            std::make_unique<tokenizer::IncrementalDetokenizer>(*tokenizer_, req.params.skip_special_tokens,
-                                                                req.params.keep_special_token_ids);
+        seq->detokenizer = std::make_unique<tokenizer::IncrementalDetokenizer>(
+            *tokenizer_, req.params.skip_special_tokens, req.params.keep_special_token_ids);
         seq->stop_matcher =
             std::make_unique<StopStringMatcher>(req.params.stop, req.params.include_stop_str_in_output);
       }
@@ -176,6 +158,12 @@ void Engine::drain_inbox() {
     waiting_since_[state.seqs[0].get()] = state.arrival_time;
     std::lock_guard lock(stats_mutex_);
     stats_.prompt_tokens += static_cast<int64_t>(req.prompt_ids.size()) * req.params.n;
+  }
+  for (const auto& [id, paused] : pauses) {
+    const auto it = requests_.find(id);
+    if (it == requests_.end()) continue;
+    for (auto& seq : it->second.seqs)
+      seq->paused = paused;  // the scheduler moves them at its next schedule()
   }
   for (int64_t id : aborts) {
     const auto it = requests_.find(id);
@@ -217,8 +205,8 @@ void Engine::finish(RequestState& request, Sequence& seq, FinishReason reason, c
   request.stream->push(std::move(delta));
   std::lock_guard lock(stats_mutex_);
   ++stats_.finished[to_string(reason)];
-  const bool all_done = std::all_of(request.seqs.begin(), request.seqs.end(),
-                                    [](const auto& s) { return s->is_finished(); });
+  const bool all_done =
+      std::all_of(request.seqs.begin(), request.seqs.end(), [](const auto& s) { return s->is_finished(); });
   if (all_done) stats_.e2e_request_latency.observe(now_seconds() - request.arrival_time);
   std::lock_guard inbox_lock(inbox_mutex_);
   --queued_;
@@ -226,8 +214,8 @@ void Engine::finish(RequestState& request, Sequence& seq, FinishReason reason, c
 
 bool Engine::has_work() const {
   std::lock_guard lock(inbox_mutex_);
-  return !inbox_.empty() || !aborts_.empty() || scheduler_.num_waiting() + scheduler_.num_running() +
-                                                        scheduler_.num_swapped() > 0;
+  return !inbox_.empty() || !aborts_.empty() || !pauses_.empty() ||
+         scheduler_.num_waiting() + scheduler_.num_running() + scheduler_.num_swapped() > 0;
 }
 
 void Engine::apply_block_moves(const SchedulerOutput& out) {
@@ -283,7 +271,8 @@ bool Engine::step() {
       batch.positions.push_back(static_cast<int32_t>(pos));
       batch.slot_mapping.push_back(int64_t{seq.block_table[static_cast<size_t>(pos / bs)]} * bs + pos % bs);
       if (wants_prompt_logprobs || (pos + 1 == end && end == seq.num_tokens())) {
-        if (first_logit_row.back() < 0) first_logit_row.back() = static_cast<int32_t>(batch.logits_indices.size());
+        if (first_logit_row.back() < 0)
+          first_logit_row.back() = static_cast<int32_t>(batch.logits_indices.size());
         batch.logits_indices.push_back(static_cast<int32_t>(batch.token_ids.size() - 1));
       }
     }
@@ -304,7 +293,8 @@ bool Engine::step() {
     std::lock_guard lock(stats_mutex_);
     ++stats_.steps;
     for (const auto& s : out.scheduled)
-      if (s.seq->num_computed_tokens <= s.seq->num_prompt_tokens) stats_.computed_prompt_tokens += s.num_new_tokens;
+      if (s.seq->num_computed_tokens <= s.seq->num_prompt_tokens)
+        stats_.computed_prompt_tokens += s.num_new_tokens;
   }
   publish_gauges();
   return true;
@@ -337,7 +327,8 @@ void Engine::process_outputs(const SchedulerOutput& out, const std::vector<int32
             Sampler::score({rows + (pos - begin) * vocab, static_cast<size_t>(vocab)},
                            seq.token_ids[static_cast<size_t>(pos + 1)], *seq.params.prompt_logprobs);
       }
-      row += static_cast<int32_t>(seq.num_computed_tokens - 1 - begin);  // the last row samples the next token
+      row +=
+          static_cast<int32_t>(seq.num_computed_tokens - 1 - begin);  // the last row samples the next token
     }
     if (seq.num_computed_tokens != seq.num_tokens()) continue;  // a prefill chunk: nothing to sample yet
     if (sampling.contains(&seq)) continue;
@@ -347,8 +338,9 @@ void Engine::process_outputs(const SchedulerOutput& out, const std::vector<int32
     sampling.insert(&seq);
     if (seq.is_fork_parent && request.forked && seq.num_output_tokens() == 0) {
       for (auto& child : request.seqs)
-        if (child.get() != &seq && child->status == SequenceStatus::kRunning && child->num_output_tokens() == 0 &&
-            child->num_computed_tokens == seq.num_computed_tokens && !sampling.contains(child.get())) {
+        if (child.get() != &seq && child->status == SequenceStatus::kRunning &&
+            child->num_output_tokens() == 0 && child->num_computed_tokens == seq.num_computed_tokens &&
+            !sampling.contains(child.get())) {
           pending.push_back({child.get(), &request, row});
           sampling.insert(child.get());
         }
@@ -356,11 +348,12 @@ void Engine::process_outputs(const SchedulerOutput& out, const std::vector<int32
   }
   const std::vector<SampledToken> tokens =
       sample_tokens(pending, logits, config_.sample_on_device && !scores_prompts);
-  for (size_t k = 0; k < pending.size(); ++k) emit_token(*pending[k].request, *pending[k].seq, tokens[k], now);
+  for (size_t k = 0; k < pending.size(); ++k)
+    emit_token(*pending[k].request, *pending[k].seq, tokens[k], now);
 }
 
-std::vector<SampledToken> Engine::sample_tokens(const std::vector<PendingSample>& pending, const Tensor& logits,
-                                                bool on_device) {
+std::vector<SampledToken> Engine::sample_tokens(const std::vector<PendingSample>& pending,
+                                                const Tensor& logits, bool on_device) {
   const int64_t vocab = model_.config().vocab_size;
   auto context_of = [&](const Sequence& s) {
     return SamplingContext{
@@ -380,8 +373,8 @@ std::vector<SampledToken> Engine::sample_tokens(const std::vector<PendingSample>
     std::vector<SampleRequest> requests;
     requests.reserve(pending.size());
     for (size_t k = 0; k < pending.size(); ++k)
-      requests.push_back(
-          to_sample_request(pending[k].seq->params, context_of(*pending[k].seq), pending[k].row, uniforms[k], vocab));
+      requests.push_back(to_sample_request(pending[k].seq->params, context_of(*pending[k].seq),
+                                           pending[k].row, uniforms[k], vocab));
     std::vector<SampleResult> results(pending.size());
     if (model_.backend().sample(logits, requests, results)) {
       for (size_t k = 0; k < pending.size(); ++k) tokens[k] = to_sampled_token(results[k]);
@@ -510,7 +503,7 @@ void Engine::die(const std::string& error) {
   {
     std::lock_guard lock(stats_mutex_);
     stats_.finished["error"] += static_cast<int64_t>(open.size());
-    stats_.num_running = stats_.num_waiting = stats_.num_swapped = 0;
+    stats_.num_running = stats_.num_waiting = stats_.num_swapped = stats_.num_paused = 0;
   }
   for (auto& [stream, index] : open) {
     RequestDelta d;
@@ -541,7 +534,7 @@ void Engine::start() {
       if (!worked) {
         std::unique_lock lock(inbox_mutex_);
         inbox_cv_.wait_for(lock, std::chrono::milliseconds(20),
-                           [&] { return stop_ || !inbox_.empty() || !aborts_.empty(); });
+                           [&] { return stop_ || !inbox_.empty() || !aborts_.empty() || !pauses_.empty(); });
       }
     }
   });
@@ -567,19 +560,22 @@ void Engine::publish_gauges() {
   int64_t allocated = 0, used = 0;
   for (const Sequence* seq : scheduler_.live_sequences()) {
     allocated += static_cast<int64_t>(seq->block_table.size()) * config_.block_size;
-    used += std::min<int64_t>(seq->num_computed_tokens, static_cast<int64_t>(seq->block_table.size()) * config_.block_size);
+    used += std::min<int64_t>(seq->num_computed_tokens,
+                              static_cast<int64_t>(seq->block_table.size()) * config_.block_size);
   }
   std::lock_guard lock(stats_mutex_);
   stats_.num_running = static_cast<int64_t>(scheduler_.num_running());
   stats_.num_waiting = static_cast<int64_t>(scheduler_.num_waiting());
   stats_.num_swapped = static_cast<int64_t>(scheduler_.num_swapped());
+  stats_.num_paused = static_cast<int64_t>(scheduler_.num_paused());
   stats_.kv_cache_usage = blocks_.usage();
   stats_.num_free_blocks = blocks_.num_free_blocks();
   stats_.prefix_cache_queries = blocks_.stats().prefix_queries;
   stats_.prefix_cache_hits = blocks_.stats().prefix_hits;
   stats_.preemptions_recompute = scheduler_.counters().preemptions_recompute;
   stats_.preemptions_swap = scheduler_.counters().preemptions_swap;
-  stats_.kv_cache_fragmentation = allocated > 0 ? 1.0 - static_cast<double>(used) / static_cast<double>(allocated) : 0.0;
+  stats_.kv_cache_fragmentation =
+      allocated > 0 ? 1.0 - static_cast<double>(used) / static_cast<double>(allocated) : 0.0;
 }
 
 void Engine::check_invariants() const {

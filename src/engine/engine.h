@@ -51,7 +51,7 @@ struct EngineConfig {
   int64_t num_gpu_blocks = 1024;  // device KV blocks
   int64_t num_cpu_blocks = 0;     // swap pool (--swap-space)
   bool enable_prefix_caching = true;
-  int64_t max_model_len = 0;      // 0: the model's max_position_embeddings
+  int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
   int64_t max_queue_len = 1 << 20;
   // Fault injection for tests of the failure path: the step with this number (counting from 1, and only steps
   // that have work) throws, as a backend fault would, before it reads the inbox. 0: never. Set only by code
@@ -74,10 +74,10 @@ struct EngineRequest {
 
 // One event on a request's stream: new tokens of one sample, or its end.
 struct RequestDelta {
-  int32_t index = 0;                  // which of the request's n samples
-  std::vector<int32_t> token_ids;     // tokens generated since the last delta
-  std::string text;                   // their text (whole UTF-8 characters; stop strings cut), with a tokenizer
-  std::vector<SampledToken> logprobs; // one per token when params.logprobs is set
+  int32_t index = 0;               // which of the request's n samples
+  std::vector<int32_t> token_ids;  // tokens generated since the last delta
+  std::string text;                // their text (whole UTF-8 characters; stop strings cut), with a tokenizer
+  std::vector<SampledToken> logprobs;  // one per token when params.logprobs is set
   // Prompt log-probs (first delta of each sample, when params.prompt_logprobs is set); entry 0 is empty.
   std::vector<std::optional<SampledToken>> prompt_logprobs;
   FinishReason finish_reason = FinishReason::kNone;
@@ -120,6 +120,11 @@ class Engine {
   std::shared_ptr<RequestStream> submit(EngineRequest request, int64_t* request_id = nullptr);
   // Ends the request (every sample) with finish_reason abort; its blocks are freed in the next step.
   void abort(int64_t request_id);
+  // Backpressure (a client that does not read): from the next step the request generates nothing until
+  // resume(); its sequences keep their KV blocks unless the scheduler needs them for others (then they
+  // recompute on resume). Any thread; calls apply in order; an unknown or finished request is ignored.
+  void pause(int64_t request_id);
+  void resume(int64_t request_id);
 
   void start();  // a thread running step() until stop(), or until a step throws (then the engine is dead)
   void stop();
@@ -130,7 +135,8 @@ class Engine {
   bool step();
   [[nodiscard]] bool has_work() const;
 
-  // A snapshot taken at the end of the last step (any thread may call it; it never reads the step thread's state).
+  // A snapshot taken at the end of the last step (any thread may call it; it never reads the step thread's
+  // state).
   [[nodiscard]] EngineStats stats() const;
   [[nodiscard]] const EngineConfig& config() const { return config_; }
   // What the decode-graph capture at construction did (nothing, with EngineConfig::cuda_graphs off).
@@ -156,8 +162,8 @@ class Engine {
   void finish(RequestState& request, Sequence& seq, FinishReason reason, const std::string& error = {},
               RequestDelta* last = nullptr);
   void apply_block_moves(const SchedulerOutput& out);
-  // After the forward pass: sample, check stops, emit. logits: [rows, vocab] on the backend. Rows are copied to
-  // the host only where the step scores prompt tokens (echo) or the backend does not sample; otherwise the
+  // After the forward pass: sample, check stops, emit. logits: [rows, vocab] on the backend. Rows are copied
+  // to the host only where the step scores prompt tokens (echo) or the backend does not sample; otherwise the
   // backend samples every row on its device and only the tokens and their logprobs come back.
   void process_outputs(const SchedulerOutput& out, const std::vector<int32_t>& first_logit_row,
                        const Tensor& logits, bool scores_prompts);
@@ -205,6 +211,7 @@ class Engine {
   std::condition_variable inbox_cv_;
   std::vector<std::pair<int64_t, EngineRequest>> inbox_;
   std::vector<int64_t> aborts_;
+  std::vector<std::pair<int64_t, bool>> pauses_;  // (request, paused), in the order asked
   // The stream and the submission time travel with the request through the inbox.
   struct Pending {
     std::shared_ptr<RequestStream> stream;

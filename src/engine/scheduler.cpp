@@ -15,7 +15,8 @@ bool before(const Sequence* a, const Sequence* b) {
 }  // namespace
 
 Scheduler::Scheduler(SchedulerConfig config, BlockManager& blocks) : config_(config), blocks_(blocks) {
-  DS_CHECK(config_.max_num_seqs > 0 && config_.max_num_batched_tokens > 0, "scheduler limits must be positive");
+  DS_CHECK(config_.max_num_seqs > 0 && config_.max_num_batched_tokens > 0,
+           "scheduler limits must be positive");
 }
 
 void Scheduler::add(Sequence* seq) {
@@ -37,6 +38,7 @@ void Scheduler::remove(Sequence* seq) {
   std::erase(running_, seq);
   std::erase(swapped_, seq);
   std::erase(waiting_, seq);
+  std::erase(paused_, seq);
   blocks_.free(*seq);
 }
 
@@ -45,7 +47,52 @@ std::vector<const Sequence*> Scheduler::live_sequences() const {
   live.insert(live.end(), swapped_.begin(), swapped_.end());
   for (const Sequence* s : waiting_)
     if (!s->block_table.empty() || !s->swapped_blocks.empty()) live.push_back(s);
+  for (const Sequence* s : paused_)
+    if (!s->block_table.empty()) live.push_back(s);
   return live;
+}
+
+bool Scheduler::preempt_paused(SchedulerOutput& out) {
+  Sequence* victim = nullptr;
+  for (Sequence* s : paused_)
+    if (!s->block_table.empty() && (victim == nullptr || before(victim, s))) victim = s;
+  if (victim == nullptr) return false;
+  // Recompute whatever the preemption mode: it is not coming back soon, and swap space is for the running.
+  blocks_.free(*victim);
+  victim->num_computed_tokens = 0;
+  out.preempted.push_back(victim);
+  ++counters_.preemptions_recompute;
+  return true;
+}
+
+void Scheduler::apply_pauses() {
+  for (auto it = running_.begin(); it != running_.end();) {
+    if (!(*it)->paused) {
+      ++it;
+      continue;
+    }
+    (*it)->status = SequenceStatus::kPaused;
+    paused_.push_back(*it);
+    it = running_.erase(it);
+  }
+  for (auto it = paused_.begin(); it != paused_.end();) {
+    Sequence* seq = *it;
+    if (seq->paused) {
+      ++it;
+      continue;
+    }
+    if (seq->block_table.empty()) {
+      seq->status = SequenceStatus::kWaiting;
+      insert_waiting(seq);
+    } else if (static_cast<int64_t>(running_.size()) < config_.max_num_seqs) {
+      seq->status = SequenceStatus::kRunning;
+      running_.push_back(seq);
+    } else {
+      ++it;  // resumed, waiting for room in the batch
+      continue;
+    }
+    it = paused_.erase(it);
+  }
 }
 
 void Scheduler::preempt(Sequence* victim, SchedulerOutput& out) {
@@ -85,6 +132,7 @@ bool Scheduler::preempt_one(SchedulerOutput& out, const Sequence* keep) {
 SchedulerOutput Scheduler::schedule() {
   SchedulerOutput out;
   int64_t budget = config_.max_num_batched_tokens;
+  apply_pauses();
 
   // 1. Running sequences: decodes first, then prefills still in progress (chunked).
   std::vector<Sequence*> order = running_;
@@ -97,7 +145,8 @@ SchedulerOutput Scheduler::schedule() {
     const int64_t num_new = std::min(seq->num_uncomputed_tokens(), budget);
     DS_CHECK(num_new > 0, "running sequence {} has nothing to compute", seq->seq_id);
     bool room = blocks_.can_allocate(*seq, num_new);
-    while (!room && preempt_one(out, seq)) room = blocks_.can_allocate(*seq, num_new);
+    while (!room && (preempt_paused(out) || preempt_one(out, seq)))
+      room = blocks_.can_allocate(*seq, num_new);
     if (!room) {
       preempt(seq, out);  // nothing else left to give up: this one waits
       continue;
@@ -108,7 +157,10 @@ SchedulerOutput Scheduler::schedule() {
   }
 
   // 2. Swapped sequences come back before anything new is admitted, unless we just had to preempt.
-  if (out.preempted.empty()) {
+  const bool preempted_running =
+      std::any_of(out.preempted.begin(), out.preempted.end(),
+                  [](const Sequence* s) { return s->status != SequenceStatus::kPaused; });
+  if (!preempted_running) {
     while (!swapped_.empty() && budget > 0 && static_cast<int64_t>(running_.size()) < config_.max_num_seqs) {
       Sequence* seq = swapped_.front();
       // Its blocks plus one more for the next token.
@@ -129,15 +181,27 @@ SchedulerOutput Scheduler::schedule() {
   }
 
   // 3. Waiting sequences, in (priority, arrival) order, while there is room; never past a blocked one.
-  if (out.preempted.empty() && swapped_.empty()) {
-    while (!waiting_.empty() && budget > 0 && static_cast<int64_t>(running_.size()) < config_.max_num_seqs) {
-      Sequence* seq = waiting_.front();
-      const PrefixHit hit = blocks_.find_prefix(*seq);
-      const int64_t remaining = seq->num_tokens() - hit.num_tokens;
-      if (!config_.enable_chunked_prefill && remaining > budget) break;
-      const int64_t num_new = std::min(remaining, budget);
-      if (!blocks_.can_allocate(*seq, num_new, &hit)) break;
-      waiting_.pop_front();
+  // Paused waiting sequences are stepped over: they wait for their client, not for room.
+  if (!preempted_running && swapped_.empty()) {
+    for (size_t i = 0;
+         i < waiting_.size() && budget > 0 && static_cast<int64_t>(running_.size()) < config_.max_num_seqs;) {
+      Sequence* seq = waiting_[i];
+      if (seq->paused) {
+        ++i;
+        continue;
+      }
+      PrefixHit hit;
+      int64_t num_new = 0;
+      bool room = false;
+      do {  // the prefix hit again after each paused sequence gives its blocks up
+        hit = blocks_.find_prefix(*seq);
+        const int64_t remaining = seq->num_tokens() - hit.num_tokens;
+        if (!config_.enable_chunked_prefill && remaining > budget) break;
+        num_new = std::min(remaining, budget);
+        room = blocks_.can_allocate(*seq, num_new, &hit);
+      } while (!room && preempt_paused(out));
+      if (!room) break;
+      waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
       blocks_.allocate(*seq, num_new, &hit);
       seq->status = SequenceStatus::kRunning;
       running_.push_back(seq);

@@ -2,10 +2,16 @@
 //
 // One token budget per step (max_num_batched_tokens) shared by decodes and prefills; decodes go first, a
 // prompt longer than what is left is chunked over several steps (chunked prefill). Queues: running, swapped,
-// waiting (by priority, then arrival). When the KV cache runs out, the lowest-priority, latest-arrived running
-// sequence is preempted: by recompute (its blocks are freed; it re-enters the waiting queue and recomputes,
-// often from the prefix cache) or by swap (its blocks move to the CPU pool and come back before any new
-// admission).
+// waiting (by priority, then arrival). When the KV cache runs out, the lowest-priority, latest-arrived
+// running sequence is preempted: by recompute (its blocks are freed; it re-enters the waiting queue and
+// recomputes, often from the prefix cache) or by swap (its blocks move to the CPU pool and come back before
+// any new admission).
+//
+// Paused sequences (Sequence::paused: their client is not reading) leave the batch for the paused queue with
+// their blocks. They are the first preempted (by recompute) when a running or a waiting sequence needs
+// room, so a paused request never keeps another out. Cleared, they rejoin the running queue (with their
+// blocks, while there is room under max_num_seqs) or the waiting queue (preempted meanwhile) before anything
+// new.
 #pragma once
 
 #include <cstdint>
@@ -61,6 +67,7 @@ class Scheduler {
   [[nodiscard]] size_t num_waiting() const { return waiting_.size(); }
   [[nodiscard]] size_t num_running() const { return running_.size(); }
   [[nodiscard]] size_t num_swapped() const { return swapped_.size(); }
+  [[nodiscard]] size_t num_paused() const { return paused_.size(); }
   [[nodiscard]] const SchedulerCounters& counters() const { return counters_; }
   [[nodiscard]] const SchedulerConfig& config() const { return config_; }
   // Every sequence that holds blocks (for BlockManager::check_invariants).
@@ -71,13 +78,18 @@ class Scheduler {
   // returns false when there is none left.
   bool preempt_one(SchedulerOutput& out, const Sequence* keep);
   void preempt(Sequence* victim, SchedulerOutput& out);
+  // Frees the blocks of one paused sequence (the last in service order); false when none holds any.
+  bool preempt_paused(SchedulerOutput& out);
+  // Moves newly paused running sequences to paused_, and resumed ones back.
+  void apply_pauses();
   void insert_waiting(Sequence* seq);
 
   SchedulerConfig config_;
   BlockManager& blocks_;
   std::vector<Sequence*> running_;  // admission order
   std::deque<Sequence*> swapped_;
-  std::deque<Sequence*> waiting_;   // (priority, arrival) order
+  std::deque<Sequence*> waiting_;  // (priority, arrival) order
+  std::vector<Sequence*> paused_;  // left the running queue while paused, in the order they left
   SchedulerCounters counters_;
 };
 

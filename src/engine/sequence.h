@@ -13,7 +13,8 @@
 
 namespace ds {
 
-enum class SequenceStatus { kWaiting, kRunning, kSwapped, kFinished };
+// kPaused: out of the batch while its client does not read (Engine::pause); it may keep its KV blocks.
+enum class SequenceStatus { kWaiting, kRunning, kSwapped, kPaused, kFinished };
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 
 [[nodiscard]] const char* to_string(FinishReason reason);
@@ -21,15 +22,15 @@ enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 struct Sequence {
   int64_t seq_id = 0;
   int64_t request_id = 0;
-  int32_t index = 0;         // which of the request's n samples
-  int32_t priority = 0;      // lower is served first (vLLM's convention); ties by arrival
-  int64_t arrival = 0;       // admission order
+  int32_t index = 0;               // which of the request's n samples
+  int32_t priority = 0;            // lower is served first (vLLM's convention); ties by arrival
+  int64_t arrival = 0;             // admission order
   std::vector<int32_t> token_ids;  // prompt, then generated tokens
   int64_t num_prompt_tokens = 0;
   // token_ids[0, num_computed_tokens) have their latent KV in the cache.
   int64_t num_computed_tokens = 0;
-  std::vector<int32_t> block_table;    // device KV blocks, in order
-  std::vector<int32_t> swapped_blocks; // CPU swap blocks while swapped out
+  std::vector<int32_t> block_table;     // device KV blocks, in order
+  std::vector<int32_t> swapped_blocks;  // CPU swap blocks while swapped out
   // Prefix-cache keys of the full blocks of token_ids: block_hashes[i] covers tokens [0, (i+1) * block_size).
   // Kept by BlockManager::update_hashes; they depend only on the tokens, so they survive preemption.
   std::vector<uint64_t> block_hashes;
@@ -40,6 +41,8 @@ struct Sequence {
   SamplingParams params;
   std::mt19937_64 rng;
   bool is_fork_parent = false;  // n > 1: samples fork from this one when its prompt is done
+  // Its request is paused (Engine::pause): the scheduler leaves it out of the batch until it is cleared.
+  bool paused = false;
   // Text of the output, when the engine has a tokenizer: ids -> text deltas -> stop strings -> client.
   std::unique_ptr<tokenizer::IncrementalDetokenizer> detokenizer;
   std::unique_ptr<StopStringMatcher> stop_matcher;

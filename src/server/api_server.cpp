@@ -106,6 +106,8 @@ class LimitedExchange final : public Exchange {
     inner_->end_events();
   }
   bool events_started() const override { return inner_->events_started(); }
+  bool backlogged() const override { return inner_->backlogged(); }
+  void on_writable(std::function<void()> callback) override { inner_->on_writable(std::move(callback)); }
   void on_disconnect(std::function<void()> callback) override {
     inner_->on_disconnect([slot = slot_, callback = std::move(callback)] {
       slot->release();
@@ -117,7 +119,9 @@ class LimitedExchange final : public Exchange {
   void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) override {
     inner_->set_tokens(prompt_tokens, completion_tokens);
   }
-  void set_request_details(nlohmann::json details) override { inner_->set_request_details(std::move(details)); }
+  void set_request_details(nlohmann::json details) override {
+    inner_->set_request_details(std::move(details));
+  }
 
  private:
   std::shared_ptr<Exchange> inner_;

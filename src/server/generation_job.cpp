@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "server/errors.h"
 #include "server/request_log.h"
 
 namespace ds::server {
@@ -56,6 +57,15 @@ GenerationJob::~GenerationJob() {
 
 void GenerationJob::start(std::vector<PromptInput> prompts, const SamplingParams& params) {
   params_ = params;
+  const auto samples = static_cast<int64_t>(prompts.size()) * params.n;
+  if (samples > engine_.config().max_queue_len) {
+    completed_ = true;  // nothing submitted: the caller answers the error
+    throw bad_request(
+        fmt::format("this request asks for {} samples ({} prompt(s) x n={}), more than this server "
+                    "ever queues (--max-queue-len {}); send fewer prompts or a smaller n",
+                    samples, prompts.size(), params.n, engine_.config().max_queue_len),
+        prompts.size() > 1 ? "prompt" : "n", "too_many_samples");
+  }
   if (options_.log_requests) exchange_->set_request_details(request_log_details(prompts, params, tokenizer_));
   prompts_.reserve(prompts.size());
   try {
@@ -106,13 +116,33 @@ void GenerationJob::notify() {
   });
 }
 
+void GenerationJob::wait_for_client() {
+  if (waiting_for_client_) return;
+  waiting_for_client_ = true;
+  if (!engine_paused_) {
+    engine_paused_ = true;
+    for (const auto& p : prompts_) engine_.pause(p.engine_id);
+  }
+  exchange_->on_writable([self = shared_from_this()] { self->client_ready(); });
+}
+
+void GenerationJob::client_ready() {
+  waiting_for_client_ = false;
+  drain();
+  if (waiting_for_client_ || !engine_paused_ || completed_) return;
+  engine_paused_ = false;
+  for (const auto& p : prompts_) engine_.resume(p.engine_id);
+}
+
 void GenerationJob::drain() {
-  if (completed_) return;
+  if (completed_ || waiting_for_client_) return;
   RequestDelta d;
   const auto n = static_cast<size_t>(params_.n);
   for (size_t p = 0; p < prompts_.size(); ++p) {
     Prompt& prompt = prompts_[p];
-    while (prompt.stream->try_next(d)) {
+    while (true) {
+      if (options_.stream && exchange_->backlogged()) return wait_for_client();
+      if (!prompt.stream->try_next(d)) break;
       Choice& c = choices_[p * n + static_cast<size_t>(d.index)];
       if (!d.prompt_logprobs.empty()) prompt.prompt_logprobs = std::move(d.prompt_logprobs);
       std::string finish;
@@ -131,7 +161,8 @@ void GenerationJob::drain() {
       }
       c.text += d.text;
       c.token_ids.insert(c.token_ids.end(), d.token_ids.begin(), d.token_ids.end());
-      c.logprobs.insert(c.logprobs.end(), d.logprobs.begin(), d.logprobs.end());
+      // A stream sends the logprobs with their chunk; only a whole answer needs them kept.
+      if (!options_.stream) c.logprobs.insert(c.logprobs.end(), d.logprobs.begin(), d.logprobs.end());
       if (!finish.empty()) c.finish_reason = finish;
       if (options_.stream && error_.empty() && (!options_.echo_only || !finish.empty())) {
         stream_delta(c, d.text, d.token_ids, d.logprobs, finish);

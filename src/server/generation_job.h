@@ -8,6 +8,13 @@
 // Lifetime: the exchange's on_disconnect callback holds the job until the answer is complete; the engine's
 // listeners hold it only weakly. A job destroyed before it completed (client gone, server stopping) aborts
 // its engine requests, so their KV blocks are freed in the next engine step.
+//
+// Backpressure (streaming): while the exchange is backlogged (its client does not read what was sent),
+// drain() stops taking deltas and pauses its engine requests; on_writable resumes them. What one streaming
+// request holds is then bounded: the bytes queued for the client (--max-pending-bytes, plus the event that
+// crossed it), the deltas of the engine step that was running when it paused (one per sample), and its
+// choices' text and token ids (no logprobs: they went out with their chunks). A client that never reads again
+// is cut off by the write timeout, which aborts the requests and frees their KV blocks.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -72,6 +79,8 @@ class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
   GenerationJob& operator=(const GenerationJob&) = delete;
 
   // Submits every prompt; if one is refused, those already submitted are aborted and the error is rethrown.
+  // More samples (prompts x n) than the engine ever queues (--max-queue-len) is a 400 before any is
+  // submitted: such a request could never be admitted, so a 503 would only make the client retry forever.
   void start(std::vector<PromptInput> prompts, const SamplingParams& params);
   // Any thread: ends every sample with finish_reason "abort".
   void abort();
@@ -127,10 +136,15 @@ class GenerationJob : public std::enable_shared_from_this<GenerationJob> {
   void notify();  // engine thread
   void drain();   // strand
   void complete();
+  // Streaming, the client not reading: pause the engine requests and wait for the exchange to drain.
+  void wait_for_client();
+  void client_ready();
 
   JobRegistry& registry_;
   std::atomic<bool> drain_scheduled_{false};
   bool completed_ = false;
+  bool waiting_for_client_ = false;  // drain() stopped for backpressure; on_writable will call client_ready
+  bool engine_paused_ = false;       // Engine::pause was called for every prompt
   std::string error_;
 };
 

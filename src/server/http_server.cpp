@@ -25,6 +25,47 @@ using tcp = net::ip::tcp;
 
 }  // namespace
 
+namespace detail {
+
+void IdleConnections::mark_idle(const std::shared_ptr<SessionHandle>& session) {
+  std::lock_guard lock(mutex_);
+  if (session->idle_) idle_.erase(session->idle_pos_);
+  session->idle_pos_ = idle_.insert(idle_.end(), session);
+  session->idle_ = true;
+}
+
+void IdleConnections::mark_busy(SessionHandle& session) {
+  std::lock_guard lock(mutex_);
+  if (!session.idle_) return;
+  idle_.erase(session.idle_pos_);
+  session.idle_ = false;
+}
+
+bool IdleConnections::evict_oldest() {
+  std::shared_ptr<SessionHandle> oldest;
+  {
+    std::lock_guard lock(mutex_);
+    // An entry that cannot be locked belongs to a session being destroyed: its destructor erases it.
+    for (auto it = idle_.begin(); it != idle_.end(); ++it) {
+      oldest = it->lock();
+      if (!oldest) continue;
+      oldest->idle_ = false;
+      idle_.erase(it);
+      break;
+    }
+  }
+  if (!oldest) return false;
+  oldest->evict();
+  return true;
+}
+
+size_t IdleConnections::size() const {
+  std::lock_guard lock(mutex_);
+  return idle_.size();
+}
+
+}  // namespace detail
+
 std::string_view HttpRequest::header(std::string_view name) const {
   for (const auto& [key, value] : headers)
     if (detail::iequals(key, name)) return value;
@@ -94,8 +135,12 @@ class HttpServer::Impl {
         timer->async_wait([this, timer](boost::system::error_code) { accept(); });
         return;
       }
-      const int64_t count = ++shared_->connections;
+      int64_t count = ++shared_->connections;
       const auto& c = shared_->config;
+      // At the cap, a connection that waits for a request makes room (the one idle the longest, which gives
+      // its slot back at once): idle connections, however many are opened, never keep a new one (a liveness
+      // probe) out. Only busy ones do.
+      if (count > c.max_connections && shared_->idle.evict_oldest()) count = shared_->connections.load();
       if (count > c.max_connections + c.extra_connections) {
         --shared_->connections;
         boost::system::error_code ignored;
@@ -167,6 +212,9 @@ void HttpServer::stop() {
 }
 int64_t HttpServer::num_connections() const {
   return impl_->shared_->connections.load();
+}
+int64_t HttpServer::num_idle_connections() const {
+  return static_cast<int64_t>(impl_->shared_->idle.size());
 }
 int64_t HttpServer::num_answering() const {
   return impl_->shared_->answering.load();

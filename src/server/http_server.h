@@ -1,10 +1,22 @@
 // An asynchronous HTTP/1.1 server (Boost.Beast) with a route table, in the manner of llama.cpp's server:
 // post("/v1/completions", handler). The limits a public endpoint needs are enforced here, before a handler
 // ever runs: header size (431), body size (413, decided from Content-Length before the body is read; a
-// chunked body is cut off at the limit), header and body read timeouts (slowloris), and a connection cap past
-// which only /health is answered. Authentication is decided by the route, never by a URL prefix; with an
+// chunked body is cut off at the limit), framing per RFC 9112 (a Transfer-Encoding other than one `chunked`
+// is a 400 and the connection closes: never a body read as the next request), header and body read timeouts
+// (slowloris), and a connection cap. Authentication is decided by the route, never by a URL prefix; with an
 // authenticator set, a path no route has needs credentials too (401 before 404). With TLS (config.tls) every
-// connection starts with a handshake within header_timeout; the limits are the same.
+// connection starts with a handshake within header_timeout; the limits are the same. HEAD is answered by the
+// GET route of the path, with its headers and no body.
+//
+// Connection floods: a connection waiting for a request (new, or idle between keep-alive requests) holds no
+// work, so at max_connections the one idle the longest is closed to make room for a new one; only when every
+// connection is busy do new ones get the limited treatment (only /health) and, past extra_connections, a
+// close at accept. Idle keep-alive connections close after keep_alive_timeout, and a connection whose
+// requests carry no credentials (with an authenticator set) closes after max_requests_without_credentials.
+//
+// Backpressure: an answer's bytes not yet written to the client are counted; at max_pending_bytes the
+// exchange is backlogged() and a producer waits for on_writable() (GenerationJob pauses its engine request).
+// A write that makes no progress for write_timeout closes the connection, which runs on_disconnect.
 //
 // A handler gets an Exchange and answers through it, now or later: reply() once, or start_events() then
 // send_event()... end_events() for server-sent events. Every Exchange method must run on the exchange's own
@@ -41,15 +53,24 @@ struct HttpServerConfig {
   int io_threads = 2;
   uint64_t max_request_bytes = 16ull << 20;
   uint32_t max_header_bytes = 16 * 1024;
-  // The whole header must arrive within header_timeout of the connection becoming idle (this is also the
-  // keep-alive idle limit), the whole body within body_timeout of the header.
+  // The first request's header must arrive within header_timeout of the connection opening, the whole body
+  // within body_timeout of the header. Between keep-alive requests a connection may be idle for
+  // keep_alive_timeout; a header begun then must be complete within header_timeout of it.
   std::chrono::milliseconds header_timeout{10'000};
   std::chrono::milliseconds body_timeout{30'000};
-  std::chrono::milliseconds write_timeout{60'000};  // one write to a client that stopped reading
+  std::chrono::milliseconds keep_alive_timeout{5'000};
+  // A write to a client that stopped reading fails after this long without completing; the connection is
+  // closed and the request aborted.
+  std::chrono::milliseconds write_timeout{30'000};
+  // Bytes of one answer queued for a client and not yet written before the exchange is backlogged().
+  uint64_t max_pending_bytes = 1ull << 20;
   int64_t max_connections = 1024;
-  // Past max_connections, this many more connections are accepted to answer /health (and 503 to the rest);
-  // beyond that a connection is closed at accept.
+  // With every one of max_connections busy (none idle to close), this many more connections are accepted to
+  // answer /health (and 503 to the rest); beyond that a connection is closed at accept.
   int64_t extra_connections = 64;
+  // With an authenticator set: requests one connection may make without valid credentials (open routes,
+  // 401s) before it is closed, so that an anonymous client cannot keep a connection for free.
+  int64_t max_requests_without_credentials = 8;
   // TLS when set: every connection starts with a handshake, which must end within header_timeout.
   std::optional<TlsConfig> tls;
 };
@@ -104,6 +125,13 @@ class Exchange {
   virtual void end_events() = 0;
   [[nodiscard]] virtual bool events_started() const = 0;
 
+  // Backpressure: true while the bytes queued for the client and not yet written are at max_pending_bytes or
+  // more. A producer then stops producing and waits for on_writable.
+  [[nodiscard]] virtual bool backlogged() const = 0;
+  // Runs `callback` once on the strand when the queued bytes have fallen to half of max_pending_bytes or less
+  // (posted at once when they are there already). Dropped when the client leaves.
+  virtual void on_writable(std::function<void()> callback) = 0;
+
   // Runs once on the strand if the client disconnects before the answer is complete.
   virtual void on_disconnect(std::function<void()> callback) = 0;
   [[nodiscard]] virtual bool disconnected() const = 0;
@@ -155,6 +183,8 @@ class HttpServer {
   // Closes the listener and every connection and joins the threads. Idempotent.
   void stop();
   [[nodiscard]] int64_t num_connections() const;
+  // Connections waiting for a request (new or between keep-alive requests).
+  [[nodiscard]] int64_t num_idle_connections() const;
   // Requests handed to a handler whose answer has not been written out yet.
   [[nodiscard]] int64_t num_answering() const;
 

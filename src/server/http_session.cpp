@@ -16,22 +16,12 @@
 
 #include <cerrno>
 #include <deque>
-#include <random>
 #include <type_traits>
 
+#include "server/http_exchange.h"
 #include "util/check.h"
 
 namespace ds::server::detail {
-
-bool iequals(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
-      return false;
-  return true;
-}
-
-namespace {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -42,66 +32,6 @@ using PlainStream = beast::tcp_stream;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 template <class Stream>
 constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
-
-// A client's X-Request-Id when it is short and plain, else a fresh random one.
-std::string make_request_id(std::string_view given) {
-  const bool usable =
-      !given.empty() && given.size() <= 128 && std::all_of(given.begin(), given.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
-      });
-  if (usable) return std::string(given);
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return fmt::format("{:016x}", rng());
-}
-
-const char* reason_phrase(int status) {
-  const auto reason = http::obsolete_reason(static_cast<http::status>(status));
-  return reason.empty() ? "Unknown" : reason.data();
-}
-
-template <class Stream>
-class Session;
-
-template <class Stream>
-class ExchangeImpl final : public Exchange {
- public:
-  ExchangeImpl(std::shared_ptr<Session<Stream>> session, uint64_t generation, HttpRequest request,
-               std::string request_id, std::string user)
-      : session_(std::move(session)),
-        generation_(generation),
-        request_(std::move(request)),
-        request_id_(std::move(request_id)),
-        user_(std::move(user)) {}
-
-  const HttpRequest& request() const override { return request_; }
-  const std::string& request_id() const override { return request_id_; }
-  const std::string& user() const override { return user_; }
-  void reply(int status, std::string body, std::string content_type, const Headers& headers) override {
-    session_->reply(generation_, status, body, content_type, headers);
-  }
-  void start_events() override { session_->start_events(generation_); }
-  void send_event(std::string_view data) override { session_->send_event(generation_, data); }
-  void end_events() override { session_->end_events(generation_); }
-  bool events_started() const override { return session_->events_started(generation_); }
-  void on_disconnect(std::function<void()> callback) override {
-    session_->set_on_disconnect(generation_, std::move(callback));
-  }
-  bool disconnected() const override { return !session_->current(generation_); }
-  void post(std::function<void()> fn) override { session_->post(std::move(fn)); }
-  void set_tokens(int64_t prompt_tokens, int64_t completion_tokens) override {
-    session_->set_tokens(generation_, prompt_tokens, completion_tokens);
-  }
-  void set_request_details(nlohmann::json details) override {
-    session_->set_request_details(generation_, std::move(details));
-  }
-
- private:
-  std::shared_ptr<Session<Stream>> session_;
-  uint64_t generation_;
-  HttpRequest request_;
-  std::string request_id_;
-  std::string user_;
-};
 
 template <class Stream>
 class Session final : public std::enable_shared_from_this<Session<Stream>>, public SessionHandle {
@@ -119,22 +49,34 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     if (!ec) remote_ = fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
   }
   ~Session() {
+    shared_.idle.mark_busy(*this);
     end_answering();
-    --shared_.connections;
+    release_slot();
   }
 
   void start() {
+    // Until its first request arrives, a connection is idle: the first to close when room is needed.
+    shared_.idle.mark_idle(this->shared_from_this());
     net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
       if constexpr (kTls<Stream>) {
         self->handshake();
       } else {
-        self->read_header();
+        self->await_request(/*first=*/true);
       }
+    });
+  }
+  void evict() override {
+    release_slot();
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      if (self->closed_) return;
+      if (!self->in_request_) return self->close();
+      self->keep_alive_ = false;  // a request arrived meanwhile: answer it, then close
     });
   }
   // Closes at once (the server is stopping; called with the io threads joined).
   void close_now() override {
     on_disconnect_ = nullptr;
+    on_writable_ = nullptr;
     exchange_.reset();
     closed_ = true;
     beast::error_code ec;
@@ -152,7 +94,8 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     std::string out = fmt::format("HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n", status,
                                   reason_phrase(status), content_type, body.size());
     append_common_headers(out, headers);
-    out += body;
+    // HEAD: the headers GET would send (its Content-Length included), never the body.
+    if (!head_) out += body;
     finish_reply(std::move(out));
   }
 
@@ -172,12 +115,13 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
   }
 
   void send_event(uint64_t generation, std::string_view data) {
-    if (!answering(generation) || !events_started_) return;
+    if (!answering(generation) || !events_started_ || head_) return;
     queue(frame(fmt::format("data: {}\n\n", data)));
   }
 
   void end_events(uint64_t generation) {
     if (!answering(generation) || !events_started_) return;
+    if (head_) return finish_reply({});
     std::string out = frame("data: [DONE]\n\n");
     if (chunked_) out += "0\r\n\r\n";
     finish_reply(std::move(out));
@@ -190,6 +134,16 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
   void set_on_disconnect(uint64_t generation, std::function<void()> callback) {
     if (!answering(generation)) return;
     on_disconnect_ = std::move(callback);
+  }
+
+  [[nodiscard]] bool backlogged(uint64_t generation) const {
+    return current(generation) && pending_bytes_ >= shared_.config.max_pending_bytes;
+  }
+
+  void set_on_writable(uint64_t generation, std::function<void()> callback) {
+    if (!answering(generation) || !callback) return;
+    on_writable_ = std::move(callback);
+    notify_writable();
   }
 
   void set_tokens(uint64_t generation, int64_t prompt_tokens, int64_t completion_tokens) {
@@ -226,14 +180,30 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
                               [self = this->shared_from_this()](beast::error_code ec) {
                                 if (self->closed_) return;
                                 if (ec) return self->close();  // not TLS, an old version, too slow, gone
-                                self->read_header();
+                                self->await_request(/*first=*/true);
                               });
     }
   }
 
   // ---- Reading a request. ----
-  void read_header() {
+  // Between requests the connection is idle (evictable); a keep-alive connection waits keep_alive_timeout
+  // for the next request to begin, then header_timeout for its header.
+  void await_request(bool first) {
     reset_request();
+    in_request_ = false;
+    if (!first) shared_.idle.mark_idle(this->shared_from_this());
+    if (first || buffer_.size() > 0) return read_header();  // a pipelined request is there already
+    tcp_layer().expires_after(shared_.config.keep_alive_timeout);
+    stream_.async_read_some(buffer_.prepare(4096),
+                            [self = this->shared_from_this()](beast::error_code ec, size_t n) {
+                              if (self->closed_) return;
+                              if (ec) return self->close();  // idle past the limit, or gone
+                              self->buffer_.commit(n);
+                              self->read_header();
+                            });
+  }
+
+  void read_header() {
     header_parser_.emplace();
     header_parser_->header_limit(shared_.config.max_header_bytes);
     // The body's size is judged in on_header (413 with the numbers), not by the header parser.
@@ -246,6 +216,8 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
 
   void on_header(beast::error_code ec) {
     if (closed_) return;
+    shared_.idle.mark_busy(*this);
+    in_request_ = true;
     if (ec == http::error::header_limit) {
       return early_reply(
           431, "request_header_fields_too_large",
@@ -260,18 +232,16 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     const auto& req = header_parser_->get();
     started_ = Clock::now();
     version_ = req.version();
-    keep_alive_ = req.keep_alive();
-    request_.method = std::string(req.method_string());
-    request_.target = std::string(req.target());
-    const size_t q = request_.target.find('?');
-    request_.path = request_.target.substr(0, q);
-    request_.query = q == std::string::npos ? "" : request_.target.substr(q + 1);
-    for (const auto& field : req)
-      request_.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-    request_.remote = remote_;
+    keep_alive_ = req.keep_alive() && keep_alive_allowed_;
+    request_ = request_from_header(req, remote_);
+    head_ = request_.method == "HEAD";
     request_id_ = make_request_id(request_.header("x-request-id"));
     summary_.method = request_.method;
     const bool body_pending = header_parser_->chunked() || header_parser_->content_length().value_or(0) > 0;
+    if (auto problem = framing_error(req, version_)) {
+      // The body's length is unknown: nothing after this header can be read as a request (RFC 9112 6.1).
+      return early_reply(400, "bad_transfer_encoding", std::move(*problem));
+    }
 
     if (limited_ && request_.path != "/health") {
       keep_alive_ = false;
@@ -287,13 +257,14 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
                                      "(--max-request-bytes)",
                                      *content_length, shared_.config.max_request_bytes));
     }
-    // The route and the credentials are decided before the body is read.
+    // The route and the credentials are decided before the body is read. HEAD takes the path's GET route.
     route_ = nullptr;
     bool path_known = false;
+    const std::string_view method = head_ ? std::string_view("GET") : std::string_view(request_.method);
     for (const auto& r : shared_.routes) {
       if (r.path != request_.path) continue;
       path_known = true;
-      if (r.method == request_.method) route_ = &r;
+      if (r.method == method) route_ = &r;
     }
     if (route_ != nullptr) summary_.route = route_->path;
     // Credentials first: with authentication on, a route that is not open (or no route at all: an unknown
@@ -302,6 +273,7 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     if (shared_.authenticator && (route_ == nullptr || route_->authenticated)) {
       AuthResult auth = shared_.authenticator(request_.header("authorization"));
       if (!auth.user) {
+        count_request_without_credentials();
         if (body_pending) keep_alive_ = false;
         return early_reply(
             401, std::move(auth.code),
@@ -311,6 +283,8 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
             "authentication_error");
       }
       user_ = std::move(*auth.user);
+    } else if (shared_.authenticator) {
+      count_request_without_credentials();  // an open route
     }
     summary_.user = user_;
     if (route_ == nullptr) {
@@ -378,6 +352,14 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     }
   }
 
+  // With an authenticator set, a connection whose requests bring no credentials gets a bounded number of
+  // them.
+  void count_request_without_credentials() {
+    if (++requests_without_credentials_ < shared_.config.max_requests_without_credentials) return;
+    keep_alive_ = false;
+    keep_alive_allowed_ = false;
+  }
+
   // A request refused before its body was read (or without one).
   void early_reply(int status, std::string code, std::string message,
                    std::string type = "invalid_request_error",
@@ -415,15 +397,22 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
   }
 
   void queue(std::string bytes) {
+    pending_bytes_ += bytes.size();
     out_.push_back(std::move(bytes));
     write_next();
   }
 
+  // Everything queued goes out in one gathered write (up to kMaxGather pieces), which must complete within
+  // write_timeout: a client that stops reading is cut off then (on_write sees the timeout).
   void write_next() {
     if (writing_ || out_.empty() || closed_) return;
     writing_ = true;
+    static constexpr size_t kMaxGather = 64;
+    std::vector<net::const_buffer> pieces;
+    for (size_t i = 0; i < out_.size() && i < kMaxGather; ++i) pieces.push_back(net::buffer(out_[i]));
+    in_flight_ = pieces.size();
     tcp_layer().expires_after(shared_.config.write_timeout);
-    net::async_write(stream_, net::buffer(out_.front()),
+    net::async_write(stream_, pieces,
                      [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_write(ec); });
   }
 
@@ -431,9 +420,20 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     writing_ = false;
     if (closed_) return;
     if (ec) return client_gone();
-    out_.pop_front();
+    for (; in_flight_ > 0; --in_flight_) {
+      pending_bytes_ -= out_.front().size();
+      out_.pop_front();
+    }
+    notify_writable();
     if (!out_.empty()) return write_next();
     if (reply_complete_) finish_request();
+  }
+
+  // Backpressure released: the producer waiting in on_writable runs again (posted, never inside a write's
+  // completion, so that what it queues starts a write of its own).
+  void notify_writable() {
+    if (!on_writable_ || pending_bytes_ > shared_.config.max_pending_bytes / 2) return;
+    post(std::exchange(on_writable_, nullptr));
   }
 
   void end_answering() {
@@ -448,7 +448,7 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     on_disconnect_ = nullptr;
     exchange_.reset();
     end_answering();
-    if (keep_alive_) return read_header();
+    if (keep_alive_) return await_request(/*first=*/false);
     graceful_close();
   }
 
@@ -500,6 +500,7 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     const bool answered = reply_complete_ && out_.empty();
     if (auto callback = std::move(on_disconnect_); callback && !reply_complete_) callback();
     on_disconnect_ = nullptr;
+    on_writable_ = nullptr;
     if (exchange_ != nullptr && !answered) emit_summary(true);
     exchange_.reset();
     close();
@@ -511,6 +512,7 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     if (closed_) return;
     closed_ = true;
     on_disconnect_ = nullptr;
+    on_writable_ = nullptr;
     exchange_.reset();
     beast::error_code ec;
     tcp_layer().socket().shutdown(tcp::socket::shutdown_both, ec);
@@ -549,12 +551,19 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
     user_.clear();
     request_id_.clear();
     out_.clear();
+    pending_bytes_ = 0;
+    on_writable_ = nullptr;
     reply_complete_ = false;
     events_started_ = false;
+    head_ = false;
     chunked_ = false;
     status_ = 0;
     summary_ = ExchangeSummary{};
     started_ = Clock::now();
+  }
+
+  void release_slot() {
+    if (counted_.exchange(false)) --shared_.connections;
   }
 
   void emit_summary(bool disconnected) {
@@ -581,6 +590,10 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
   std::shared_ptr<ServerState> shared_ptr_;  // sessions may outlive the server object by a moment
   ServerState& shared_;
   bool limited_;
+  std::atomic<bool> counted_{true};  // holds one of ServerState::connections (until evicted or destroyed)
+  bool in_request_ = false;          // a request's header has arrived and its answer is not done
+  bool keep_alive_allowed_ = true;   // false once the connection has used its requests without credentials
+  int64_t requests_without_credentials_ = 0;
   std::string remote_;
   std::optional<http::request_parser<http::empty_body>> header_parser_;
   std::optional<http::request_parser<http::string_body>> body_parser_;
@@ -594,6 +607,7 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
   std::string user_;
   unsigned version_ = 11;
   bool keep_alive_ = true;
+  bool head_ = false;
   Clock::time_point started_;
   std::shared_ptr<ExchangeImpl<Stream>> exchange_;
   std::function<void()> on_disconnect_;
@@ -604,14 +618,15 @@ class Session final : public std::enable_shared_from_this<Session<Stream>>, publ
 
   // The answer.
   std::deque<std::string> out_;
+  uint64_t pending_bytes_ = 0;  // in out_: queued and not yet written
+  size_t in_flight_ = 0;        // pieces of out_ in the write under way
+  std::function<void()> on_writable_;
   bool writing_ = false;
   bool reply_complete_ = false;
   bool events_started_ = false;
   bool chunked_ = false;
   bool closed_ = false;
 };
-
-}  // namespace
 
 std::shared_ptr<SessionHandle> start_session(tcp::socket socket, std::shared_ptr<ServerState> state,
                                              bool limited) {

@@ -94,6 +94,8 @@ std::string render_metrics(const MetricsInput& in) {
             "Number of requests waiting to be processed.");
     w.gauge("deepserve:num_requests_swapped", static_cast<double>(s.num_swapped),
             "Number of requests swapped out to CPU memory.");
+    w.gauge("deepserve:num_requests_paused", static_cast<double>(s.num_paused),
+            "Number of sequences paused because their client is not reading the stream.");
     w.gauge("deepserve:kv_cache_usage_perc", s.kv_cache_usage, "KV-cache usage. 1 means 100 percent usage.");
     w.gauge("deepserve:kv_cache_fragmentation_ratio", s.kv_cache_fragmentation,
             "Allocated but unused KV slots over allocated KV slots.");

@@ -15,7 +15,8 @@ class SchedulerTest : public ::testing::Test {
     s->arrival = s->seq_id;
     s->priority = priority;
     s->token_ids.assign(static_cast<size_t>(prompt_len), 7);
-    for (int i = 0; i < prompt_len; ++i) s->token_ids[static_cast<size_t>(i)] = static_cast<int32_t>(s->seq_id * 1000 + i);
+    for (int i = 0; i < prompt_len; ++i)
+      s->token_ids[static_cast<size_t>(i)] = static_cast<int32_t>(s->seq_id * 1000 + i);
     s->num_prompt_tokens = prompt_len;
     blocks_->update_hashes(*s);
     seqs_.push_back(std::move(s));
@@ -130,6 +131,49 @@ TEST_F(SchedulerTest, SwapPreemptionMovesBlocksAndBringsThemBack) {
   EXPECT_EQ(out.scheduled[0].seq, b);
   EXPECT_EQ(out.scheduled[0].num_new_tokens, 1);
   blocks_->check_invariants(scheduler_->live_sequences());
+}
+
+// Backpressure: a paused sequence leaves the batch with its blocks and comes back with them; when a new
+// sequence needs room, the paused one gives its blocks up first (and recomputes when it resumes).
+TEST_F(SchedulerTest, PausedSequenceLeavesTheBatchAndIsTheFirstToGiveUpItsBlocks) {
+  SchedulerConfig config;
+  make(config, 4);  // 4 blocks of 4 tokens
+  Sequence* a = add(7);
+  auto out = scheduler_->schedule();
+  complete(out);
+  ASSERT_EQ(a->block_table.size(), 2u);
+  a->paused = true;
+  out = scheduler_->schedule();
+  EXPECT_TRUE(out.scheduled.empty());
+  EXPECT_EQ(scheduler_->num_paused(), 1u);
+  EXPECT_EQ(scheduler_->num_running(), 0u);
+  EXPECT_EQ(a->block_table.size(), 2u);  // kept
+  a->paused = false;
+  out = scheduler_->schedule();
+  ASSERT_EQ(out.scheduled.size(), 1u);
+  EXPECT_EQ(out.scheduled[0].seq, a);
+  EXPECT_EQ(out.scheduled[0].num_new_tokens, 1);  // a decode: nothing recomputed
+  complete(out);
+  blocks_->check_invariants(scheduler_->live_sequences());
+
+  a->paused = true;
+  (void)scheduler_->schedule();
+  Sequence* b = add(12);  // needs 3 of the 4 blocks: only by taking a's
+  out = scheduler_->schedule();
+  ASSERT_EQ(out.scheduled.size(), 1u);
+  EXPECT_EQ(out.scheduled[0].seq, b);
+  EXPECT_TRUE(a->block_table.empty());
+  EXPECT_EQ(a->num_computed_tokens, 0);
+  EXPECT_EQ(scheduler_->counters().preemptions_recompute, 1);
+  complete(out);
+  blocks_->check_invariants(scheduler_->live_sequences());
+  // Resumed, a recomputes from the waiting queue once b is done.
+  a->paused = false;
+  scheduler_->remove(b);
+  out = scheduler_->schedule();
+  ASSERT_EQ(out.scheduled.size(), 1u);
+  EXPECT_EQ(out.scheduled[0].seq, a);
+  EXPECT_EQ(out.scheduled[0].num_new_tokens, a->num_tokens());
 }
 
 }  // namespace

@@ -136,23 +136,28 @@ TEST(LifecycleTest, FullQueueIs503WithRetryAfterAndNIsAllOrNothing) {
 TEST(LifecycleTest, ListOfPromptsIsAdmittedAllOrNothing) {
   testing::HarnessOptions o;
   o.start_engine = false;
-  o.engine.max_queue_len = 3;
+  o.engine.max_queue_len = 4;
   testing::ServerHarness h(o);
-  // The first prompt fits (2 samples), the second does not (4 > 3): the first is taken back.
+  // One sample queued; then 2 prompts x 2 samples (4 <= 4: admissible on an idle server, so 503 and not 400):
+  // the first prompt fits (1 + 2), the second does not (3 + 2 > 4), and the first is taken back.
+  Connection first(h.port());
+  first.send(request_text("POST", "/v1/completions", long_request(true, 4).dump()));
+  EXPECT_NE(first.read_until("\r\n\r\n").find("200 OK"), std::string::npos);
   json two = long_request(false, 2);
   two["prompt"] = {{1, 2}, {3, 4}};
   two["n"] = 2;
-  const auto r = testing::post_json(h.port(), "/v1/completions", two);
+  auto r = testing::post_json(h.port(), "/v1/completions", two);
   EXPECT_EQ(r.status, 503);
   EXPECT_EQ(r.json()["error"]["code"], "overloaded");
-  // The taken-back prompt leaves the engine in its next step: nothing runs and the queue is free again.
+  // The taken-back prompt leaves the engine in its next step: only the first request runs.
   (void)h.engine().step();
-  EXPECT_EQ(h.engine().stats().num_running, 0);
-  EXPECT_EQ(h.engine().stats().kv_cache_usage, 0.0);
+  EXPECT_EQ(h.engine().stats().num_running, 1);
   h.engine().start();
-  json three = long_request(false, 2);
-  three["n"] = 3;
-  EXPECT_EQ(testing::post_json(h.port(), "/v1/completions", three).status, 200);
+  EXPECT_NE(first.read_until("data: [DONE]").find("data: [DONE]"), std::string::npos);
+  ASSERT_TRUE(h.wait_engine_idle());
+  r = testing::post_json(h.port(), "/v1/completions", two);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.json()["choices"].size(), 4u);
 }
 
 TEST(LifecycleTest, DrainFinishesShortRequestsAndAbortsTheRest) {

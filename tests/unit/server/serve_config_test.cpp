@@ -8,8 +8,8 @@
 #include <fstream>
 #include <regex>
 
-#include "server_harness.h"
 #include "../run_command.h"
+#include "server_harness.h"
 
 namespace ds::server {
 namespace {
@@ -121,6 +121,35 @@ TEST(ServeConfigTest, BadFilesAreRefusedWithFileAndLine) {
   EXPECT_NE(missing.output.find("--config: /nonexistent/deepserve.yaml: cannot open the config file"),
             std::string::npos)
       << missing.output;
+}
+
+// The connection flags of issue 19: out-of-range values stop the start with the flag's name, on the command
+// line and from a config file; good values from a file are taken (a 1 s write timeout ends a stalled stream).
+TEST(ServeConfigTest, BackpressureAndIdleFlagsAreValidatedAndReadFromTheConfig) {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"--max-pending-bytes 100", "--max-pending-bytes: Value 100 not in range"},
+      {"--write-timeout 0", "--write-timeout: Value 0 not in range"},
+      {"--keep-alive-timeout -1", "--keep-alive-timeout: Value -1 not in range"},
+      {"--write-timeout soon", "--write-timeout"},
+  };
+  for (const auto& [flags, message] : bad) {
+    const CommandRun r = run_deepserve("serve --model " + kModel + " " + flags);
+    EXPECT_NE(r.exit_code, 0) << flags;
+    EXPECT_NE(r.output.find(message), std::string::npos) << flags << ": " << r.output;
+  }
+  const std::string bad_file = write_file("ds_pending.yaml", "max_pending_bytes: 12\n");
+  const CommandRun r = run_deepserve("serve --config " + bad_file + " --model " + kModel);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("ds_pending.yaml:1: 'max_pending_bytes': "), std::string::npos) << r.output;
+
+  const std::string config = write_file(
+      "ds_connections.yaml", "write-timeout: 1\nmax_pending_bytes: 4096\nkeep_alive_timeout: 0.3\n");
+  testing::ServeProcess serve({"--config", config, "--model", kModel, "--threads", "1", "--access-log", ""});
+  // keep-alive-timeout 0.3: an idle keep-alive connection is closed well before the 10 s header timeout.
+  testing::Connection idle(serve.port());
+  idle.send(testing::request_text("GET", "/health", "", {}, /*keep_alive=*/true));
+  EXPECT_EQ(idle.read_reply().status, 200);
+  EXPECT_TRUE(idle.closed_by_peer(std::chrono::seconds(2)));
 }
 
 }  // namespace

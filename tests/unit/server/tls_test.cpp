@@ -274,7 +274,8 @@ TEST_F(TlsTest, LimitsHoldOverTls) {
     const auto r = big.read_reply();
     EXPECT_EQ(r.status, 413);
   }
-  // Past --max-connections: /health still answers, the rest 503.
+  // At --max-connections, idle TLS connections make room as plain ones do (the longest idle is closed), so
+  // a new client is answered; only busy connections can fill the cap (http_server_test covers the 503).
   ASSERT_TRUE(wait_for([&] { return h.server().num_connections() == 0; }));
   TlsClient a(h.port()), b(h.port());
   ASSERT_TRUE(a.handshake() && b.handshake());
@@ -282,10 +283,8 @@ TEST_F(TlsTest, LimitsHoldOverTls) {
   EXPECT_EQ(b.request("GET", "/health").status, 200);
   TlsClient extra(h.port());
   ASSERT_TRUE(extra.handshake());
-  EXPECT_EQ(extra.request("GET", "/health").status, 200);
-  TlsClient extra2(h.port());
-  ASSERT_TRUE(extra2.handshake());
-  EXPECT_EQ(extra2.request("GET", "/v1/models").status, 503);
+  EXPECT_EQ(extra.request("GET", "/v1/models").status, 200);
+  EXPECT_TRUE(a.closed_by_peer(std::chrono::seconds(3)));
 }
 
 TEST_F(TlsTest, AClientThatLeavesAbortsItsRequest) {
