@@ -40,7 +40,7 @@ std::vector<int32_t> parse_prompt_ids(const std::string& text) {
   return ids;
 }
 
-EngineConfig engine_config(const GenerateOptions& o, DeepseekModel& model, int64_t min_tokens_needed) {
+EngineConfig engine_config(const GenerateOptions& o, ModelRunner& model, int64_t min_tokens_needed) {
   EngineConfig c;
   c.block_size = o.block_size;
   c.scheduler.max_num_seqs = o.max_num_seqs;
@@ -73,7 +73,7 @@ void report_graphs(const GenerateOptions& o, const Engine& engine) {
                  o.device.c_str());
 }
 
-int run_single(const GenerateOptions& o, DeepseekModel& model, const PromptEncoder* encoder) {
+int run_single(const GenerateOptions& o, ModelRunner& model, const PromptEncoder* encoder) {
   EngineRequest request;
   if (!o.prompt_ids.empty()) {
     request.prompt_ids = parse_prompt_ids(o.prompt_ids);
@@ -139,7 +139,7 @@ struct BatchLine {
   std::string error;
 };
 
-int run_batch(const GenerateOptions& o, DeepseekModel& model, const PromptEncoder* encoder) {
+int run_batch(const GenerateOptions& o, ModelRunner& model, const PromptEncoder* encoder) {
   std::ifstream in(o.batch_file);
   DS_REQUIRE(in.good(), InvalidArgument, "--batch: cannot open {}", o.batch_file);
   std::vector<BatchLine> lines;
@@ -248,6 +248,7 @@ CLI::App* add_generate_command(CLI::App& app, GenerateOptions& o) {
   auto* seed = cmd->add_option("--seed", o.seed, "Random seed for sampling");
   seed->each([&o](const std::string&) { o.seed_given = true; });
   cmd->add_option("--device", o.device, "cpu")->check(CLI::IsMember({"cpu", "cuda"}));
+  add_parallel_flags(*cmd, o.parallel);
   cmd->add_option("--dtype", o.dtype,
                   "Activation dtype: auto (bfloat16 on cuda, float32 on cpu), bfloat16 (cuda) or float32 (cpu)")
       ->check(CLI::IsMember({"auto", "bfloat16", "float32", "float", "float16", "half"}));
@@ -282,8 +283,8 @@ int run_generate(const GenerateOptions& o) {
   flags.validate();
   if (!o.prompt_ids.empty()) (void)parse_prompt_ids(o.prompt_ids);
 
-  const std::unique_ptr<Backend> backend = make_backend(o.device, o.dtype, o.threads);
-  auto model = load_model(o.model_dir, *backend, /*progress=*/true);
+  LoadedModel loaded = load_runner(o.model_dir, o.device, o.dtype, o.threads, o.parallel, /*progress=*/true);
+  ModelRunner* model = loaded.runner;
   // The model directory's tokenizer, when it has one: text prompts, chat files and text output.
   std::optional<PromptEncoder> encoder;
   if (std::filesystem::exists(std::filesystem::path(o.model_dir) / "tokenizer.json")) {

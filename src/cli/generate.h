@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/parallel_flags.h"
+
 namespace ds::cli {
 
 struct GenerateOptions {
@@ -23,6 +25,7 @@ struct GenerateOptions {
   uint64_t seed = 0;
   bool seed_given = false;
   std::string device = "cpu";
+  ParallelOptions parallel;  // --tensor-parallel-size, --dist-timeout
   std::string dtype = "auto";  // --dtype: the activations' dtype (make_backend checks it against the device)
   int threads = 0;
   bool ignore_eos = false;

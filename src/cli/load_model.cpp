@@ -2,13 +2,17 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "backend/cpu/cpu_backend.h"
 #ifdef DEEPSERVE_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
+#include "model/tensor_parallel_runner.h"
+#include "parallel/communicator.h"
 #include "util/check.h"
 
 namespace ds::cli {
@@ -75,6 +79,39 @@ std::unique_ptr<DeepseekModel> load_model(const std::string& dir, Backend& backe
                up.wall_s > 0 ? 100.0 * up.read_s / (up.wall_s * up.threads) : 0.0,
                up.wall_s > 0 ? 100.0 * up.wait_s / (up.wall_s * up.threads) : 0.0);
   return model;
+}
+
+LoadedModel load_runner(const std::string& dir, const std::string& device, const std::string& dtype, int threads,
+                        const ParallelOptions& parallel, bool progress) {
+  const int tp = parallel.tensor_parallel_size;
+  DS_REQUIRE(tp >= 1 && tp <= 64, InvalidArgument, "--tensor-parallel-size {}: use 1 to 64", tp);
+  DS_REQUIRE(parallel.dist_timeout_s > 0, InvalidArgument, "--dist-timeout {}: must be positive (seconds)",
+             parallel.dist_timeout_s);
+  LoadedModel out;
+  if (tp == 1) {
+    out.backends.push_back(make_backend(device, dtype, threads));
+    auto model = load_model(dir, *out.backends.front(), progress);
+    out.runner = model.get();
+    out.owner = std::move(model);
+    return out;
+  }
+  DS_REQUIRE(device == "cpu", InvalidArgument,
+             "--tensor-parallel-size {} with --device {}: tensor parallelism runs on --device cpu ranks in this "
+             "version; GPU ranks over NCCL are not built yet (use --tensor-parallel-size 1)",
+             tp, device);
+  // The cores shared out between the ranks (each rank's GEMMs on its own threads).
+  const int cores = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<Backend*> ranks;
+  for (int r = 0; r < tp; ++r) {
+    out.backends.push_back(make_backend(device, dtype, std::max(1, cores / tp)));
+    ranks.push_back(out.backends.back().get());
+  }
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(parallel.dist_timeout_s * 1000));
+  auto runner = std::make_unique<TensorParallelRunner>(dir, ranks, HostGroup::make(tp, timeout));
+  for (int r = 0; r < tp; ++r) prefetch_with_progress(runner->rank_model(r).checkpoint(), progress && r == 0);
+  out.runner = runner.get();
+  out.owner = std::move(runner);
+  return out;
 }
 
 }  // namespace ds::cli

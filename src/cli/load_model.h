@@ -6,6 +6,7 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "cli/parallel_flags.h"
 #include "model/deepseek.h"
 
 namespace ds::cli {
@@ -20,5 +21,16 @@ std::unique_ptr<Backend> make_backend(const std::string& device, const std::stri
 // mapped files in place: every page is read once now (with `progress`, a progress line on a terminal) so the first
 // requests do not wait on the disk.
 std::unique_ptr<DeepseekModel> load_model(const std::string& dir, Backend& backend, bool progress);
+
+// The model as the engine drives it: one backend and model at tensor-parallel size 1, else one backend per rank
+// and a TensorParallelRunner (ranks as threads; --device cpu only in this version: the CUDA ranks over NCCL
+// are not built yet, and asking for them is an error that says so).
+struct LoadedModel {
+  std::vector<std::unique_ptr<Backend>> backends;
+  std::unique_ptr<ModelRunner> owner;
+  ModelRunner* runner = nullptr;
+};
+LoadedModel load_runner(const std::string& dir, const std::string& device, const std::string& dtype, int threads,
+                        const ParallelOptions& parallel, bool progress);
 
 }  // namespace ds::cli

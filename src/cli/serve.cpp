@@ -36,7 +36,7 @@ std::string embedded_model_dir() {
       "no --model given and no embedded fixture model under {}; pass --model DIR", fixtures.string()));
 }
 
-EngineConfig engine_config(const ServeOptions& o, DeepseekModel& model) {
+EngineConfig engine_config(const ServeOptions& o, ModelRunner& model) {
   EngineConfig c;
   c.block_size = o.block_size;
   c.scheduler.max_num_seqs = o.max_num_seqs;
@@ -99,6 +99,7 @@ CLI::App* add_serve_command(CLI::App& app, ServeOptions& o) {
   cmd->add_option("--host", o.host, "Address to listen on (0.0.0.0 for every interface)");
   cmd->add_option("--port", o.port, "Port to listen on (0: any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  add_parallel_flags(*cmd, o.parallel);
   cmd->add_option(
          "--dtype", o.dtype,
          "Activation dtype: auto (bfloat16 on cuda, float32 on cpu), bfloat16 (cuda) or float32 (cpu)")
@@ -241,8 +242,8 @@ int run_serve(ServeOptions o) {
   signal(SIGHUP, SIG_DFL);  // under nohup it is ignored, and an ignored signal never reaches sigwait
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  const std::unique_ptr<Backend> backend = make_backend(o.device, o.dtype, o.threads);
-  auto model = load_model(o.model_dir, *backend, /*progress=*/false);
+  LoadedModel loaded = load_runner(o.model_dir, o.device, o.dtype, o.threads, o.parallel, /*progress=*/false);
+  ModelRunner* model = loaded.runner;
   const fs::path tokenizer_dir = o.tokenizer_dir.empty() ? fs::path(o.model_dir) : fs::path(o.tokenizer_dir);
   // The tokenizer and chat template, when the directory has them: text prompts and chat need them.
   std::optional<PromptEncoder> encoder;

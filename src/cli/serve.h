@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "cli/parallel_flags.h"
+
 namespace ds::cli {
 
 struct ServeOptions {
@@ -17,6 +19,7 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string device = "cpu";
+  ParallelOptions parallel;  // --tensor-parallel-size, --dist-timeout
   std::string dtype = "auto";  // --dtype: the activations' dtype (make_backend checks it against the device)
   int threads = 0;
   int io_threads = 2;

@@ -35,7 +35,7 @@ ForwardBatch profiling_batch(int64_t n, int64_t rows, int32_t block_size, int32_
 
 }  // namespace
 
-KvCachePlan plan_kv_cache(DeepseekModel& model, const KvCachePlanInput& in) {
+KvCachePlan plan_kv_cache(ModelRunner& model, const KvCachePlanInput& in) {
   Backend& backend = model.backend();
   DS_REQUIRE(in.gpu_memory_utilization > 0 && in.gpu_memory_utilization <= 1, InvalidArgument,
              "--gpu-memory-utilization {} is not in (0, 1]", in.gpu_memory_utilization);
@@ -62,7 +62,8 @@ KvCachePlan plan_kv_cache(DeepseekModel& model, const KvCachePlanInput& in) {
   if (in.decode_graph_max_batch > 0) {
     backend.reset_memory_peak();
     const auto idle = backend.device_memory();
-    const Tensor logits = model.forward_eager(capture_batch(in.decode_graph_max_batch));
+    // No graph is captured yet: forward() runs the step eagerly.
+    const Tensor logits = model.forward(capture_batch(in.decode_graph_max_batch));
     std::vector<float> host(static_cast<size_t>(logits.numel()));
     backend.copy_to_host(logits, host);
     graphs = 2 * std::max<int64_t>(0, backend.device_memory()->peak_pool_bytes - idle->peak_pool_bytes);

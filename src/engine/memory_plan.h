@@ -34,6 +34,6 @@ struct KvCachePlanInput {
 // The model's backend must have a device (Backend::device_memory). Leaves the model without a KV cache (the
 // engine allocates it). Throws UserError with the numbers and the flags to change when fewer than
 // min_blocks fit.
-[[nodiscard]] KvCachePlan plan_kv_cache(DeepseekModel& model, const KvCachePlanInput& in);
+[[nodiscard]] KvCachePlan plan_kv_cache(ModelRunner& model, const KvCachePlanInput& in);
 
 }  // namespace ds

@@ -48,6 +48,31 @@ TEST_P(GenerateCli, GreedyJsonReproducesTheFixtureTokens) {
   EXPECT_EQ(out["finish_reason"], "length");
 }
 
+TEST_P(GenerateCli, TensorParallelTwoGivesTheFixtureTokensToo) {
+  const auto prompt = expected(GetParam())["prompts"][2];
+  std::string ids;
+  for (const auto& id : prompt["prompt_ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(id.get<int>());
+  std::vector<int> want;
+  for (const auto& step : prompt["greedy"]) {
+    if (step["margin"].get<double>() <= 1e-2) break;
+    want.push_back(step["token"].get<int>());
+  }
+  const CommandRun r = run_deepserve("generate --model " + fixture(GetParam()) + " --prompt-ids " + ids +
+                                     " --max-tokens " + std::to_string(want.size()) +
+                                     " --temperature 0 --ignore-eos --json --tensor-parallel-size 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(r.output)["token_ids"].get<std::vector<int>>(), want);
+}
+
+TEST(GenerateCliErrors, ATensorParallelSizeTheHeadsDoNotDivideIsRefused) {
+  const CommandRun r = run_deepserve("generate --model " + fixture("deepseek_v3_tiny_bf16") +
+                                     " --prompt-ids 5,6 --max-tokens 1 --tensor-parallel-size 3");
+  EXPECT_EQ(r.exit_code, 2);  // a usage error
+  EXPECT_NE(r.output.find("--tensor-parallel-size 3: num_attention_heads 4 is not divisible by it"),
+            std::string::npos)
+      << r.output;
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, GenerateCli,
                          ::testing::Values("deepseek_v3_tiny_bf16", "deepseek_v3_tiny_fp8", "deepseek_v2_tiny_bf16"));
 
