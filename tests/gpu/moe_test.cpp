@@ -78,6 +78,41 @@ TEST_F(MoeTest, RouterChoosesTheSameExpertsWithTheSameWeights) {
   }
 }
 
+// An F32 input (the model's fp32 router input) goes through the router GEMM exactly: the GPU's top-k weights
+// equal the CPU's to fp32 rounding, where a bf16-rounded input moves them by ~1e-3 relative (DS_ROUTER=bf16).
+TEST_F(MoeTest, RouterOnAnF32InputIsExactInFp32) {
+  Rng rng(31);
+  const int64_t tokens = 48, hidden = 7168, experts = 256, top_k = 8;
+  auto gate = make_weight(rng, experts, hidden, DType::kBF16, 1.0f / std::sqrt(float(hidden)), "gate");
+  prepare(*gate);
+  auto bias = make_weight(rng, 1, experts, DType::kF32, 0.05f, "e_score_correction_bias");
+  bias->view.shape = {experts};
+  prepare(*bias);
+  MoeGateParams p;
+  p.gate = &gate->weight;
+  p.e_score_correction_bias = &bias->weight;
+  p.top_k = top_k;
+  p.n_group = 8;
+  p.topk_group = 4;
+  p.topk_method = TopkMethod::kNoauxTc;
+  p.scoring_func = ScoringFunc::kSigmoid;
+  p.norm_topk_prob = true;
+  p.routed_scaling_factor = 2.5f;
+  auto [xc, xg] = pair({tokens, hidden}, rng.normal(tokens * hidden), /*f32=*/true);
+  Tensor ids_ct = cpu_.empty_i32({tokens, top_k}), w_ct = cpu_.empty_f32({tokens, top_k});
+  Tensor ids_gt = gpu_.empty_i32({tokens, top_k}), w_gt = gpu_.empty_f32({tokens, top_k});
+  cpu_.moe_gate(xc, p, ids_ct, w_ct);
+  gpu_.moe_gate(xg, p, ids_gt, w_gt);
+  const std::vector<float> ids_c = host(cpu_, ids_ct), ids_g = host(gpu_, ids_gt);
+  const std::vector<float> w_c = host(cpu_, w_ct), w_g = host(gpu_, w_gt);
+  EXPECT_EQ(ids_g, ids_c);
+  double worst = 0;
+  for (size_t i = 0; i < w_c.size(); ++i)
+    if (ids_c[i] == ids_g[i]) worst = std::max(worst, std::fabs(double(w_g[i]) - w_c[i]) / std::fabs(w_c[i]));
+  EXPECT_LT(worst, 2e-6);
+  std::printf("SUMMARY router on an F32 input: top-k weights within %.1e relative of the CPU's\n", worst);
+}
+
 // The grouped expert GEMMs (bf16 and block-FP8 weights whose sizes are multiples of 8 / 16) and the per-expert
 // path with the routing copied to the host (the other shapes and dtypes), against the CPU. `skewed`: every
 // token picks experts 0..top_k-1, so those experts span several 32-row tiles.

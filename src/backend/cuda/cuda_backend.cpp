@@ -69,6 +69,10 @@ CudaBackend::CudaBackend(CudaBackendOptions options) {
            "moe_tile_rows {}: 0 (per call), {} or {}", options.moe_tile_rows, cuda::kMoeTileRows,
            cuda::kMoeLargeTileRows);
   moe_tile_rows_ = options.moe_tile_rows;
+  exact_router_ = options.exact_router;
+  if (env_switch("DS_ROUTER", {{"bf16", "the router GEMM on the input rounded to bf16"},
+                               {"fp32", "the router GEMM exact on the fp32 input (two bf16 terms)"}}) == "bf16")
+    exact_router_ = false;
   const auto tile = env_switch("DS_MOE_TILE_ROWS", {{"32", "32-row expert tiles"}, {"64", "64-row expert tiles"}});
   if (tile && moe_tile_rows_ == 0) moe_tile_rows_ = *tile == "32" ? cuda::kMoeTileRows : cuda::kMoeLargeTileRows;
 }

@@ -80,6 +80,11 @@ struct CudaBackendOptions {
   // batch averages at least kMoeLargeTileMinRows rows per expert, as in prefill; 32-row tiles otherwise);
   // 32 or 64 forces one (tests, bench_model --moe-op). DS_MOE_TILE_ROWS=32|64 forces one too.
   int moe_tile_rows = 0;
+  // The router's GEMM on an F32 input (the model passes one) runs exactly in fp32 as HF's does: the input
+  // split into two bf16 terms, hi + lo, through one bf16 GEMM of twice the rows (error ~2^-16 of the input
+  // instead of bf16's 2^-9, which flips near-tied experts). false rounds the input to bf16 (the earlier
+  // numerics); DS_ROUTER=bf16 turns it off too.
+  bool exact_router = true;
 };
 
 // Average (token, expert) pairs per expert from which the grouped expert GEMMs cut 64-row tiles.
@@ -165,6 +170,7 @@ class CudaBackend final : public Backend {
   // Shared with every tensor's deleter, so that tensors outliving the backend still free on a live stream.
   std::shared_ptr<cuda::CudaContext> ctx_;
   bool legacy_mla_ = false;
+  bool exact_router_ = true;
   MlaPrefillForm mla_prefill_ = MlaPrefillForm::kAuto;
   MlaDecodeKernel mla_decode_ = MlaDecodeKernel::kV2;
   void* mla_kernel_start_ = nullptr;  // set_mla_kernel_events

@@ -4,6 +4,7 @@
 // weight types (F32/F16 test checkpoints) copy the choices to the host and run each expert's GEMMs through
 // cuBLASLt. Both end with one weighted combine per token in k order (no atomics: the sum is deterministic).
 #include <algorithm>
+#include <cstddef>
 #include <numeric>
 #include <vector>
 
@@ -40,8 +41,22 @@ void CudaBackend::moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk
   DS_CHECK(p.n_group >= 1 && p.n_group <= 64 && e_count % p.n_group == 0 && p.topk_group >= 1 &&
                p.topk_group <= p.n_group,
            "{} experts in {} groups, {} kept (at most 64 groups)", e_count, p.n_group, p.topk_group);
-  Tensor logits = empty_f32({t_count, e_count});  // [T, E], fp32 as HF computes the router
-  cuda::linear_into(*ctx_, cuda::matrix(x), *p.gate, cuda::matrix(logits));
+  // [T, E] fp32 logits, as HF computes the router. An F32 input goes in exactly: as hi and lo bf16 terms
+  // stacked [2T, hidden] through one GEMM ([2T, E]: rows T.. hold the lo term's logits, added in the kernel).
+  const bool split = x.dtype == DType::kF32 && exact_router_;
+  Tensor logits = empty_f32({split ? 2 * t_count : t_count, e_count});
+  if (split) {
+    Tensor terms = empty({2 * t_count, x.cols()});  // [2T, hidden] bf16: hi rows, then lo rows
+    const cuda::MatrixRef all = cuda::matrix(terms);
+    const cuda::MatrixRef hi{all.data, all.dtype, t_count, all.cols, all.ld};
+    const cuda::MatrixRef lo{static_cast<std::byte*>(all.data) + static_cast<size_t>(t_count * all.ld) * 2,
+                             all.dtype, t_count, all.cols, all.ld};
+    cuda::launch_split_bf16(cuda::matrix(x), hi, lo, ctx_->stream);
+    DS_CUDA_CHECK_LAUNCH();
+    cuda::linear_into(*ctx_, all, *p.gate, cuda::matrix(logits));
+  } else {
+    cuda::linear_into(*ctx_, cuda::matrix(x), *p.gate, cuda::matrix(logits));
+  }
   const cuda::DeviceBuffer scores(ctx_->stream, static_cast<size_t>(t_count * e_count) * sizeof(float));
   const cuda::DeviceBuffer choice(ctx_->stream, static_cast<size_t>(t_count * e_count) * sizeof(float));
   cuda::DeviceWeight bias;
@@ -55,6 +70,7 @@ void CudaBackend::moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk
   }
   cuda::MoeGateKernelParams k;
   k.logits = static_cast<const float*>(logits.data);
+  k.logits_lo = split ? k.logits + t_count * e_count : nullptr;
   k.bias = has_bias ? &bias : nullptr;
   k.scores = scores.as<float>();
   k.choice = choice.as<float>();

@@ -94,6 +94,18 @@ __global__ void convert_kernel(MatrixRef x, MatrixRef out) {
   }
 }
 
+__global__ void split_bf16_kernel(MatrixRef x, MatrixRef hi, MatrixRef lo) {
+  const int64_t n = x.rows * x.cols;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / x.cols, c = i % x.cols;
+    const float v = load_at(x, r, c);
+    const float h = __bfloat162float(__float2bfloat16_rn(v));
+    store_at(hi, r, c, h);
+    store_at(lo, r, c, v - h);
+  }
+}
+
 __global__ void weight_to_bf16_kernel(DeviceWeight w, __nv_bfloat16* out) {
   const int64_t n = w.rows * w.cols;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -184,6 +196,11 @@ void launch_gather_rows(MatrixRef x, const int32_t* rows, MatrixRef out, cudaStr
 void launch_convert(MatrixRef x, MatrixRef out, cudaStream_t stream) {
   if (out.rows * out.cols == 0) return;
   convert_kernel<<<grid_stride_blocks(out.rows * out.cols), kThreads, 0, stream>>>(x, out);
+}
+
+void launch_split_bf16(MatrixRef x, MatrixRef hi, MatrixRef lo, cudaStream_t stream) {
+  if (x.rows * x.cols == 0) return;
+  split_bf16_kernel<<<grid_stride_blocks(x.rows * x.cols), kThreads, 0, stream>>>(x, hi, lo);
 }
 
 void launch_weight_to_bf16(const DeviceWeight& w, void* out, cudaStream_t stream) {

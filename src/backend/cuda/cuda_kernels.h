@@ -52,6 +52,8 @@ void launch_store_kv(MatrixRef latent, MatrixRef k_rope, const int64_t* slots, M
 void launch_gather_rows(MatrixRef x, const int32_t* rows, MatrixRef out, cudaStream_t stream);
 // out = x with dtype conversion, over [rows, cols]
 void launch_convert(MatrixRef x, MatrixRef out, cudaStream_t stream);
+// hi = bf16(x), lo = bf16(x - hi), so hi + lo = x within 2^-16 relative: an fp32 matrix as two bf16 terms.
+void launch_split_bf16(MatrixRef x, MatrixRef hi, MatrixRef lo, cudaStream_t stream);
 // out [rows, cols] bf16 (dense) = the weight in fp32 (fp8 * block scale, or f16/f32) rounded to bf16.
 void launch_weight_to_bf16(const DeviceWeight& w, void* out, cudaStream_t stream);
 // x [rows, cols] (F32 or BF16, cols a multiple of 128) -> q [rows, cols] e4m3 (row stride cols) and one fp32
@@ -176,6 +178,7 @@ void launch_mla_prefill(const MlaPrefillParams& p, cudaStream_t stream);
 enum class GateMethod : int { kGreedy = 0, kGroupLimitedGreedy = 1, kNoauxTc = 2 };
 struct MoeGateKernelParams {
   const float* logits = nullptr;       // [num_tokens, num_experts]
+  const float* logits_lo = nullptr;    // null, or [num_tokens, num_experts] added to logits (the lo term)
   const DeviceWeight* bias = nullptr;  // host pointer to a descriptor of [num_experts], or null
   float* scores = nullptr;             // scratch [num_tokens, num_experts]
   float* choice = nullptr;             // scratch [num_tokens, num_experts]

@@ -51,19 +51,22 @@ __global__ void moe_gate_kernel(MoeGateKernelParams p, DeviceWeight bias, bool h
   if (t >= p.num_tokens) return;  // the whole warp leaves together
   const int e_count = static_cast<int>(p.num_experts);
   const float* logits = p.logits + t * e_count;
+  const float* logits_lo = p.logits_lo != nullptr ? p.logits_lo + t * e_count : nullptr;
   float* scores = p.scores + t * e_count;
   float* choice = p.choice + t * e_count;
+  // The logits, the lo term's added (scores holds them until they become scores).
+  for (int e = lane; e < e_count; e += 32) scores[e] = logits[e] + (logits_lo != nullptr ? logits_lo[e] : 0.0f);
   if (p.sigmoid) {
-    for (int e = lane; e < e_count; e += 32) scores[e] = 1.0f / (1.0f + expf(-logits[e]));
+    for (int e = lane; e < e_count; e += 32) scores[e] = 1.0f / (1.0f + expf(-scores[e]));
   } else {
     float mx = -CUDART_INF_F;
-    for (int e = lane; e < e_count; e += 32) mx = fmaxf(mx, logits[e]);
+    for (int e = lane; e < e_count; e += 32) mx = fmaxf(mx, scores[e]);
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     double sum = 0.0;
-    for (int e = lane; e < e_count; e += 32) sum += exp(static_cast<double>(logits[e] - mx));
+    for (int e = lane; e < e_count; e += 32) sum += exp(static_cast<double>(scores[e] - mx));
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
     for (int e = lane; e < e_count; e += 32)
-      scores[e] = static_cast<float>(exp(static_cast<double>(logits[e] - mx)) / sum);
+      scores[e] = static_cast<float>(exp(static_cast<double>(scores[e] - mx)) / sum);
   }
   // The bias moves experts in or out of the selection; the weights come from the unbiased scores.
   for (int e = lane; e < e_count; e += 32) choice[e] = scores[e] + (has_bias ? weight_at(bias, 0, e) : 0.0f);

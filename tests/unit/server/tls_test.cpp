@@ -284,7 +284,8 @@ TEST_F(TlsTest, LimitsHoldOverTls) {
   TlsClient extra(h.port());
   ASSERT_TRUE(extra.handshake());
   EXPECT_EQ(extra.request("GET", "/v1/models").status, 200);
-  EXPECT_TRUE(a.closed_by_peer(std::chrono::seconds(3)));
+  // a or b, whichever the server saw idle longest (they went idle within a millisecond of each other).
+  EXPECT_TRUE(a.closed_by_peer(std::chrono::seconds(1)) || b.closed_by_peer(std::chrono::seconds(2)));
 }
 
 TEST_F(TlsTest, AClientThatLeavesAbortsItsRequest) {
