@@ -208,7 +208,8 @@ class Backend {
   // this backend, so a device backend keeps the routing on the device (no copy to the host, no wait).
   virtual void moe_gate(const Tensor& x, const MoeGateParams& p, Tensor& topk_ids, Tensor& topk_weights) = 0;
   // out += sum_k topk_weights[t,k] * expert[topk_ids[t,k]](x[t]), with top_k = topk_ids.cols(). An id outside
-  // [0, experts) is a bug of the caller: the CPU backend throws; a device backend skips that pair.
+  // [0, experts) is a bug of the caller: the CPU backend throws; a device backend skips that pair. An expert
+  // with empty weights is another rank's (expert parallel): its pairs add nothing here (CPU backend only).
   virtual void moe_experts(const Tensor& x, std::span<const MlpWeights> experts, const Tensor& topk_ids,
                            const Tensor& topk_weights, Tensor& out) = 0;
   // out = down(silu(gate(x)) * up(x))

@@ -88,6 +88,8 @@ LoadedModel load_runner(const std::string& dir, const std::string& device, const
   DS_REQUIRE(parallel.dist_timeout_s > 0, InvalidArgument, "--dist-timeout {}: must be positive (seconds)",
              parallel.dist_timeout_s);
   LoadedModel out;
+  DS_REQUIRE(tp > 1 || !parallel.enable_expert_parallel, InvalidArgument,
+             "--enable-expert-parallel needs more than one rank (--tensor-parallel-size > 1)");
   if (tp == 1) {
     out.backends.push_back(make_backend(device, dtype, threads));
     auto model = load_model(dir, *out.backends.front(), progress);
@@ -107,8 +109,10 @@ LoadedModel load_runner(const std::string& dir, const std::string& device, const
     ranks.push_back(out.backends.back().get());
   }
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(parallel.dist_timeout_s * 1000));
-  auto runner = std::make_unique<TensorParallelRunner>(dir, ranks, HostGroup::make(tp, timeout));
-  for (int r = 0; r < tp; ++r) prefetch_with_progress(runner->rank_model(r).checkpoint(), progress && r == 0);
+  auto runner =
+      std::make_unique<TensorParallelRunner>(dir, ranks, HostGroup::make(tp, timeout), parallel.enable_expert_parallel);
+  // The ranks map the same files: one pass puts their pages in the page cache for all of them.
+  prefetch_with_progress(runner->rank_model(0).checkpoint(), progress);
   out.runner = runner.get();
   out.owner = std::move(runner);
   return out;

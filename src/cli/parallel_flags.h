@@ -7,6 +7,7 @@ namespace ds::cli {
 
 struct ParallelOptions {
   int tensor_parallel_size = 1;
+  bool enable_expert_parallel = false;  // the routed experts whole on ranks instead of sliced
   double dist_timeout_s = 600;  // a collective that a rank does not reach within this ends the group
 };
 

@@ -9,7 +9,7 @@ namespace ds {
 std::unique_ptr<DeepseekModel> DeepseekModel::load(const std::filesystem::path& dir, Backend& backend,
                                                    ModelParallel parallel) {
   ModelConfig config = load_model_config(dir);
-  validate_tensor_parallel(config, parallel.tp.size);
+  validate_tensor_parallel(config, parallel.tp.size, parallel.tp.expert_parallel);
   Checkpoint checkpoint = Checkpoint::open(dir);
   return std::make_unique<DeepseekModel>(std::move(config), std::move(checkpoint), backend, parallel);
 }

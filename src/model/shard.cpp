@@ -110,7 +110,7 @@ Weight weight_cols(const Weight& w, int64_t c0, int64_t c1, ShardStore& store) {
   return out;
 }
 
-void validate_tensor_parallel(const ModelConfig& c, int tp) {
+void validate_tensor_parallel(const ModelConfig& c, int tp, bool expert_parallel) {
   DS_REQUIRE(tp >= 1, UserError, "--tensor-parallel-size {}: must be at least 1", tp);
   if (tp == 1) return;
   DS_REQUIRE(c.num_attention_heads % tp == 0, UserError,
@@ -121,6 +121,13 @@ void validate_tensor_parallel(const ModelConfig& c, int tp) {
       DS_REQUIRE(c.intermediate_size % tp == 0, UserError,
                  "--tensor-parallel-size {}: intermediate_size {} is not divisible by it", tp,
                  c.intermediate_size);
+    } else if (expert_parallel) {
+      DS_REQUIRE(c.n_routed_experts % tp == 0, UserError,
+                 "--enable-expert-parallel over {} ranks: n_routed_experts {} is not divisible by it", tp,
+                 c.n_routed_experts);
+      DS_REQUIRE(c.n_shared_experts == 0 || (c.moe_intermediate_size * c.n_shared_experts) % tp == 0, UserError,
+                 "--tensor-parallel-size {}: the shared experts' intermediate size {} is not divisible by it", tp,
+                 c.moe_intermediate_size * c.n_shared_experts);
     } else {
       DS_REQUIRE(c.moe_intermediate_size % tp == 0, UserError,
                  "--tensor-parallel-size {}: moe_intermediate_size {} is not divisible by it", tp,
@@ -131,7 +138,7 @@ void validate_tensor_parallel(const ModelConfig& c, int tp) {
 
 void shard_weights(ModelWeights& w, const ModelConfig& c, TensorParallel tp, ShardStore& store) {
   if (tp.size == 1) return;
-  validate_tensor_parallel(c, tp.size);
+  validate_tensor_parallel(c, tp.size, tp.expert_parallel);
   const int64_t n = tp.size, r = tp.rank;
   const int64_t heads = c.num_attention_heads / n, h0 = r * heads;
   auto mlp = [&](MlpWeights& m) {
@@ -150,7 +157,14 @@ void shard_weights(ModelWeights& w, const ModelConfig& c, TensorParallel tp, Sha
     if (!layer.is_moe) {
       mlp(layer.mlp);
     } else {
-      for (MlpWeights& e : layer.moe.experts) mlp(e);
+      std::vector<MlpWeights>& experts = layer.moe.experts;
+      if (tp.expert_parallel) {
+        const int64_t per_rank = static_cast<int64_t>(experts.size()) / n;
+        for (int64_t e = 0; e < static_cast<int64_t>(experts.size()); ++e)
+          if (e / per_rank != r) experts[static_cast<size_t>(e)] = MlpWeights{};  // another rank's
+      } else {
+        for (MlpWeights& e : experts) mlp(e);
+      }
       if (layer.moe.has_shared_experts) mlp(layer.moe.shared_experts);
     }
   }

@@ -1,11 +1,12 @@
 // Tensor-parallel slices of the weights (DESIGN.md, Parallelism): which rows or columns of each weight a rank
 // of a tensor-parallel group holds, and the views that hold them.
 //
-//   q_proj / q_b_proj, kv_b_proj   rows of this rank's heads            (column-parallel: outputs split)
-//   o_proj                         columns of this rank's heads         (row-parallel: partial sums,
-//   all-reduce) dense MLP, every expert's MLP, gate/up rows and down columns of this rank's share of the
-//   intermediate the shared experts q_a_proj, kv_a_proj, norms,    whole on every rank the router,
-//   embed_tokens, lm_head
+// - q_proj / q_b_proj and kv_b_proj: the rows of this rank's heads (column-parallel: the outputs split);
+// - o_proj: the columns of this rank's heads (row-parallel: partial sums, all-reduced by the model);
+// - the dense MLP, every expert and the shared experts: gate/up rows and down columns of this rank's share of
+//   the intermediate; with expert_parallel the routed experts stay whole instead, a run of them per rank, the
+//   others' left empty (their tokens add nothing on this rank);
+// - q_a_proj, kv_a_proj, the norms, the router, embed_tokens and lm_head: whole on every rank.
 //
 // A row slice is a view into the mapped checkpoint (no copy; the CUDA upload reads only its bytes). A column
 // slice is a copy. FP8 block scales stay exact: a slice that starts on a scale-block boundary keeps FP8 with
@@ -28,11 +29,14 @@ namespace ds {
 struct TensorParallel {
   int size = 1;
   int rank = 0;
+  // --enable-expert-parallel: the routed experts whole on ranks (n_routed_experts / size each, rank r the r-th
+  // run of them) instead of each sliced; a rank's MoE output is then its own experts' share, all-reduced.
+  bool expert_parallel = false;
 };
 
 // Throws UserError, with the numbers, when config's shapes cannot be split `tp` ways (heads, the dense and
 // expert intermediate sizes must divide).
-void validate_tensor_parallel(const ModelConfig& config, int tp);
+void validate_tensor_parallel(const ModelConfig& config, int tp, bool expert_parallel = false);
 
 // The views and bytes of sliced weights; must outlive the weights that point into it.
 class ShardStore {

@@ -55,7 +55,7 @@ void TensorParallelRunner::Worker::loop() {
 
 TensorParallelRunner::TensorParallelRunner(const std::filesystem::path& dir,
                                            std::span<Backend* const> backends,
-                                           std::vector<std::unique_ptr<Communicator>> comms)
+                                           std::vector<std::unique_ptr<Communicator>> comms, bool expert_parallel)
     : comms_(std::move(comms)) {
   const int n = static_cast<int>(backends.size());
   DS_CHECK(n >= 1 && static_cast<int>(comms_.size()) == n, "{} backends for a group of {}", n, comms_.size());
@@ -63,7 +63,7 @@ TensorParallelRunner::TensorParallelRunner(const std::filesystem::path& dir,
   for (int r = 0; r < n; ++r) workers_.push_back(std::make_unique<Worker>());
   on_all([&](int r) {
     ModelParallel p;
-    p.tp = TensorParallel{n, r};
+    p.tp = TensorParallel{n, r, expert_parallel};
     p.comm = comms_[static_cast<size_t>(r)].get();
     models_[static_cast<size_t>(r)] = DeepseekModel::load(dir, *backends[static_cast<size_t>(r)], p);
   });

@@ -27,8 +27,9 @@ class TensorParallelRunner final : public ModelRunner {
  public:
   // Loads rank r's slice of the checkpoint in `dir` onto backends[r] (one backend per rank, each used only
   // from rank r's thread afterwards), ranks in parallel. comms: the group, one per rank, in rank order.
+  // expert_parallel: the routed experts whole on ranks (TensorParallel::expert_parallel).
   TensorParallelRunner(const std::filesystem::path& dir, std::span<Backend* const> backends,
-                       std::vector<std::unique_ptr<Communicator>> comms);
+                       std::vector<std::unique_ptr<Communicator>> comms, bool expert_parallel = false);
   ~TensorParallelRunner() override;
 
   [[nodiscard]] int size() const { return static_cast<int>(models_.size()); }

@@ -105,7 +105,7 @@ void CpuBackend::moe_experts(const Tensor& x, std::span<const MlpWeights> expert
   }
   for (size_t e = 0; e < experts.size(); ++e) {
     const auto& slots = assigned[e];
-    if (slots.empty()) continue;
+    if (slots.empty() || experts[e].gate_proj.empty()) continue;  // empty: another rank's expert (EP)
     const int64_t n = static_cast<int64_t>(slots.size());
     Tensor xin = empty({n, hidden});
     for (int64_t j = 0; j < n; ++j)

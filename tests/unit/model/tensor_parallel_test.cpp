@@ -28,7 +28,7 @@ struct Ranks {
   std::unique_ptr<TensorParallelRunner> runner;
 };
 
-Ranks make_tp(const std::string& fixture, int tp) {
+Ranks make_tp(const std::string& fixture, int tp, bool ep = false) {
   Ranks r;
   std::vector<Backend*> ptrs;
   for (int i = 0; i < tp; ++i) {
@@ -36,7 +36,7 @@ Ranks make_tp(const std::string& fixture, int tp) {
     ptrs.push_back(r.backends.back().get());
   }
   r.runner = std::make_unique<TensorParallelRunner>(fixture_dir(fixture), ptrs,
-                                                    HostGroup::make(tp, std::chrono::milliseconds(30000)));
+                                                    HostGroup::make(tp, std::chrono::milliseconds(30000)), ep);
   return r;
 }
 
@@ -57,14 +57,14 @@ std::vector<int32_t> greedy(ModelRunner& m, const std::vector<int32_t>& ids, int
   return generate(m, ids, p).token_ids;
 }
 
-class TensorParallelFixture : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
+class TensorParallelFixture : public ::testing::TestWithParam<std::tuple<std::string, int, bool>> {};
 
 TEST_P(TensorParallelFixture, ReproducesOneRank) {
-  const auto& [fixture, tp] = GetParam();
+  const auto& [fixture, tp, ep] = GetParam();
   CpuBackend cpu{1};
   const auto one = DeepseekModel::load(fixture_dir(fixture), cpu);
   one->allocate_kv_cache(64, 16);
-  Ranks ranks = make_tp(fixture, tp);
+  Ranks ranks = make_tp(fixture, tp, ep);
   ranks.runner->allocate_kv_cache(64, 16);
   const nlohmann::json expected = load_expected(fixture);
   const auto& prompts = expected.contains("prompts") ? expected["prompts"] : expected["cases"];
@@ -83,17 +83,19 @@ TEST_P(TensorParallelFixture, ReproducesOneRank) {
     EXPECT_EQ(ga, gb) << ids.size() << "-token prompt";
     compared_tokens += static_cast<int>(ga.size());
   }
-  EXPECT_LT(worst, 1e-4) << fixture << " TP " << tp;
-  std::printf("%s TP %d: worst |logprob - TP 1| over the vocabulary %.2e; %d greedy tokens equal\n",
-              fixture.c_str(), tp, worst, compared_tokens);
+  EXPECT_LT(worst, 1e-4) << fixture << " TP " << tp << (ep ? " EP" : "");
+  std::printf("%s TP %d%s: worst |logprob - TP 1| over the vocabulary %.2e; %d greedy tokens equal\n",
+              fixture.c_str(), tp, ep ? " + EP" : "", worst, compared_tokens);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, TensorParallelFixture,
-    ::testing::Values(std::tuple{"deepseek_v3_tiny_bf16", 2}, std::tuple{"deepseek_v3_tiny_bf16", 4},
-                      std::tuple{"deepseek_v3_tiny_fp8", 2}, std::tuple{"deepseek_v3_tiny_fp8", 4},
-                      std::tuple{"deepseek_v2_tiny_bf16", 2}, std::tuple{"deepseek_v2_tiny_bf16", 4},
-                      std::tuple{"deepseek_v3_tiny_chat", 2}));
+    ::testing::Values(std::tuple{"deepseek_v3_tiny_bf16", 2, false}, std::tuple{"deepseek_v3_tiny_bf16", 4, false},
+                      std::tuple{"deepseek_v3_tiny_fp8", 2, false}, std::tuple{"deepseek_v3_tiny_fp8", 4, false},
+                      std::tuple{"deepseek_v2_tiny_bf16", 2, false}, std::tuple{"deepseek_v2_tiny_bf16", 4, false},
+                      std::tuple{"deepseek_v3_tiny_chat", 2, false}, std::tuple{"deepseek_v3_tiny_bf16", 2, true},
+                      std::tuple{"deepseek_v3_tiny_fp8", 4, true}, std::tuple{"deepseek_v2_tiny_bf16", 2, true},
+                      std::tuple{"deepseek_v3_tiny_chat", 2, true}));
 
 TEST(TensorParallel, ALayoutTheHeadsDoNotDivideIsRefusedWithTheNumbers) {
   try {
