@@ -94,7 +94,8 @@ TEST(JinjaSandbox, ACpuTimeLimitStopsWorkThatStaysWithinTheOtherLimits) {
   } catch (const TemplateLimitError& e) {
     EXPECT_EQ(e.message(), "the template used more than its CPU-time limit of 0.001 s for one render");
   }
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(500));
+  EXPECT_LT(std::chrono::steady_clock::now() - start,
+            std::chrono::seconds(5));  // wall time, on a shared machine
   o.limits.max_cpu_seconds = 0.0;  // no limit: the same template renders
   EXPECT_EQ(
       render("{% set ns = namespace(x=0) %}{% for i in range(100) %}{% set ns.x = ns.x + 1 %}{% endfor %}"
@@ -105,11 +106,12 @@ TEST(JinjaSandbox, ACpuTimeLimitStopsWorkThatStaysWithinTheOtherLimits) {
 
 TEST(JinjaSandbox, RebuildingAGrowingDictIsChargedAsWork) {
   // Issue 19: quadratic work within the iteration limit (100,000 copies of a growing dict) ran for hours.
-  const auto start = std::chrono::steady_clock::now();
-  EXPECT_THROW((void)render("{% set ns = namespace(d={}) %}{% for i in range(100000) %}"
-                            "{% set ns.d = dict(ns.d, **{'k' ~ i: i}) %}{% endfor %}"),
-               TemplateLimitError);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+  // Each copy is charged 16 bytes an entry: 64 KiB of work is spent at about the 90th copy, well before the
+  // 1,000 iterations of small_limits().
+  expect_limit(
+      "{% set ns = namespace(d={}) %}{% for i in range(100000) %}"
+      "{% set ns.d = dict(ns.d, **{'k' ~ i: i}) %}{% endfor %}",
+      "the template produced more than 65536 bytes of strings");
 }
 
 TEST(JinjaSandbox, RangeIsCappedAsInJinja2) {
