@@ -107,6 +107,17 @@ struct DeviceMemoryInfo {
   WeightUploadStats weight_upload;
 };
 
+// One token's logit_bias (SamplingParams::logit_bias, SampleRequest::logit_bias).
+struct LogitBias {
+  int32_t token = 0;
+  float bias = 0.0f;
+  friend bool operator==(const LogitBias&, const LogitBias&) = default;
+};
+
+// Why a row yields no token (SampleResult::status): the raw logits have NaN or no finite maximum (a fault of
+// the model's output), or every token of the penalized row is masked.
+enum class SampleStatus : int32_t { kOk = 0, kBadLogits = 1, kAllMasked = 2 };
+
 // One token to draw from one row of logits on the backend's device (Backend::sample). The math is the engine's
 // Sampler (src/engine/sampler.h) step for step, which the engine turns its SamplingParams into this for: the
 // penalties and the min_tokens mask, then greedy argmax, or temperature, top-k, top-p, min-p and an inverse-CDF
@@ -123,6 +134,8 @@ struct SampleRequest {
   double presence_penalty = 0.0;    // once for each distinct token in output_ids
   std::span<const int32_t> prompt_ids = {};
   std::span<const int32_t> output_ids = {};
+  std::span<const LogitBias> logit_bias = {};  // added first; distinct tokens
+  std::span<const int32_t> allowed_ids = {};  // when not empty, every other token is -inf after the penalties
   std::vector<int32_t> masked_ids;  // -inf after the penalties (EOS and stop ids under min_tokens)
   int32_t num_top_logprobs = 0;              // [0, kMaxSampleTopLogprobs]
   double uniform = 0.0;                      // [0, 1), drawn on the host from the sequence's own generator
@@ -130,6 +143,7 @@ struct SampleRequest {
 constexpr int32_t kMaxSampleTopLogprobs = 20;
 
 struct SampleResult {
+  SampleStatus status = SampleStatus::kOk;  // not kOk: nothing else is set, and only this request failed
   int32_t token = 0;
   float logprob = 0.0f;               // log-softmax of the raw row at token
   std::vector<int32_t> top_ids;       // num_top_logprobs best of the raw row, best first (ties: lower id)
@@ -242,7 +256,9 @@ class Backend {
 
   // One token per request from logits [rows, vocab] (F32) on the device, copying back only out's contents.
   // Returns false, touching nothing, where the backend does not sample (the CPU backend: the engine's Sampler
-  // on the host rows is its reference). A row with NaN, or with every token masked, throws InternalError.
+  // on the host rows is its reference). A row with NaN, or with every token masked, is that request's
+  // SampleResult::status, the others are sampled as usual. A malformed request (a row or an id out of
+  // range) is the caller's bug: InternalError.
   virtual bool sample(const Tensor& logits, std::span<const SampleRequest> requests, std::span<SampleResult> out) {
     return false;
   }

@@ -57,17 +57,18 @@ Engine::~Engine() {
 
 std::shared_ptr<RequestStream> Engine::submit(EngineRequest request, int64_t* request_id) {
   SamplingParams& p = request.params;
-  p.validate();
   const ModelConfig& c = model_.config();
+  p.validate({c.vocab_size, c.eos_token_ids});
   DS_REQUIRE(!request.prompt_ids.empty(), InvalidArgument, "the prompt is empty");
   for (size_t i = 0; i < request.prompt_ids.size(); ++i) {
     DS_REQUIRE(request.prompt_ids[i] >= 0 && request.prompt_ids[i] < c.vocab_size, InvalidArgument,
                "prompt token {} (at index {}) is outside the vocabulary [0, {})", request.prompt_ids[i], i,
                c.vocab_size);
   }
-  const int64_t total = static_cast<int64_t>(request.prompt_ids.size()) + p.max_tokens;
+  // max_tokens is at most int64's maximum: compared by subtraction, so that the sum cannot overflow.
   DS_REQUIRE(
-      total <= config_.max_model_len, InvalidArgument,
+      p.max_tokens <= config_.max_model_len - static_cast<int64_t>(request.prompt_ids.size()),
+      InvalidArgument,
       "this model's maximum context length is {} tokens; the prompt has {} and max_tokens asks for {} more",
       config_.max_model_len, request.prompt_ids.size(), p.max_tokens);
   auto stream = std::make_shared<RequestStream>(static_cast<int32_t>(p.n));
@@ -76,10 +77,9 @@ std::shared_ptr<RequestStream> Engine::submit(EngineRequest request, int64_t* re
     std::lock_guard lock(inbox_mutex_);
     if (dead_) throw EngineDeadError("the engine has failed and takes no more requests");
     // n > 1 is admitted all or nothing.
-    if (queued_ + p.n > config_.max_queue_len) {
-      throw OverloadedError(
-          fmt::format("the server is overloaded ({} requests queued, limit {}); retry later", queued_,
-                      config_.max_queue_len));
+    if (p.n > config_.max_queue_len - queued_) {  // not queued_ + n: n may be near int64's maximum
+      throw OverloadedError(fmt::format("the server is overloaded ({} requests queued, limit {}); retry later",
+                                        queued_, config_.max_queue_len));
     }
     queued_ += p.n;
     id = next_request_id_++;
@@ -322,10 +322,15 @@ void Engine::process_outputs(const SchedulerOutput& out, const std::vector<int32
       const float* rows = host_logits_.data() + int64_t{row} * vocab;
       auto& prompt_logprobs = request_prompt_logprobs_[request.id];
       if (prompt_logprobs.empty()) prompt_logprobs.resize(static_cast<size_t>(seq.num_prompt_tokens));
-      for (int64_t pos = begin; pos < seq.num_computed_tokens && pos + 1 < seq.num_prompt_tokens; ++pos) {
-        prompt_logprobs[static_cast<size_t>(pos + 1)] =
-            Sampler::score({rows + (pos - begin) * vocab, static_cast<size_t>(vocab)},
-                           seq.token_ids[static_cast<size_t>(pos + 1)], *seq.params.prompt_logprobs);
+      try {
+        for (int64_t pos = begin; pos < seq.num_computed_tokens && pos + 1 < seq.num_prompt_tokens; ++pos) {
+          prompt_logprobs[static_cast<size_t>(pos + 1)] =
+              Sampler::score({rows + (pos - begin) * vocab, static_cast<size_t>(vocab)},
+                             seq.token_ids[static_cast<size_t>(pos + 1)], *seq.params.prompt_logprobs);
+        }
+      } catch (const SamplingError& e) {
+        fail_request(request, e.what());
+        continue;
       }
       row +=
           static_cast<int32_t>(seq.num_computed_tokens - 1 - begin);  // the last row samples the next token
@@ -346,14 +351,25 @@ void Engine::process_outputs(const SchedulerOutput& out, const std::vector<int32
         }
     }
   }
+  std::vector<std::string> errors;
   const std::vector<SampledToken> tokens =
-      sample_tokens(pending, logits, config_.sample_on_device && !scores_prompts);
-  for (size_t k = 0; k < pending.size(); ++k)
+      sample_tokens(pending, logits, config_.sample_on_device && !scores_prompts, errors);
+  for (size_t k = 0; k < pending.size(); ++k) {
+    if (!errors[k].empty()) fail_request(*pending[k].request, errors[k]);
+    if (pending[k].seq->is_finished()) continue;  // its request failed on another sample's row
     emit_token(*pending[k].request, *pending[k].seq, tokens[k], now);
+  }
+}
+
+void Engine::fail_request(RequestState& request, const std::string& error) {
+  spdlog::error("request {}: {}; ending this request only", request.id, error);
+  for (auto& seq : request.seqs)
+    if (!seq->is_finished()) finish(request, *seq, FinishReason::kError, error);
 }
 
 std::vector<SampledToken> Engine::sample_tokens(const std::vector<PendingSample>& pending,
-                                                const Tensor& logits, bool on_device) {
+                                                const Tensor& logits, bool on_device,
+                                                std::vector<std::string>& errors) {
   const int64_t vocab = model_.config().vocab_size;
   auto context_of = [&](const Sequence& s) {
     return SamplingContext{
@@ -368,6 +384,7 @@ std::vector<SampledToken> Engine::sample_tokens(const std::vector<PendingSample>
   for (const PendingSample& p : pending) uniforms.push_back(Sampler::draw_uniform(p.seq->params, p.seq->rng));
 
   std::vector<SampledToken> tokens(pending.size());
+  errors.assign(pending.size(), {});
   if (pending.empty()) return tokens;
   if (on_device) {
     std::vector<SampleRequest> requests;
@@ -377,7 +394,15 @@ std::vector<SampledToken> Engine::sample_tokens(const std::vector<PendingSample>
                                            pending[k].row, uniforms[k], vocab));
     std::vector<SampleResult> results(pending.size());
     if (model_.backend().sample(logits, requests, results)) {
-      for (size_t k = 0; k < pending.size(); ++k) tokens[k] = to_sampled_token(results[k]);
+      for (size_t k = 0; k < pending.size(); ++k) {
+        if (results[k].status == SampleStatus::kOk) {
+          tokens[k] = to_sampled_token(results[k]);
+        } else {
+          errors[k] = results[k].status == SampleStatus::kAllMasked
+                          ? "sampling failed: every token of the vocabulary is masked"
+                          : "sampling failed: the model's logits have NaN or no finite maximum";
+        }
+      }
       return tokens;
     }
   }
@@ -388,8 +413,12 @@ std::vector<SampledToken> Engine::sample_tokens(const std::vector<PendingSample>
   }
   for (size_t k = 0; k < pending.size(); ++k) {
     const float* row = host_logits_.data() + int64_t{pending[k].row} * vocab;
-    tokens[k] = sampler_.sample({row, static_cast<size_t>(vocab)}, pending[k].seq->params,
-                                context_of(*pending[k].seq), uniforms[k]);
+    try {
+      tokens[k] = sampler_.sample({row, static_cast<size_t>(vocab)}, pending[k].seq->params,
+                                  context_of(*pending[k].seq), uniforms[k]);
+    } catch (const SamplingError& e) {
+      errors[k] = fmt::format("sampling failed: {}", e.what());
+    }
   }
   return tokens;
 }

@@ -175,8 +175,14 @@ class Engine {
   };
   // The tokens of `pending`, each from its own generator: on the backend's device when it samples and
   // on_device, else on the host from host_logits_ (copied here if it is not yet).
+  // errors[k] is not empty where pending[k]'s row yields no token (NaN logits, every token masked): that one
+  // request fails (fail_request), the others carry on.
   [[nodiscard]] std::vector<SampledToken> sample_tokens(const std::vector<PendingSample>& pending,
-                                                        const Tensor& logits, bool on_device);
+                                                        const Tensor& logits, bool on_device,
+                                                        std::vector<std::string>& errors);
+  // Ends every open sample of one request with finish_reason error: a fault of that request's row, not of
+  // the engine, which carries on.
+  void fail_request(RequestState& request, const std::string& error);
   // Appends the sampled token to s, detokenizes, checks stops and pushes the delta.
   void emit_token(RequestState& request, Sequence& s, const SampledToken& token, double now);
   // n > 1: once sample 0 has computed the prompt, the other samples share its blocks (the partial last block

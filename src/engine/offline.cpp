@@ -10,16 +10,16 @@ void validate_prompt(const ModelConfig& config, const std::vector<int32_t>& prom
     DS_REQUIRE(prompt_ids[i] >= 0 && prompt_ids[i] < config.vocab_size, InvalidArgument,
                "prompt token {} (at index {}) is outside the vocabulary [0, {})", prompt_ids[i], i, config.vocab_size);
   }
-  const int64_t total = static_cast<int64_t>(prompt_ids.size()) + max_tokens;
-  DS_REQUIRE(total <= config.max_position_embeddings, InvalidArgument,
-             "prompt ({} tokens) + max_tokens ({}) = {} exceeds the model's context length {}", prompt_ids.size(),
-             max_tokens, total, config.max_position_embeddings);
+  DS_REQUIRE(max_tokens <= config.max_position_embeddings - static_cast<int64_t>(prompt_ids.size()),
+             InvalidArgument, "prompt ({} tokens) + max_tokens ({}) exceeds the model's context length {}",
+             prompt_ids.size(), max_tokens, config.max_position_embeddings);
 }
 
-GenerateResult generate(ModelRunner& model, const std::vector<int32_t>& prompt_ids, const SamplingParams& params,
+GenerateResult generate(ModelRunner& model, const std::vector<int32_t>& prompt_ids,
+                        const SamplingParams& params,
                         const std::function<void(const SampledToken&)>& on_token) {
-  params.validate();
   const ModelConfig& c = model.config();
+  params.validate({c.vocab_size, c.eos_token_ids});
   validate_prompt(c, prompt_ids, params.max_tokens);
   const int32_t block_size = 16;
   const int64_t capacity = static_cast<int64_t>(prompt_ids.size()) + params.max_tokens;

@@ -19,7 +19,11 @@ namespace ds {
 // The parameters as request fields (vLLM's names), for logs: every field, defaults included.
 [[nodiscard]] nlohmann::json sampling_params_json(const SamplingParams& params);
 
-// A prompt given as token ids: a list of integers. InvalidArgument("prompt", ...) otherwise.
+// The one reader of integers in request bodies: a JSON integer in int64's range. InvalidArgument(param, ...)
+// for any other value, an integer outside [-2^63, 2^63) included (never wrapped).
+[[nodiscard]] int64_t parse_int64(const nlohmann::json& value, const std::string& param);
+
+// A prompt given as token ids: a list of integers in [0, 2^31). InvalidArgument(param, ...) otherwise.
 [[nodiscard]] std::vector<int32_t> parse_token_ids(const nlohmann::json& value, const std::string& param);
 
 }  // namespace ds

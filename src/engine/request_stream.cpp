@@ -1,3 +1,4 @@
+// RequestStream: the queue of deltas between the engine thread and one request's reader (engine.h).
 #include "engine/engine.h"
 
 namespace ds {

@@ -58,9 +58,6 @@ using detail::exp_nonpositive;
 
 // vLLM's _SAMPLING_EPS: a temperature this small is greedy (dividing by it would only overflow).
 constexpr double kGreedyBelowTemperature = 1e-5;
-constexpr int64_t kMaxLogprobs = 20;
-constexpr size_t kMaxStopStrings = 16;
-constexpr size_t kMaxStopStringBytes = 256;
 constexpr float kMasked = -std::numeric_limits<float>::infinity();
 // Rows are walked in chunks this long: exps into a buffer on the stack, and per-chunk sums for the draw.
 constexpr size_t kChunk = 1024;
@@ -87,6 +84,7 @@ struct Scratch {
   std::vector<double> chunk_sum;        // [ceil(vocab / kChunk)]
   std::vector<uint8_t> seen;            // [vocab] repetition penalty applied; valid only at the ids in hand
   std::vector<int32_t> count;           // [vocab] occurrences in the output; valid only at the ids in hand
+  std::vector<float> allowed_logit;     // [allowed_token_ids] their logits while the row is masked
 };
 
 // The first n elements of a buffer that only ever grows, so that reuse never zero-fills it again.
@@ -153,7 +151,11 @@ struct RowStats {
 
 RowStats row_stats(std::span<const float> logits) {
   const float max_logit = max_of(logits);
-  DS_CHECK(std::isfinite(max_logit), "logits row of {} has no finite maximum ({})", logits.size(), max_logit);
+  if (!std::isfinite(max_logit)) {
+    throw SamplingError(
+        SampleStatus::kBadLogits,
+        fmt::format("the logits row of {} has no finite maximum ({})", logits.size(), max_logit));
+  }
   std::array<float, kChunk> exps;
   double sum = 0.0;
   uint32_t nan_seen = 0;
@@ -166,7 +168,10 @@ RowStats row_stats(std::span<const float> logits) {
     }
     sum += sum_of({exps.data(), len});
   }
-  DS_CHECK(nan_seen == 0, "logits row of {} contains NaN", logits.size());
+  if (nan_seen != 0) {
+    throw SamplingError(SampleStatus::kBadLogits,
+                        fmt::format("the logits row of {} contains NaN", logits.size()));
+  }
   return {max_logit, max_logit + std::log(sum)};
 }
 
@@ -207,7 +212,22 @@ std::vector<TokenLogprob> top_logprobs(std::span<const float> logits, double lse
   const bool in_min_tokens = static_cast<int64_t>(context.output_ids.size()) < params.min_tokens &&
                              !(context.eos_token_ids.empty() && params.stop_token_ids.empty());
   return params.repetition_penalty != 1.0 || params.frequency_penalty != 0.0 ||
-         params.presence_penalty != 0.0 || in_min_tokens;
+         params.presence_penalty != 0.0 || in_min_tokens || !params.logit_bias.empty() ||
+         !params.allowed_token_ids.empty();
+}
+
+// A penalized or biased logit as a float: beyond float's range it saturates at +-FLT_MAX rather than become
+// an infinity (which would leave the row without a finite maximum, or unmask a token). Called only with a
+// finite original logit: a masked one (-inf) stays masked.
+float saturate(double logit) {
+  constexpr double kMax = std::numeric_limits<float>::max();
+  return static_cast<float>(std::clamp(logit, -kMax, kMax));
+}
+
+[[noreturn]] void throw_all_masked() {
+  throw SamplingError(SampleStatus::kAllMasked,
+                      "every token of the vocabulary is masked (allowed_token_ids, min_tokens with EOS and "
+                      "stop_token_ids, or logits of -inf)");
 }
 
 void check_ids(std::span<const int32_t> ids, size_t vocab, const char* what) {
@@ -223,7 +243,7 @@ double uniform01(std::mt19937_64& rng) {
 }
 
 int32_t argmax(std::span<const float> row, float max_logit) {
-  DS_CHECK(max_logit > kMasked, "every token of the row is masked");
+  if (!(max_logit > kMasked)) throw_all_masked();
   // The first of equal maxima: the lowest id, as torch.argmax.
   return static_cast<int32_t>(std::find(row.begin(), row.end(), max_logit) - row.begin());
 }
@@ -328,7 +348,7 @@ size_t draw_from_row(std::span<const float> weight, double uniform, Scratch& scr
 int32_t draw(std::span<const float> row, float max_logit, const SamplingParams& params, double uniform,
              Scratch& scratch) {
   const size_t vocab = row.size();
-  DS_CHECK(max_logit > kMasked, "every token of the row is masked");
+  if (!(max_logit > kMasked)) throw_all_masked();
   // weight = exp((logit - max) / T) = prob / max prob at this temperature: the most likely token weighs 1,
   // so min-p (keep prob >= min_p * max prob) is weight >= min_p. Neither top-k nor top-p drops the most
   // likely token or changes the ratios, so min-p after them is this same test. Weights are floats (a few
@@ -393,43 +413,18 @@ int32_t draw(std::span<const float> row, float max_logit, const SamplingParams& 
 
 }  // namespace
 
-void SamplingParams::validate() const {
-  DS_REQUIRE(std::isfinite(temperature) && temperature >= 0.0, InvalidArgument,
-             "temperature must be a finite number >= 0, got {}", temperature);
-  DS_REQUIRE(top_p > 0.0 && top_p <= 1.0, InvalidArgument, "top_p must be in (0, 1], got {}", top_p);
-  DS_REQUIRE(top_k >= -1, InvalidArgument, "top_k must be -1 or 0 (off) or >= 1, got {}", top_k);
-  DS_REQUIRE(min_p >= 0.0 && min_p <= 1.0, InvalidArgument, "min_p must be in [0, 1], got {}", min_p);
-  DS_REQUIRE(std::isfinite(repetition_penalty) && repetition_penalty > 0.0, InvalidArgument,
-             "repetition_penalty must be a finite number > 0, got {}", repetition_penalty);
-  DS_REQUIRE(presence_penalty >= -2.0 && presence_penalty <= 2.0, InvalidArgument,
-             "presence_penalty must be in [-2, 2], got {}", presence_penalty);
-  DS_REQUIRE(frequency_penalty >= -2.0 && frequency_penalty <= 2.0, InvalidArgument,
-             "frequency_penalty must be in [-2, 2], got {}", frequency_penalty);
-  DS_REQUIRE(max_tokens >= 1, InvalidArgument, "max_tokens must be >= 1, got {}", max_tokens);
-  DS_REQUIRE(min_tokens >= 0 && min_tokens <= max_tokens, InvalidArgument,
-             "min_tokens must be in [0, max_tokens = {}], got {}", max_tokens, min_tokens);
-  DS_REQUIRE(stop.size() <= kMaxStopStrings, InvalidArgument, "stop must have at most {} entries, got {}",
-             kMaxStopStrings, stop.size());
-  for (size_t i = 0; i < stop.size(); ++i) {
-    DS_REQUIRE(!stop[i].empty() && stop[i].size() <= kMaxStopStringBytes, InvalidArgument,
-               "stop[{}] must be 1 to {} bytes long, got {} bytes", i, kMaxStopStringBytes, stop[i].size());
-  }
-  for (size_t i = 0; i < stop_token_ids.size(); ++i) {
-    DS_REQUIRE(stop_token_ids[i] >= 0, InvalidArgument, "stop_token_ids[{}] must be >= 0, got {}", i,
-               stop_token_ids[i]);
-  }
-  DS_REQUIRE(!logprobs || (*logprobs >= 0 && *logprobs <= kMaxLogprobs), InvalidArgument,
-             "logprobs must be in [0, {}], got {}", kMaxLogprobs, logprobs.value_or(0));
-  DS_REQUIRE(!prompt_logprobs || (*prompt_logprobs >= 0 && *prompt_logprobs <= kMaxLogprobs), InvalidArgument,
-             "prompt_logprobs must be in [0, {}], got {}", kMaxLogprobs, prompt_logprobs.value_or(0));
-  DS_REQUIRE(n >= 1, InvalidArgument, "n must be >= 1, got {}", n);
-}
-
 void Sampler::apply_penalties(std::span<float> logits, const SamplingParams& params,
                               const SamplingContext& context) {
   const size_t vocab = logits.size();
   check_ids(context.prompt_ids, vocab, "prompt token");
   check_ids(context.output_ids, vocab, "output token");
+  // Ids from the request (bias, allowed, stop) outside the row can never be sampled: skipped.
+  auto in_row = [vocab](int32_t id) { return id >= 0 && static_cast<size_t>(id) < vocab; };
+  for (const LogitBias& b : params.logit_bias) {
+    if (!in_row(b.token)) continue;
+    float& logit = logits[static_cast<size_t>(b.token)];
+    if (std::isfinite(logit)) logit = saturate(static_cast<double>(logit) + b.bias);
+  }
   // Per-token scratch is reset and read only at the ids that occur: O(prompt + output), never O(vocab).
   Scratch& scratch = thread_scratch();
   if (params.repetition_penalty != 1.0) {
@@ -444,7 +439,7 @@ void Sampler::apply_penalties(std::span<float> logits, const SamplingParams& par
         seen[static_cast<size_t>(id)] = 1;
         float& logit = logits[static_cast<size_t>(id)];
         const double l = logit;
-        logit = static_cast<float>(l > 0.0 ? l / penalty : l * penalty);
+        if (std::isfinite(l)) logit = saturate(l > 0.0 ? l / penalty : l * penalty);
       }
     }
   }
@@ -457,16 +452,26 @@ void Sampler::apply_penalties(std::span<float> logits, const SamplingParams& par
       int32_t& c = count[static_cast<size_t>(id)];
       if (c == 0) continue;  // already applied
       float& logit = logits[static_cast<size_t>(id)];
-      logit = static_cast<float>(static_cast<double>(logit) - params.frequency_penalty * c -
-                                 params.presence_penalty);
+      if (std::isfinite(logit)) {
+        logit = saturate(static_cast<double>(logit) - params.frequency_penalty * c - params.presence_penalty);
+      }
       c = 0;
     }
   }
+  if (!params.allowed_token_ids.empty()) {
+    std::vector<float>& kept = scratch.allowed_logit;
+    kept.clear();
+    for (const int32_t id : params.allowed_token_ids)
+      kept.push_back(in_row(id) ? logits[static_cast<size_t>(id)] : kMasked);
+    std::fill(logits.begin(), logits.end(), kMasked);
+    for (size_t j = 0; j < kept.size(); ++j)
+      if (in_row(params.allowed_token_ids[j]))
+        logits[static_cast<size_t>(params.allowed_token_ids[j])] = kept[j];
+  }
   if (static_cast<int64_t>(context.output_ids.size()) < params.min_tokens) {
-    // A stop id outside the vocabulary can never be sampled, so there is nothing to mask.
     for (const auto ids : {context.eos_token_ids, std::span<const int32_t>(params.stop_token_ids)})
       for (const int32_t id : ids)
-        if (id >= 0 && static_cast<size_t>(id) < vocab) logits[static_cast<size_t>(id)] = kMasked;
+        if (in_row(id)) logits[static_cast<size_t>(id)] = kMasked;
   }
 }
 
@@ -530,6 +535,8 @@ SampleRequest to_sample_request(const SamplingParams& params, const SamplingCont
   r.presence_penalty = params.presence_penalty;
   r.prompt_ids = context.prompt_ids;
   r.output_ids = context.output_ids;
+  r.logit_bias = params.logit_bias;
+  r.allowed_ids = params.allowed_token_ids;
   if (static_cast<int64_t>(context.output_ids.size()) < params.min_tokens) {
     for (const auto ids : {context.eos_token_ids, std::span<const int32_t>(params.stop_token_ids)})
       for (const int32_t id : ids)

@@ -1,7 +1,7 @@
 // Turning one row of logits into the next token of one sequence, in vLLM's order:
-//   penalties (repetition over prompt + output, then frequency / presence over output) and the min_tokens
-//   mask → temperature (0 = greedy) → top-k → top-p (over the top-k renormalized) → min-p → a draw from the
-//   sequence's own generator.
+//   logit_bias → penalties (repetition over prompt + output, then frequency / presence over output) → the
+//   masks (tokens outside allowed_token_ids; EOS and stop_token_ids under min_tokens) → temperature (0 =
+//   greedy) → top-k → top-p (over the top-k renormalized) → min-p → a draw from the sequence's own generator.
 // The reported logprobs are always those of the raw row (vLLM's default "raw_logprobs").
 //
 // The draw: top-k, top-p and min-p only decide which tokens are kept; the one uniform u in [0, 1) is then
@@ -21,8 +21,26 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "util/check.h"
 
 namespace ds {
+
+// What SamplingParams::validate needs to know of the model to check token ids and masks.
+struct VocabularyLimits {
+  int64_t vocab_size = 0;
+  std::span<const int32_t> eos_token_ids = {};
+};
+
+// A row the sampler cannot draw from: NaN or no finite maximum in the raw logits (the model's output), or
+// every token masked. It ends the one request it happened to, never the engine (Engine::sample_tokens).
+class SamplingError : public Error {
+ public:
+  SamplingError(SampleStatus status, const std::string& message) : Error(message), status_(status) {}
+  [[nodiscard]] SampleStatus status() const { return status_; }
+
+ private:
+  SampleStatus status_;
+};
 
 struct SamplingParams {
   double temperature = 1.0;         // 0 = greedy (as is anything below 1e-5, as in vLLM)
@@ -43,13 +61,21 @@ struct SamplingParams {
   std::optional<int64_t> prompt_logprobs;  // for echo; N in [0, 20]
   int64_t n = 1;
   bool skip_special_tokens = true;
+  // Added to the raw logit of each token before the penalties (OpenAI's logit_bias), sorted by token, one
+  // entry per token, each bias in [-100, 100].
+  std::vector<LogitBias> logit_bias;
+  // When not empty: every other token is masked (vLLM's allowed_token_ids). Sorted, distinct.
+  std::vector<int32_t> allowed_token_ids;
   // Special tokens decoded into the text even with skip_special_tokens (not a request field: the server sets
   // it for the markers its reasoning and tool-call parsers read).
   std::vector<int32_t> keep_special_token_ids;
 
-  // Throws InvalidArgument whose message starts with the field's name and gives the allowed range, e.g.
-  // "temperature must be a finite number >= 0, got nan".
+  // Throws InvalidArgument whose param is the field and whose message starts with the field's name and
+  // gives the allowed range, e.g. "temperature must be a finite number >= 0, got nan" (sampling_params.cpp).
+  // With the vocabulary also the checks that need it: the token ids of logit_bias and allowed_token_ids
+  // inside it, and a token left to sample while min_tokens masks EOS and stop_token_ids.
   void validate() const;
+  void validate(const VocabularyLimits& vocabulary) const;
 };
 
 struct TokenLogprob {
@@ -77,7 +103,8 @@ struct SamplingContext {
 class Sampler {
  public:
   // logits: one row [vocab]; rng: the sequence's own generator (seeded from params.seed when given, so a
-  // seeded request samples the same tokens whatever it is batched with).
+  // seeded request samples the same tokens whatever it is batched with). SamplingError when the row has
+  // NaN or no finite maximum, or every token is masked.
   [[nodiscard]] SampledToken sample(std::span<const float> logits, const SamplingParams& params,
                                     const SamplingContext& context, std::mt19937_64& rng) const;
   // The same with the draw's uniform given: sample(..., rng) is sample(..., draw_uniform(params, rng)).
@@ -93,10 +120,14 @@ class Sampler {
   // log-softmax top-N of a row, for prompt logprobs (echo): the logprob of `token` plus the top N.
   [[nodiscard]] static SampledToken score(std::span<const float> logits, int32_t token, int64_t top_n);
 
-  // The first stage of sample(), in place on a copy of the row: repetition penalty on every token of
-  // prompt + output (logit / penalty when > 0, logit * penalty otherwise; once per distinct token), then
-  // logit -= frequency_penalty * count + presence_penalty for each token in the output, then -inf on EOS
-  // and stop_token_ids while the output is shorter than min_tokens. Public so it can be checked by value.
+  // The first stage of sample(), in place on a copy of the row: logit += logit_bias, then the repetition
+  // penalty on every token of prompt + output (logit / penalty when > 0, logit * penalty otherwise; once per
+  // distinct token), then logit -= frequency_penalty * count + presence_penalty for each token in the
+  // output, then -inf on every token outside allowed_token_ids (when given) and on EOS and stop_token_ids
+  // while the output is shorter than min_tokens. A finite logit stays finite: a result beyond float's range
+  // saturates at +-FLT_MAX (a repetition_penalty of 1e-300 ranks the positive logits of the context first,
+  // all equal), so that no parameter in range leaves the row without a finite maximum. Public so it can be
+  // checked by value.
   static void apply_penalties(std::span<float> logits, const SamplingParams& params,
                               const SamplingContext& context);
 };

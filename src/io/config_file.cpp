@@ -369,7 +369,9 @@ std::vector<ConfigEntry> parse_json_config(std::string_view text, const std::str
   }
   if (!root.is_object()) fail(name, 0, "the top level must be an object of flag names to values");
   std::vector<ConfigEntry> out;
-  for (const auto& [key, value] : root.items()) {
+  for (const auto& [key_binding, value] : root.items()) {
+    // A named copy for the lambda: clang 14 (the fuzz build) cannot capture a structured binding.
+    const std::string& key = key_binding;
     const int line = json_key_line(text, key);
     auto scalar = [&](const nlohmann::ordered_json& v) -> std::string {
       if (v.is_string()) return v.get<std::string>();

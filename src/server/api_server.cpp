@@ -50,12 +50,14 @@ void ApiContext::check_prompt(const std::vector<int32_t>& ids, int64_t max_token
     }
   }
   const auto prompt_tokens = static_cast<int64_t>(ids.size());
-  if (prompt_tokens + max_tokens > config.max_model_len) {
+  // max_tokens may be near int64's maximum: compared by subtraction, and the sum printed without overflow.
+  if (max_tokens > config.max_model_len - prompt_tokens) {
+    const auto requested = static_cast<uint64_t>(prompt_tokens) + static_cast<uint64_t>(max_tokens);
     throw bad_request(
         fmt::format("This model's maximum context length is {} tokens. However, you requested {} "
                     "tokens ({} in the prompt, {} for the completion). Please reduce the length of "
                     "the prompt or of max_tokens.",
-                    config.max_model_len, prompt_tokens + max_tokens, prompt_tokens, max_tokens),
+                    config.max_model_len, requested, prompt_tokens, max_tokens),
         param, "context_length_exceeded");
   }
 }

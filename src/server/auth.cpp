@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 
 #include "util/check.h"
 
@@ -21,16 +23,40 @@ Sha256 sha256(std::string_view data) {
   return out;
 }
 
+namespace {
+
+// A key or a key's name: visible ASCII only (what a client can send after "Bearer " unaltered).
+bool printable(std::string_view text) {
+  return std::all_of(text.begin(), text.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+}
+
+}  // namespace
+
 void ApiKeys::add(std::string name, std::string_view key) {
   DS_REQUIRE(!key.empty(), InvalidArgument, "an API key must not be empty");
+  DS_REQUIRE(printable(key) && printable(name), InvalidArgument,
+             "an API key and its name must be printable ASCII without spaces (key '{}')", name);
   keys_.push_back({std::move(name), sha256(key)});
 }
 
 void ApiKeys::add_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   DS_REQUIRE(in.good(), InvalidArgument, "--api-key-file: cannot open {}", path.string());
+  const std::string content{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  // Text only: one binary byte (a wrong file, a truncated copy) refuses the whole file, so that garbage never
+  // replaces the keys in use.
+  int line_no = 1;
+  for (const char c : content) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b == '\n') ++line_no;
+    DS_REQUIRE(b == '\n' || b == '\r' || b == '\t' || (b >= 0x20 && b < 0x7f), InvalidArgument,
+               "--api-key-file {} line {}: byte 0x{:02x} is not printable ASCII; the file must be text, one "
+               "'KEY' or 'NAME KEY' a line",
+               path.string(), line_no, b);
+  }
+  std::istringstream lines(content);
   std::string line;
-  for (int line_no = 1; std::getline(in, line); ++line_no) {
+  for (line_no = 1; std::getline(lines, line); ++line_no) {
     const auto first = line.find_first_not_of(" \t\r");
     if (first == std::string::npos || line[first] == '#') continue;
     const auto last = line.find_last_not_of(" \t\r");

@@ -172,6 +172,7 @@ void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& e
       (body.contains("max_completion_tokens") && !body["max_completion_tokens"].is_null());
   if (!max_tokens_given) body["max_tokens"] = std::max<int64_t>(api.config.max_model_len, 1);
   SamplingParams params = parse_sampling_params(body);
+  const auto truncate = truncate_prompt_tokens(body, api.config.max_model_len);
   if (params.n > api.config.max_n) {
     throw bad_request(fmt::format("n must be at most {} (--max-n), got {}", api.config.max_n, params.n), "n");
   }
@@ -186,6 +187,7 @@ void handle_chat_completions(ApiContext& api, const std::shared_ptr<Exchange>& e
   // The template writes the special tokens itself (BOS included).
   input.ids = tok.encode(prompt, false);
   if (input.ids.empty()) throw bad_request("the chat template rendered an empty prompt", "messages");
+  truncate_prompt(input.ids, truncate);
   if (!max_tokens_given) {
     params.max_tokens =
         std::max<int64_t>(api.config.max_model_len - static_cast<int64_t>(input.ids.size()), 1);

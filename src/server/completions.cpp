@@ -176,6 +176,7 @@ void handle_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchan
   if (o.echo && params.logprobs) params.prompt_logprobs = params.logprobs;
 
   const bool add_special_tokens = optional_bool(body, "add_special_tokens", true);
+  const auto truncate = truncate_prompt_tokens(body, api.config.max_model_len);
   std::vector<PromptInput> prompts;
   for (auto& p : parse_completion_prompts(body)) {
     PromptInput input;
@@ -186,6 +187,9 @@ void handle_completions(ApiContext& api, const std::shared_ptr<Exchange>& exchan
     } else {
       input.ids = std::move(p.ids);
     }
+    const size_t full_length = input.ids.size();
+    truncate_prompt(input.ids, truncate);
+    if (input.ids.size() != full_length) input.text.reset();  // echo shows the tokens that were kept
     api.check_prompt(input.ids, params.max_tokens, "prompt");
     prompts.push_back(std::move(input));
   }

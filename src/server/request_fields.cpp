@@ -65,10 +65,26 @@ std::optional<std::string> optional_string(const nlohmann::json& body, const cha
 std::optional<int64_t> optional_int(const nlohmann::json& body, const char* name) {
   const auto* v = field(body, name);
   if (v == nullptr) return std::nullopt;
-  if (!v->is_number_integer()) {
-    throw bad_request(fmt::format("'{}' must be an integer, got {}", name, json_excerpt(*v)), name);
+  return parse_int64(*v, name);  // InvalidArgument naming the field: a 400
+}
+
+std::optional<int64_t> truncate_prompt_tokens(const nlohmann::json& body, int64_t max_model_len) {
+  const auto n = optional_int(body, "truncate_prompt_tokens");
+  if (!n) return std::nullopt;
+  if (*n == -1) return max_model_len;
+  if (*n < 1 || *n > max_model_len) {
+    throw bad_request(
+        fmt::format("'truncate_prompt_tokens' must be -1 (the model's context, {} tokens) or in "
+                    "[1, {}], got {}",
+                    max_model_len, max_model_len, *n),
+        "truncate_prompt_tokens");
   }
-  return v->get<int64_t>();
+  return n;
+}
+
+void truncate_prompt(std::vector<int32_t>& ids, std::optional<int64_t> keep) {
+  if (!keep || static_cast<int64_t>(ids.size()) <= *keep) return;
+  ids.erase(ids.begin(), ids.end() - *keep);
 }
 
 bool include_usage(const nlohmann::json& body, bool stream) {

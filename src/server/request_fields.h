@@ -17,6 +17,13 @@ namespace ds::server {
 [[nodiscard]] std::optional<std::string> optional_string(const nlohmann::json& body, const char* name);
 [[nodiscard]] std::optional<int64_t> optional_int(const nlohmann::json& body, const char* name);
 
+// vLLM's truncate_prompt_tokens: keep only the last N tokens of each prompt (for chat: of the rendered
+// conversation). N in [1, max_model_len], or -1 for max_model_len; nullopt when absent. 400 otherwise.
+[[nodiscard]] std::optional<int64_t> truncate_prompt_tokens(const nlohmann::json& body,
+                                                            int64_t max_model_len);
+// The last `keep` tokens of ids (all of them when keep is nullopt or not shorter).
+void truncate_prompt(std::vector<int32_t>& ids, std::optional<int64_t> keep);
+
 // stream_options.include_usage; 400 when stream_options is given without stream or has the wrong type.
 [[nodiscard]] bool include_usage(const nlohmann::json& body, bool stream);
 

@@ -37,8 +37,11 @@ std::string PromptEncoder::render_chat(const ChatTemplateInputs& inputs) const {
 
 std::string PromptEncoder::render_chat_with(std::string_view template_source,
                                             const ChatTemplateInputs& inputs) const {
-  const ChatTemplate client(std::string(template_source), chat_template_ ? chat_template_->special_tokens()
-                                                                         : nlohmann::ordered_json::object());
+  jinja::TemplateOptions options;
+  options.limits.max_cpu_seconds = kClientTemplateCpuSeconds;
+  const ChatTemplate client(
+      std::string(template_source),
+      chat_template_ ? chat_template_->special_tokens() : nlohmann::ordered_json::object(), options);
   return client.apply(inputs);
 }
 

@@ -27,8 +27,9 @@ class PromptEncoder {
   // Renders as apply_chat_template(tokenize=False) does; UserError when there is no template.
   [[nodiscard]] std::string render_chat(const ChatTemplateInputs& inputs) const;
   // Renders with `template_source` (a client's chat_template) in place of the model's template, with the
-  // model's special tokens; the sandbox and its limits are the same. Throws jinja::TemplateError naming the
-  // line and column.
+  // model's special tokens; the sandbox and its limits are the same, and a render may use at most
+  // kClientTemplateCpuSeconds of CPU time. Throws jinja::TemplateError naming the line and column.
+  static constexpr double kClientTemplateCpuSeconds = 1.0;
   [[nodiscard]] std::string render_chat_with(std::string_view template_source,
                                              const ChatTemplateInputs& inputs) const;
   // apply_chat_template(tokenize=True): the rendered text encoded without adding special tokens (a template

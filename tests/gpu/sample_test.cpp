@@ -99,6 +99,23 @@ std::vector<Mix> mixes() {
         p.stop_token_ids = {5, 17};
       },
       true);
+  add("logit_bias allowed_token_ids", [](SamplingParams& p) {
+    p.temperature = 0.9;
+    p.logit_bias = {{2, 5.0f}, {10, -100.0f}, {500, 3.5f}};
+    p.allowed_token_ids = {2, 3, 10, 100, 500, 999};
+    p.logprobs = 4;
+  });
+  add(
+      "repetition 1e-300 (saturates at FLT_MAX)", [](SamplingParams& p) { p.repetition_penalty = 1e-300; },
+      true);
+  add(
+      "greedy repetition 1e300 logit_bias",
+      [](SamplingParams& p) {
+        p.temperature = 0.0;
+        p.repetition_penalty = 1e300;
+        p.logit_bias = {{7, -2.5f}};
+      },
+      true);
   return m;
 }
 
@@ -224,10 +241,35 @@ TEST_F(SampleTest, RejectsBadRequestsBeforeAnyKernel) {
   SampleRequest bad_uniform;
   bad_uniform.uniform = 1.0;
   EXPECT_THROW((void)gpu_.sample(logits, std::span(&bad_uniform, 1), out), InternalError);
-  // A row of NaN is refused after the kernel, as the host sampler refuses it.
-  gpu_.copy_from_host(std::vector<float>(32, std::nanf("")), logits);
-  SampleRequest fine;
-  EXPECT_THROW((void)gpu_.sample(logits, std::span(&fine, 1), out), InternalError);
+}
+
+TEST_F(SampleTest, ARowWithNaNOrNothingLeftFailsOnlyItsOwnRequest) {
+  // Row 0 is NaN, row 1 is fine: the request on row 0 gets kBadLogits, one on row 1 whose every token is
+  // masked gets kAllMasked, and the others on row 1 are sampled as usual (before: InternalError, which
+  // ended the engine for every request).
+  std::vector<float> rows(32, std::nanf(""));
+  for (int i = 16; i < 32; ++i) rows[static_cast<size_t>(i)] = static_cast<float>((i - 16) % 5);
+  Tensor logits = gpu_.empty_f32({2, 16});
+  gpu_.copy_from_host(rows, logits);
+  std::vector<SampleRequest> requests(4);
+  requests[0].row = 0;
+  requests[1].row = 1;
+  requests[1].greedy = true;
+  const std::vector<int32_t> allowed = {3};
+  requests[2].row = 1;
+  requests[2].allowed_ids = allowed;
+  requests[2].masked_ids = {3};
+  requests[3].row = 1;
+  requests[3].greedy = true;
+  requests[3].allowed_ids = allowed;
+  std::vector<SampleResult> out(requests.size());
+  ASSERT_TRUE(gpu_.sample(logits, requests, out));
+  EXPECT_EQ(out[0].status, SampleStatus::kBadLogits);
+  EXPECT_EQ(out[1].status, SampleStatus::kOk);
+  EXPECT_EQ(out[1].token, 4);  // logits 0 1 2 3 4 0 ...: the first 4
+  EXPECT_EQ(out[2].status, SampleStatus::kAllMasked);
+  EXPECT_EQ(out[3].status, SampleStatus::kOk);
+  EXPECT_EQ(out[3].token, 3);
 }
 
 // One call at DeepSeek-V3's shape, 256 rows x 129280: the time of Backend::sample (upload, kernel, copy back)

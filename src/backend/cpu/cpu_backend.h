@@ -7,7 +7,8 @@
 
 namespace ds {
 
-class CpuBackend final : public Backend {
+// Not final: tests derive from it to inject faults (tests/unit/engine/engine_request_faults_test.cpp).
+class CpuBackend : public Backend {
  public:
   explicit CpuBackend(int num_threads = 0) : pool_(num_threads) {}
 

@@ -35,7 +35,11 @@ void check_request(const SampleRequest& r, int64_t rows, int64_t vocab, size_t i
                std::isfinite(r.frequency_penalty) && std::isfinite(r.presence_penalty),
            "sample request {}: penalties {}, {}, {}", index, r.repetition_penalty, r.frequency_penalty,
            r.presence_penalty);
-  for (const auto ids : {r.prompt_ids, r.output_ids, std::span<const int32_t>(r.masked_ids)})
+  for (const LogitBias& b : r.logit_bias)
+    DS_CHECK(b.token >= 0 && b.token < vocab && std::isfinite(b.bias),
+             "sample request {}: logit_bias of token {} ({}) outside the vocabulary [0, {})", index, b.token,
+             b.bias, vocab);
+  for (const auto ids : {r.prompt_ids, r.output_ids, r.allowed_ids, std::span<const int32_t>(r.masked_ids)})
     for (const int32_t id : ids)
       DS_CHECK(id >= 0 && id < vocab, "sample request {}: token id {} outside the vocabulary [0, {})", index,
                id, vocab);
@@ -50,10 +54,15 @@ void append_entries(const SampleRequest& r, std::vector<cuda::PenaltyEntry>& ent
     int32_t& s = slot[static_cast<size_t>(id)];
     if (s < 0) {
       s = static_cast<int32_t>(entries.size());
-      entries.push_back({id, 0, 0, 0});
+      entries.push_back({.id = id});
     }
     return entries[static_cast<size_t>(s)];
   };
+  for (const LogitBias& b : r.logit_bias) {
+    entry(b.token).has_bias = 1;
+    entry(b.token).bias = b.bias;
+  }
+  for (const int32_t id : r.allowed_ids) entry(id).allowed = 1;
   if (r.repetition_penalty != 1.0) {
     for (const int32_t id : r.prompt_ids) entry(id).repeated = 1;
     for (const int32_t id : r.output_ids) entry(id).repeated = 1;
@@ -97,8 +106,9 @@ bool CudaBackend::sample(const Tensor& logits, std::span<const SampleRequest> re
     k.presence_penalty = r.presence_penalty;
     k.uniform = r.greedy ? 0.0 : r.uniform;
     k.entry_begin = static_cast<int32_t>(entries.size());
+    k.allowed_only = r.allowed_ids.empty() ? 0 : 1;
     if (r.repetition_penalty != 1.0 || r.frequency_penalty != 0.0 || r.presence_penalty != 0.0 ||
-        !r.masked_ids.empty()) {
+        !r.masked_ids.empty() || !r.logit_bias.empty() || !r.allowed_ids.empty()) {
       if (slot.empty()) slot.assign(static_cast<size_t>(vocab), -1);
       append_entries(r, entries, slot);
     }
@@ -131,12 +141,17 @@ bool CudaBackend::sample(const Tensor& logits, std::span<const SampleRequest> re
   DS_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
   for (size_t i = 0; i < results.size(); ++i) {
     const cuda::SampleKernelResult& r = results[i];
-    DS_CHECK(r.status != 1, "sample request {}: logits row {} has NaN or no finite maximum", i,
-             requests[i].row);
-    DS_CHECK(r.status != 2, "sample request {}: every token of logits row {} is masked", i, requests[i].row);
+    SampleResult& o = out[i];
+    // A row with NaN or nothing left to sample fails its own request only (the engine ends that one).
+    if (r.status == static_cast<int32_t>(SampleStatus::kBadLogits) ||
+        r.status == static_cast<int32_t>(SampleStatus::kAllMasked)) {
+      o = SampleResult{};
+      o.status = static_cast<SampleStatus>(r.status);
+      continue;
+    }
     DS_CHECK(r.status == 0 && r.token >= 0 && r.token < vocab && r.num_top == kernel_requests[i].num_top,
              "sample request {}: the kernel returned status {}, token {}", i, r.status, r.token);
-    SampleResult& o = out[i];
+    o.status = SampleStatus::kOk;
     o.token = r.token;
     o.logprob = r.logprob;
     o.top_ids.assign(r.top_ids, r.top_ids + r.num_top);

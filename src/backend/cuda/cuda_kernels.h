@@ -264,20 +264,25 @@ struct SampleKernelRequest {
   int32_t top_k = 0;           // 0 = off, else 0 < top_k < vocab
   int32_t num_top = 0;         // top logprobs wanted, [0, kSampleMaxTop]
   int32_t entry_begin = 0, entry_end = 0;  // its PenaltyEntry range
+  int32_t allowed_only = 0;                // every token without an entry of allowed = 1 is masked
   float inv_temperature = 1.0f;
   float min_p = 0.0f;          // 0 = off
   double top_p = 1.0;          // 1 = off
   double repetition_penalty = 1.0, frequency_penalty = 0.0, presence_penalty = 0.0;
   double uniform = 0.0;
 };
-// One distinct token a request's penalties or min_tokens mask touch.
+// One distinct token a request's logit_bias, penalties, allowed_token_ids or min_tokens mask touch.
 struct PenaltyEntry {
   int32_t id = 0;
   int32_t output_count = 0;  // occurrences in the output (frequency / presence), 0 when those are off
   int32_t repeated = 0;      // in prompt or output, with the repetition penalty on
   int32_t masked = 0;        // set to -inf last
+  int32_t has_bias = 0;      // bias is added first
+  int32_t allowed = 0;       // in allowed_token_ids (read when the request's allowed_only is set)
+  float bias = 0.0f;
 };
-// status: 0, or 1 = the raw row has NaN or no finite max, 2 = every token of the penalized row is masked.
+// status: a SampleStatus: 0, or 1 = the raw row has NaN or no finite max, 2 = every token of the penalized
+// row is masked.
 struct SampleKernelResult {
   int32_t token = 0;
   float logprob = 0.0f;

@@ -52,6 +52,12 @@ __device__ __forceinline__ float exp_nonpositive(float x) {
   return __uint_as_float(y_bits & keep);
 }
 
+// sampler.cpp's saturate: a penalized logit as a float, at +-FLT_MAX beyond float's range.
+__device__ __forceinline__ float saturate(double logit) {
+  constexpr double kMax = 3.4028234663852886e38;  // FLT_MAX
+  return __double2float_rn(fmin(fmax(logit, -kMax), kMax));
+}
+
 // sampler.cpp's ordered_bits: an int32 that sorts like the float (its own inverse).
 __device__ __forceinline__ int32_t ordered_bits(float x) {
   const int32_t b = __float_as_int(x);
@@ -229,28 +235,33 @@ __global__ void __launch_bounds__(kThreads)
   const float* raw = logits + int64_t{req.row} * ld;
   const int tid = threadIdx.x;
 
-  // Penalties, in sampler.cpp's order and precision: repetition (double, once per distinct token), then
-  // frequency and presence (double), then the min_tokens mask. Each entry is a distinct token.
+  // Penalties, in sampler.cpp's order and precision: logit_bias, repetition (double, once per distinct
+  // token), then frequency and presence (double), each saturating at +-FLT_MAX as the host's saturate(), then
+  // the allowed_token_ids and min_tokens masks. Each entry is a distinct token.
   const float* row = raw;
   if (req.penalized_row >= 0) {
     float* pen = penalized + int64_t{req.penalized_row} * vocab;
-    for (int64_t i = tid; i < vocab; i += kThreads) pen[i] = raw[i];
+    const float masked = -__int_as_float(0x7f800000);
+    for (int64_t i = tid; i < vocab; i += kThreads) pen[i] = req.allowed_only ? masked : raw[i];
     __syncthreads();
     for (int e = req.entry_begin + tid; e < req.entry_end; e += kThreads) {
       const PenaltyEntry en = entries[e];
-      float l = pen[en.id];
-      if (en.repeated) {
-        const double d = l;
-        l = static_cast<float>(d > 0.0 ? __ddiv_rn(d, req.repetition_penalty)
-                                       : __dmul_rn(d, req.repetition_penalty));
+      if (req.allowed_only && !en.allowed) continue;  // masked above
+      float l = raw[en.id];
+      if (isfinite(l)) {
+        if (en.has_bias) l = saturate(__dadd_rn(static_cast<double>(l), static_cast<double>(en.bias)));
+        if (en.repeated) {
+          const double d = l;
+          l = saturate(d > 0.0 ? __ddiv_rn(d, req.repetition_penalty) : __dmul_rn(d, req.repetition_penalty));
+        }
+        if (en.output_count > 0) {
+          l = saturate(
+              __dsub_rn(__dsub_rn(static_cast<double>(l),
+                                  __dmul_rn(req.frequency_penalty, static_cast<double>(en.output_count))),
+                        req.presence_penalty));
+        }
       }
-      if (en.output_count > 0) {
-        l = static_cast<float>(
-            __dsub_rn(__dsub_rn(static_cast<double>(l),
-                                __dmul_rn(req.frequency_penalty, static_cast<double>(en.output_count))),
-                      req.presence_penalty));
-      }
-      if (en.masked) l = -__int_as_float(0x7f800000);
+      if (en.masked) l = masked;
       pen[en.id] = l;
     }
     __syncthreads();

@@ -56,7 +56,8 @@ Value g_range(CallArgs& a, Interpreter&) {
 }
 
 // dict(mapping_or_pairs, **kwargs), as Python's dict() and jinja2's Namespace() take them.
-DictObject dict_from_args(CallArgs& a, std::string_view fn) {
+// The entries copied are charged as work, so a loop that rebuilds a growing dict runs into the work limit.
+DictObject dict_from_args(CallArgs& a, std::string_view fn, Interpreter& interp) {
   DictObject d;
   if (a.args.size() > 1) {
     detail::throw_type_error(fmt::format("{} expected at most 1 argument, got {}", fn, a.args.size()));
@@ -64,6 +65,7 @@ DictObject dict_from_args(CallArgs& a, std::string_view fn) {
   if (!a.args.empty()) {
     const Value& src = a.args[0];
     if (src.is_dict() || src.is_namespace()) {
+      interp.charge_items(src.as_dict().entries().size());
       for (const auto& [k, v] : src.as_dict().entries()) d.set(k, v);
     } else {
       for (const Value& pair : iterate(src)) {
@@ -74,16 +76,17 @@ DictObject dict_from_args(CallArgs& a, std::string_view fn) {
       }
     }
   }
+  interp.charge_items(a.kwargs.size());
   for (auto& [k, v] : a.kwargs) d.set(k, v);
   return d;
 }
 
-Value g_dict(CallArgs& a, Interpreter&) {
-  return Value::dict(dict_from_args(a, "dict"));
+Value g_dict(CallArgs& a, Interpreter& interp) {
+  return Value::dict(dict_from_args(a, "dict", interp));
 }
 
-Value g_namespace(CallArgs& a, Interpreter&) {
-  return Value::make_namespace(dict_from_args(a, "namespace"));
+Value g_namespace(CallArgs& a, Interpreter& interp) {
+  return Value::make_namespace(dict_from_args(a, "namespace", interp));
 }
 
 Value g_raise_exception(CallArgs& a, Interpreter&) {

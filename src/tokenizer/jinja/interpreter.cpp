@@ -28,7 +28,16 @@ Interpreter::~Interpreter() {
   for (auto& frame : closure_frames_) frame->clear();
 }
 
+namespace {
+double thread_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) * 1e-9;
+}
+}  // namespace
+
 std::string Interpreter::render(const Body& body, std::shared_ptr<Frame> globals) {
+  cpu_start_ = thread_cpu_seconds();
   auto frame = std::make_shared<Frame>(std::move(globals));
   closure_frames_.push_back(frame);
   std::string out;
@@ -38,7 +47,16 @@ std::string Interpreter::render(const Body& body, std::shared_ptr<Frame> globals
 
 // --- budget ----------------------------------------------------------------------------------------
 
+void Interpreter::check_cpu_time() {
+  if (limits_.max_cpu_seconds <= 0.0) return;
+  if (thread_cpu_seconds() - cpu_start_ > limits_.max_cpu_seconds) {
+    detail::throw_limit(fmt::format("the template used more than its CPU-time limit of {} s for one render",
+                                    limits_.max_cpu_seconds));
+  }
+}
+
 void Interpreter::charge_string(size_t n) {
+  check_cpu_time();
   string_bytes_ += n;
   if (string_bytes_ > limits_.max_total_string_bytes) {
     detail::throw_limit(
@@ -178,6 +196,7 @@ Interpreter::Flow Interpreter::exec_for(const ForStmt& stmt, const std::shared_p
       detail::throw_limit(
           fmt::format("the template ran more than {} loop iterations", limits_.max_loop_iterations));
     }
+    check_cpu_time();
     auto inner = std::make_shared<Frame>(frame);
     const auto idx = static_cast<size_t>(i);
     assign(stmt.target, items[idx], inner);
@@ -273,6 +292,7 @@ Value Interpreter::invoke_macro(const MacroSignature& sig, const Body& body,
     detail::throw_limit(fmt::format("the template ran more than {} loop iterations and macro calls",
                                     limits_.max_loop_iterations));
   }
+  check_cpu_time();
   if (call_depth_ >= limits_.max_recursion_depth) {
     detail::throw_limit(fmt::format("macro calls nested deeper than {}", limits_.max_recursion_depth));
   }
@@ -545,6 +565,7 @@ Value Interpreter::getitem(const Value& obj, const Value& key) {
 
 Value Interpreter::call(const Value& callee, CallArgs& args) {
   fail_if_undefined(callee);
+  check_cpu_time();
   if (!callee.is_function())
     detail::throw_type_error(fmt::format("'{}' object is not callable", type_name(callee)));
   return callee.as_function().fn(args, *this);

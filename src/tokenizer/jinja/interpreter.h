@@ -28,6 +28,11 @@ struct Limits {
   // scanned. Bounds the time a template can spend inside filters and methods, as the iteration limit
   // bounds the time spent in loops.
   size_t max_total_string_bytes = 256u << 20;
+  // CPU time of the rendering thread for one render, in seconds; 0: none. Templates a client sends get one
+  // (ChatTemplate::kClientCpuSeconds): work that stays within the other limits can still be quadratic.
+  // Checked on every loop iteration, macro or function call and builtin's charge, so one render overshoots
+  // it by at most one builtin's work.
+  double max_cpu_seconds = 0.0;
 };
 
 // Where strftime_now() reads the time; the default is the local time of the machine, as
@@ -73,6 +78,8 @@ class Interpreter {
   // Throws a LimitError fault when a builtin is about to build one string longer than max_output_bytes;
   // call it before allocating, with sizes a template chooses (a width, a precision, a repeat count).
   void check_string_size(uint64_t bytes) const;
+  // Throws a LimitError fault once the render has used more than max_cpu_seconds of CPU time.
+  void check_cpu_time();
   // iterate(v), with its elements charged as work.
   std::vector<Value> items_of(const Value& v);
   [[nodiscard]] const Limits& limits() const { return limits_; }
@@ -105,6 +112,7 @@ class Interpreter {
   int64_t iterations_ = 0;
   size_t string_bytes_ = 0;
   int call_depth_ = 0;
+  double cpu_start_ = 0.0;  // the thread's CPU seconds when render() began
   // Frames that a macro closes over; cleared after rendering to break the frame -> macro -> frame cycle.
   std::vector<std::shared_ptr<Frame>> closure_frames_;
 };

@@ -106,15 +106,36 @@ TEST(Sampler, ScoreGivesTheTokenAndTheTopN) {
 }
 
 TEST(Sampler, RejectsARowWithNaNOrNothingToSample) {
+  // A SamplingError, which the engine turns into the end of that one request (never an InternalError, which
+  // would end the engine).
   SamplingParams p;
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  EXPECT_THROW((void)sample_once({0.0f, nan, 1.0f}, p), InternalError);
-  EXPECT_THROW((void)sample_once({0.0f, -nan, 1.0f}, p), InternalError);  // sign bit set
-  EXPECT_THROW((void)Sampler::score(std::vector<float>{-nan, 0.0f}, 1, 0), InternalError);
-  EXPECT_THROW((void)sample_once({-kInf, -kInf}, p), InternalError);
+  auto status_of = [&](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const SamplingError& e) {
+      return e.status();
+    }
+    return SampleStatus::kOk;
+  };
+  EXPECT_EQ(status_of([&] { (void)sample_once({0.0f, nan, 1.0f}, p); }), SampleStatus::kBadLogits);
+  EXPECT_EQ(status_of([&] { (void)sample_once({0.0f, -nan, 1.0f}, p); }), SampleStatus::kBadLogits);
+  EXPECT_EQ(status_of([&] {
+              (void)Sampler::score(std::vector<float>{-nan, 0.0f}, 1, 0);
+            }),
+            SampleStatus::kBadLogits);
+  EXPECT_EQ(status_of([&] { (void)sample_once({-kInf, -kInf}, p); }), SampleStatus::kBadLogits);
   p.min_tokens = 1;  // masks the only token that could be drawn
   const std::vector<int32_t> eos = {1};
-  EXPECT_THROW((void)sample_once({-kInf, 0.0f}, p, {.eos_token_ids = eos}), InternalError);
+  EXPECT_EQ(status_of([&] {
+              (void)sample_once({-kInf, 0.0f}, p, {.eos_token_ids = eos});
+            }),
+            SampleStatus::kAllMasked);
+  p.temperature = 0.0;  // greedy too
+  EXPECT_EQ(status_of([&] {
+              (void)sample_once({-kInf, 0.0f}, p, {.eos_token_ids = eos});
+            }),
+            SampleStatus::kAllMasked);
 }
 
 // ---- penalties and min_tokens ----

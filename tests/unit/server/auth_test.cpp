@@ -58,6 +58,39 @@ TEST(ApiKeysTest, FileWithNamesCommentsAndBlankLines) {
   std::remove(path.c_str());
 }
 
+TEST(ApiKeysTest, AKeyFileThatIsNotTextIsRefusedAndReloadKeepsTheOldKeys) {
+  // Issue 19: a key file of binary garbage loaded, and on SIGHUP replaced the keys in use.
+  const std::string path = ::testing::TempDir() + "deepserve_binary_keys_test.txt";
+  std::ofstream(path, std::ios::binary) << std::string("alice sk-1\nbob sk-\x01\xff\x00z\n", 19);
+  ApiKeys keys;
+  try {
+    keys.add_file(path);
+    FAIL() << "a binary key file must be refused";
+  } catch (const InvalidArgument& e) {
+    EXPECT_EQ(std::string(e.what()), "--api-key-file " + path +
+                                         " line 2: byte 0x01 is not printable ASCII; the file must be text, "
+                                         "one 'KEY' or 'NAME KEY' a line");
+  }
+  EXPECT_EQ(keys.size(), 0u);  // nothing of it was taken
+  EXPECT_THROW(keys.add("carol", "sk-\x7f"), InvalidArgument);
+  EXPECT_THROW(keys.add("caról", "sk-3"), InvalidArgument);
+
+  std::ofstream(path, std::ios::trunc) << "alice sk-1\n";
+  AuthOptions o;
+  o.api_key_file = path;
+  Auth auth(o);
+  EXPECT_EQ(auth.authenticate("Bearer sk-1").user, "alice");
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << std::string(
+      "\x7f"
+      "ELF\x02\x01\x01\x00",
+      8);
+  EXPECT_FALSE(auth.reload());
+  EXPECT_EQ(auth.authenticate("Bearer sk-1").user, "alice");  // the old keys stay
+  // At start, the same file is an error.
+  EXPECT_THROW({ Auth again(o); }, InvalidArgument);
+  std::remove(path.c_str());
+}
+
 TEST(ServerAuthTest, EveryRouteButHealthAndVersionNeedsAKey) {
   testing::HarnessOptions o;
   o.with_tokenizer = true;

@@ -3,6 +3,8 @@
 // ids of a text and of a conversation, the greedy tokens and their logprobs, and the text.
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <fstream>
 
 #include "server_harness.h"
@@ -266,6 +268,26 @@ TEST_F(ClientChatTemplateTest, KwargsReachTheModelsOwnTemplate) {
   EXPECT_TRUE(text.starts_with("CUSTOM")) << text;
   EXPECT_EQ(text.substr(6), own_text.substr(own_text.find("<\uFF5CUser\uFF5C>")))
       << own_text << " / " << text;
+}
+
+TEST_F(ClientChatTemplateTest, ASlowTemplateStopsAtItsCpuTimeLimit) {
+  // Issue 19: quadratic work within every other limit (a dict rebuilt 100,000 times) never finished.
+  const std::string tmpl =
+      "{% set ns = namespace(d={}) %}{% for i in range(100000) %}{% set ns.d = dict(ns.d, **{'k'~i: i}) %}"
+      "{% endfor %}";
+  const auto start = std::chrono::steady_clock::now();
+  const json e =
+      error_of("/v1/chat/completions", {{"messages", kMessages}, {"chat_template", tmpl}, {"max_tokens", 1}});
+  // 1 s of CPU time; the wall-clock bound leaves room for a loaded machine (before: it never ended).
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(15));
+  EXPECT_EQ(e["type"], "invalid_request_error");
+  EXPECT_TRUE(e["param"].is_null());
+  EXPECT_NE(e["message"].get<std::string>().find("LimitError at line 1, column"), std::string::npos)
+      << e.dump();
+  EXPECT_NE(e["message"].get<std::string>().find(
+                "the template used more than its CPU-time limit of 1 s for one render"),
+            std::string::npos)
+      << e.dump();
 }
 
 TEST_F(ClientChatTemplateTest, TemplateErrorsAre400WithLineAndColumn) {

@@ -80,6 +80,40 @@ TEST(JinjaSandbox, DefaultLimitsStopARunawayTemplateQuickly) {
 #endif
 }
 
+TEST(JinjaSandbox, ACpuTimeLimitStopsWorkThatStaysWithinTheOtherLimits) {
+  // 1,000,000 iterations is the iteration limit itself: far more than 1 ms of CPU time.
+  TemplateOptions o = testing::test_options();
+  o.limits.max_cpu_seconds = 0.001;
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    (void)render(
+        "{% set ns = namespace(x=0) %}{% for i in range(1000) %}{% for j in range(999) %}"
+        "{% set ns.x = ns.x + 1 %}{% endfor %}{% endfor %}{{ ns.x }}",
+        ordered_json::object(), o);
+    FAIL() << "rendered within 1 ms";
+  } catch (const TemplateLimitError& e) {
+    EXPECT_EQ(e.message(), "the template used more than its CPU-time limit of 0.001 s for one render");
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start,
+            std::chrono::seconds(5));  // wall time, on a shared machine
+  o.limits.max_cpu_seconds = 0.0;  // no limit: the same template renders
+  EXPECT_EQ(
+      render("{% set ns = namespace(x=0) %}{% for i in range(100) %}{% set ns.x = ns.x + 1 %}{% endfor %}"
+             "{{ ns.x }}",
+             ordered_json::object(), o),
+      "100");
+}
+
+TEST(JinjaSandbox, RebuildingAGrowingDictIsChargedAsWork) {
+  // Issue 19: quadratic work within the iteration limit (100,000 copies of a growing dict) ran for hours.
+  // Each copy is charged 16 bytes an entry: 64 KiB of work is spent at about the 90th copy, well before the
+  // 1,000 iterations of small_limits().
+  expect_limit(
+      "{% set ns = namespace(d={}) %}{% for i in range(100000) %}"
+      "{% set ns.d = dict(ns.d, **{'k' ~ i: i}) %}{% endfor %}",
+      "the template produced more than 65536 bytes of strings");
+}
+
 TEST(JinjaSandbox, RangeIsCappedAsInJinja2) {
   // jinja2.sandbox.MAX_RANGE = 100000, whatever the iteration limit.
   EXPECT_THROW((void)render("{{ range(100001)|length }}"), TemplateLimitError);
