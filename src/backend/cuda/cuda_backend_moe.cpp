@@ -104,6 +104,7 @@ const CudaBackend::ExpertTable& CudaBackend::expert_table(std::span<const MlpWei
   bool grouped = (dtype == DType::kBF16 || table.fp8) && table.hidden % align == 0 && table.inter % align == 0 &&
                  table.count <= 1024;
   for (const MlpWeights& e : experts) {
+    DS_CHECK(!e.gate_proj.empty(), "an empty expert (expert parallel) on the CUDA backend, which holds every expert");
     for (const Weight* w : {&e.gate_proj, &e.up_proj, &e.down_proj}) {
       grouped = grouped && w->tensor->dtype == dtype && w->device_data != nullptr;
       if (table.fp8)
