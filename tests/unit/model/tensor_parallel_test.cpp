@@ -106,6 +106,45 @@ TEST(TensorParallel, ALayoutTheHeadsDoNotDivideIsRefusedWithTheNumbers) {
   }
 }
 
+// A rank whose backend faults mid-step (as a device error would) ends the whole group at once: the step
+// fails on the caller with that rank's error, instead of the others waiting out --dist-timeout.
+class FaultyCpuBackend : public CpuBackend {
+ public:
+  FaultyCpuBackend() : CpuBackend(1) {}
+  void mla_attention(const MlaAttentionParams& p, const ForwardBatch& batch) override {
+    if (armed) throw InternalError("injected fault in mla_attention");
+    CpuBackend::mla_attention(p, batch);
+  }
+  bool armed = false;
+};
+
+TEST(TensorParallel, AFaultingRankEndsTheGroupAtOnceNamingIt) {
+  CpuBackend healthy{1};
+  FaultyCpuBackend faulty;
+  std::vector<Backend*> ranks = {&healthy, &faulty};
+  TensorParallelRunner runner(fixture_dir("deepseek_v3_tiny_bf16"), ranks,
+                              HostGroup::make(2, std::chrono::milliseconds(30000)));
+  runner.allocate_kv_cache(8, 16);
+  (void)all_logits(runner, {5, 6, 7});
+  faulty.armed = true;
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    (void)all_logits(runner, {5, 6, 7});
+    FAIL() << "the step succeeded with a faulting rank";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("injected fault in mla_attention"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  // The group is dead: the next step fails too, naming the rank.
+  faulty.armed = false;
+  try {
+    (void)all_logits(runner, {5});
+    FAIL() << "a dead group ran a step";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 1 failed"), std::string::npos) << e.what();
+  }
+}
+
 TEST(TensorParallel, TheEngineBatchesPreemptsAndCachesPrefixesUnderTp2) {
   // Three requests sharing a prefix, in a cache too small for all of them at once (preemption), with chunked
   // prefill: the tokens equal TP 1's through the same engine configuration.
