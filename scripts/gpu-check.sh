@@ -11,6 +11,7 @@
 #   GPU_CHECK_DEADLINE=560 bash scripts/gpu-check.sh  # seconds for the whole script: the benchmarks get what is
 #                                                     # left (GPU_CHECK_BENCH_SECONDS sets their share outright)
 #   GPU_CHECK_CPU_TESTS=0 bash scripts/gpu-check.sh  # skip the CPU unit tests (CI runs them)
+#   GPU_CHECK_SWEEP=0 / GPU_CHECK_REAL_SIZE=0        # skip the config sweep / the real-size check (issue 20)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 script_start=$(date +%s)
@@ -93,6 +94,32 @@ else
   mapfile -t failed < <(grep -E 'The following tests FAILED' -A40 "$LOGS/test-gpu.log" | sed -n '2,40p')
   for line in "${failed[@]}"; do rows+=("$(printf '%-28s %-5s %s' "" "" "$line")"); done
 fi
+
+echo "== config sweep (issue 20: random DeepSeek configs against HF, scripts/gpu-sweep.sh)"
+t0=$(date +%s)
+if [ "${GPU_CHECK_SWEEP:-1}" = 0 ]; then
+  row "config sweep" info "skipped (GPU_CHECK_SWEEP=0)"
+elif OUT="$LOGS" bash scripts/gpu-sweep.sh "$BUILD" >"$LOGS/sweep-summary.txt" 2>&1; then
+  row "config sweep" ok "$(grep -Eo '[0-9]+ of [0-9]+ checkpoints within tolerance' "$LOGS/sweep.log" | tail -1), $(seconds "$t0") s"
+else
+  grep -E 'FAIL|refused' "$LOGS/sweep.log" | cut -c1-200 | head -10
+  row "config sweep" FAIL "$(grep -Eo '[0-9]+ of [0-9]+ checkpoints within tolerance' "$LOGS/sweep.log" | tail -1) (sweep.log)"
+fi
+
+echo "== real size (V3's true dimensions: CUDA against the CPU)"
+t0=$(date +%s)
+if [ "${GPU_CHECK_REAL_SIZE:-1}" = 0 ]; then
+  row "real size" info "skipped (GPU_CHECK_REAL_SIZE=0)"
+elif timeout 300 python3 tools/bench/make_random_checkpoint.py --preset v3-dims --out /dev/shm/ds_v3dims \
+       >"$LOGS/v3dims.log" 2>&1 &&
+     DS_REAL_SIZE_CHECKPOINT=/dev/shm/ds_v3dims timeout 600 "$BUILD/tests/gpu/test_gpu" --gtest_filter='RealSize.*' \
+       >"$LOGS/real-size.log" 2>&1; then
+  row "real size" ok "$(grep -Eo 'pinned routing worst [0-9.]+' "$LOGS/real-size.log"), $(seconds "$t0") s"
+else
+  grep -E 'Failure|Expected|Which|REAL' "$LOGS/real-size.log" 2>/dev/null | head -10
+  row "real size" FAIL "see real-size.log / v3dims.log"
+fi
+rm -rf /dev/shm/ds_v3dims
 
 echo "== deepserve generate --device cuda vs cpu"
 fixture=tests/fixtures/deepseek_v3_tiny_bf16
