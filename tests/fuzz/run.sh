@@ -15,17 +15,18 @@ cd "$(dirname "$0")/../.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 BUILD=${FUZZ_BUILD_DIR:-build-fuzz}
-ALL_TARGETS=(fuzz_tokenizer_json fuzz_tokenizer_encode fuzz_jinja fuzz_safetensors fuzz_request_sampling)
+ALL_TARGETS=(fuzz_tokenizer_json fuzz_tokenizer_encode fuzz_jinja fuzz_safetensors fuzz_request_sampling
+             fuzz_http_framing)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL_TARGETS[@]}")
 
 # Per target: longest input, seconds before one input counts as a hang, and options of its own.
 # max_len: tokenizer.json seeds are a few KB; templates and safetensors headers are shorter.
 declare -A MAX_LEN=([fuzz_tokenizer_json]=16384 [fuzz_tokenizer_encode]=4096 [fuzz_jinja]=4096
-                    [fuzz_safetensors]=8192 [fuzz_request_sampling]=4096)
+                    [fuzz_safetensors]=8192 [fuzz_request_sampling]=4096 [fuzz_http_framing]=4096)
 declare -A DICT=([fuzz_tokenizer_json]=tokenizer_json.dict [fuzz_tokenizer_encode]=tokenizer_encode.dict
                  [fuzz_jinja]=jinja.dict [fuzz_safetensors]=safetensors.dict
-                 [fuzz_request_sampling]=request_sampling.dict)
+                 [fuzz_request_sampling]=request_sampling.dict [fuzz_http_framing]=http.dict)
 
 if [ ! -f "$BUILD/build.ninja" ]; then
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo \
