@@ -32,6 +32,7 @@ namespace {
 using testing::first_routing_difference;
 using testing::log_softmax;
 using testing::make_batch;
+using testing::one_pass_logits;
 using testing::RoutingProbe;
 using testing::SeqStep;
 
@@ -54,16 +55,6 @@ std::vector<std::string> fixture_dirs() {
     if (std::filesystem::exists(e.path() / "expected.json")) dirs.push_back(e.path().string());
   std::sort(dirs.begin(), dirs.end());
   return dirs;
-}
-
-std::vector<float> full_logits(DeepseekModel& model, const std::vector<int32_t>& ids,
-                               std::vector<std::vector<float>>* trace = nullptr) {
-  std::vector<int32_t> blocks((ids.size() + 15) / 16);
-  std::iota(blocks.begin(), blocks.end(), 0);
-  const Tensor logits = model.forward(make_batch({SeqStep{ids, 0, blocks, true}}, 16), trace);
-  std::vector<float> v(static_cast<size_t>(logits.numel()));
-  model.backend().copy_to_host(logits, v);
-  return v;
 }
 
 double normalized_error(const std::vector<float>& got, const std::vector<float>& ref) {
@@ -149,15 +140,15 @@ SweepResult run_one(const std::string& dir, double (*tolerance)(const SweepResul
     ++r.num_prompts;
     cpu_probe.calls.clear();
     gpu_probe.calls.clear();
-    const std::vector<float> g = full_logits(*gpu_model, ids), c = full_logits(*cpu_model, ids);
-    (void)full_logits(*probed_model, ids);
+    const std::vector<float> g = one_pass_logits(*gpu_model, ids), c = one_pass_logits(*cpu_model, ids);
+    (void)one_pass_logits(*probed_model, ids);
     const int64_t n = static_cast<int64_t>(ids.size());
     r.prompts_flipped +=
         first_routing_difference(cpu_probe.calls, gpu_probe.calls, 0, cpu_probe.calls.size(), n) < n;
     gpu_probe.calls.clear();
     gpu_probe.pinned = &cpu_probe.calls;
     gpu_probe.next_pinned = 0;
-    const std::vector<float> pinned = full_logits(*probed_model, ids);
+    const std::vector<float> pinned = one_pass_logits(*probed_model, ids);
     gpu_probe.pinned = nullptr;
     for (size_t i = 0; i + 1 < ids.size(); ++i) {
       const double want = prompt["prompt_logprobs"][i + 1].get<double>();
@@ -189,8 +180,8 @@ SweepResult run_one(const std::string& dir, double (*tolerance)(const SweepResul
   r.mean_hf_fp8 = count > 0 ? sum_fp8 / static_cast<double>(count) : 0;
   {
     std::vector<std::vector<float>> ct, gt;
-    (void)full_logits(*cpu_model, prompts.back(), &ct);
-    (void)full_logits(*gpu_model, prompts.back(), &gt);
+    (void)one_pass_logits(*cpu_model, prompts.back(), &ct);
+    (void)one_pass_logits(*gpu_model, prompts.back(), &gt);
     for (size_t k = 0; k < gt.size() && k < ct.size(); ++k)
       r.per_layer += fmt::format(" {:.1e}", normalized_error(gt[k], ct[k]));
   }

@@ -32,6 +32,7 @@ namespace {
 using testing::first_routing_difference;
 using testing::log_softmax;
 using testing::make_batch;
+using testing::one_pass_logits;
 using testing::RoutingProbe;
 using testing::SeqStep;
 
@@ -40,15 +41,6 @@ using testing::SeqStep;
 constexpr double kPinnedWorst = 0.25;
 constexpr double kPinnedMean = 0.03;
 constexpr double kMarginThreshold = 0.5;
-
-std::vector<float> full_logits(DeepseekModel& model, const std::vector<int32_t>& ids) {
-  std::vector<int32_t> blocks((ids.size() + 15) / 16);
-  std::iota(blocks.begin(), blocks.end(), 0);
-  const Tensor logits = model.forward(make_batch({SeqStep{ids, 0, blocks, true}}, 16));
-  std::vector<float> v(static_cast<size_t>(logits.numel()));
-  model.backend().copy_to_host(logits, v);
-  return v;
-}
 
 TEST(RealSize, CudaMatchesTheCpuAtDeepSeekV3Dimensions) {
   const char* dir = std::getenv("DS_REAL_SIZE_CHECKPOINT");
@@ -79,8 +71,8 @@ TEST(RealSize, CudaMatchesTheCpuAtDeepSeekV3Dimensions) {
   for (const auto& ids : prompts) {
     cpu_probe.calls.clear();
     gpu_probe.calls.clear();
-    const std::vector<float> ref = full_logits(*cpu_model, ids);
-    const std::vector<float> free = full_logits(*probed, ids);
+    const std::vector<float> ref = one_pass_logits(*cpu_model, ids);
+    const std::vector<float> free = one_pass_logits(*probed, ids);
     const int64_t n = static_cast<int64_t>(ids.size());
     const int64_t first_flip =
         first_routing_difference(cpu_probe.calls, gpu_probe.calls, 0, cpu_probe.calls.size(), n);
@@ -88,7 +80,7 @@ TEST(RealSize, CudaMatchesTheCpuAtDeepSeekV3Dimensions) {
     gpu_probe.calls.clear();
     gpu_probe.pinned = &cpu_probe.calls;
     gpu_probe.next_pinned = 0;
-    const std::vector<float> pinned = full_logits(*probed, ids);
+    const std::vector<float> pinned = one_pass_logits(*probed, ids);
     gpu_probe.pinned = nullptr;
     for (int64_t i = 0; i + 1 < n; ++i) {
       const size_t tok = static_cast<size_t>(ids[static_cast<size_t>(i) + 1]);

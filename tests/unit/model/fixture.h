@@ -5,10 +5,12 @@
 
 #include <cmath>
 #include <fstream>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "model/deepseek.h"
 
 namespace ds::testing {
 
@@ -59,6 +61,28 @@ inline ForwardBatch make_batch(const std::vector<SeqStep>& seqs, int32_t block_s
     for (size_t i = 0; i < max_blocks; ++i) b.block_table.push_back(i < s.blocks.size() ? s.blocks[i] : 0);
   }
   return b;
+}
+
+// Logits [ids.size(), vocab] of a fresh sequence in one pass (blocks 0, 1, ... of 16 tokens), on the host; with
+// a trace, the residual stream after each layer too (DeepseekModel::forward).
+inline std::vector<float> one_pass_logits(DeepseekModel& model, const std::vector<int32_t>& ids,
+                                          std::vector<std::vector<float>>* trace = nullptr) {
+  std::vector<int32_t> blocks((ids.size() + 15) / 16);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  const Tensor logits = model.forward(make_batch({SeqStep{ids, 0, blocks, true}}, 16), trace);
+  std::vector<float> v(static_cast<size_t>(logits.numel()));
+  model.backend().copy_to_host(logits, v);
+  return v;
+}
+
+// The same through any runner (a tensor-parallel group), without the trace.
+inline std::vector<float> one_pass_logits(ModelRunner& model, const std::vector<int32_t>& ids) {
+  std::vector<int32_t> blocks((ids.size() + 15) / 16);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  const Tensor logits = model.forward(make_batch({SeqStep{ids, 0, blocks, true}}, 16));
+  std::vector<float> v(static_cast<size_t>(logits.numel()));
+  model.backend().copy_to_host(logits, v);
+  return v;
 }
 
 }  // namespace ds::testing

@@ -21,6 +21,7 @@ using testing::fixture_dir;
 using testing::load_expected;
 using testing::log_softmax;
 using testing::make_batch;
+using testing::one_pass_logits;
 using testing::SeqStep;
 
 struct Ranks {
@@ -35,18 +36,9 @@ Ranks make_tp(const std::string& fixture, int tp, bool ep = false) {
     r.backends.push_back(std::make_unique<CpuBackend>(1));
     ptrs.push_back(r.backends.back().get());
   }
-  r.runner = std::make_unique<TensorParallelRunner>(fixture_dir(fixture), ptrs,
-                                                    HostGroup::make(tp, std::chrono::milliseconds(30000)), ep);
+  r.runner = std::make_unique<TensorParallelRunner>(
+      fixture_dir(fixture), ptrs, HostGroup::make(tp, std::chrono::milliseconds(30000)), ep);
   return r;
-}
-
-std::vector<float> all_logits(ModelRunner& m, const std::vector<int32_t>& ids) {
-  std::vector<int32_t> blocks((ids.size() + 15) / 16);
-  std::iota(blocks.begin(), blocks.end(), 0);
-  const Tensor logits = m.forward(make_batch({SeqStep{ids, 0, blocks, true}}, 16));
-  std::vector<float> v(static_cast<size_t>(logits.numel()));
-  m.backend().copy_to_host(logits, v);
-  return v;
 }
 
 std::vector<int32_t> greedy(ModelRunner& m, const std::vector<int32_t>& ids, int64_t steps) {
@@ -73,7 +65,7 @@ TEST_P(TensorParallelFixture, ReproducesOneRank) {
   int compared_tokens = 0;
   for (const auto& prompt : prompts) {
     const auto ids = prompt["prompt_ids"].get<std::vector<int32_t>>();
-    const auto a = all_logits(*one, ids), b = all_logits(*ranks.runner, ids);
+    const auto a = one_pass_logits(*one, ids), b = one_pass_logits(*ranks.runner, ids);
     ASSERT_EQ(a.size(), b.size());
     for (size_t i = 0; i < ids.size(); ++i) {
       const auto la = log_softmax(a.data() + i * vocab, vocab), lb = log_softmax(b.data() + i * vocab, vocab);
@@ -88,14 +80,18 @@ TEST_P(TensorParallelFixture, ReproducesOneRank) {
               fixture.c_str(), tp, ep ? " + EP" : "", worst, compared_tokens);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Fixtures, TensorParallelFixture,
-    ::testing::Values(std::tuple{"deepseek_v3_tiny_bf16", 2, false}, std::tuple{"deepseek_v3_tiny_bf16", 4, false},
-                      std::tuple{"deepseek_v3_tiny_fp8", 2, false}, std::tuple{"deepseek_v3_tiny_fp8", 4, false},
-                      std::tuple{"deepseek_v2_tiny_bf16", 2, false}, std::tuple{"deepseek_v2_tiny_bf16", 4, false},
-                      std::tuple{"deepseek_v3_tiny_chat", 2, false}, std::tuple{"deepseek_v3_tiny_bf16", 2, true},
-                      std::tuple{"deepseek_v3_tiny_fp8", 4, true}, std::tuple{"deepseek_v2_tiny_bf16", 2, true},
-                      std::tuple{"deepseek_v3_tiny_chat", 2, true}));
+INSTANTIATE_TEST_SUITE_P(Fixtures, TensorParallelFixture,
+                         ::testing::Values(std::tuple{"deepseek_v3_tiny_bf16", 2, false},
+                                           std::tuple{"deepseek_v3_tiny_bf16", 4, false},
+                                           std::tuple{"deepseek_v3_tiny_fp8", 2, false},
+                                           std::tuple{"deepseek_v3_tiny_fp8", 4, false},
+                                           std::tuple{"deepseek_v2_tiny_bf16", 2, false},
+                                           std::tuple{"deepseek_v2_tiny_bf16", 4, false},
+                                           std::tuple{"deepseek_v3_tiny_chat", 2, false},
+                                           std::tuple{"deepseek_v3_tiny_bf16", 2, true},
+                                           std::tuple{"deepseek_v3_tiny_fp8", 4, true},
+                                           std::tuple{"deepseek_v2_tiny_bf16", 2, true},
+                                           std::tuple{"deepseek_v3_tiny_chat", 2, true}));
 
 TEST(TensorParallel, ALayoutTheHeadsDoNotDivideIsRefusedWithTheNumbers) {
   try {
@@ -125,11 +121,11 @@ TEST(TensorParallel, AFaultingRankEndsTheGroupAtOnceNamingIt) {
   TensorParallelRunner runner(fixture_dir("deepseek_v3_tiny_bf16"), ranks,
                               HostGroup::make(2, std::chrono::milliseconds(30000)));
   runner.allocate_kv_cache(8, 16);
-  (void)all_logits(runner, {5, 6, 7});
+  (void)one_pass_logits(runner, {5, 6, 7});
   faulty.armed = true;
   const auto t0 = std::chrono::steady_clock::now();
   try {
-    (void)all_logits(runner, {5, 6, 7});
+    (void)one_pass_logits(runner, {5, 6, 7});
     FAIL() << "the step succeeded with a faulting rank";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("injected fault in mla_attention"), std::string::npos) << e.what();
@@ -138,7 +134,7 @@ TEST(TensorParallel, AFaultingRankEndsTheGroupAtOnceNamingIt) {
   // The group is dead: the next step fails too, naming the rank.
   faulty.armed = false;
   try {
-    (void)all_logits(runner, {5});
+    (void)one_pass_logits(runner, {5});
     FAIL() << "a dead group ran a step";
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find("rank 1 failed"), std::string::npos) << e.what();
